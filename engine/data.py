@@ -1,0 +1,281 @@
+"""Datasets: the embedded digits, ImageFolder trees and CSV label files; splits.
+
+`scan()` needs no torch: it finds the layout, the classes and the usable files, and reports
+what it skipped (broken, not an image, missing, or outside the data root: never opened). The
+engine process calls it to reject bad input before a study exists; each worker calls it again
+(it is deterministic) and then decodes the images once into memory (`engine.tensors`).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import importlib.util
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.config import DataConfig
+from engine.errors import DataError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+MAX_IMAGE_BYTES = 256 * 2**20  # a "photo" larger than this is not one we can cache; skip it
+SKIP_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: Path
+    label: int
+
+
+@dataclass
+class Scan:
+    """What a data path holds. `entries` is empty for the embedded digits."""
+
+    layout: str  # "digits", "imagefolder" or "csv"
+    root: str
+    classes: list[str]
+    entries: list[Entry] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    count: int = 0
+
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount([e.label for e in self.entries], minlength=len(self.classes))
+        return {c: int(n) for c, n in zip(self.classes, counts, strict=True)}
+
+    def skipped_summary(self) -> str | None:
+        if not self.skipped:
+            return None
+        shown = "; ".join(f"{p} ({why})" for p, why in self.skipped[:SKIP_EXAMPLES])
+        more = f" and {len(self.skipped) - SKIP_EXAMPLES} more" if len(self.skipped) > SKIP_EXAMPLES else ""
+        return f"skipped {len(self.skipped)} file(s): {shown}{more}"
+
+
+# ---------------------------------------------------------------- embedded digits
+
+
+def digits_file() -> Path:
+    """scikit-learn ships the UCI handwritten digits as a gzipped CSV inside the package."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise DataError("the embedded dataset needs scikit-learn (pip install scikit-learn)", key="data.path")
+    return Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+
+
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """1,797 real 8x8 grayscale digits as uint8 (N, 8, 8) scaled to 0..255, and int64 labels."""
+    with gzip.open(digits_file(), "rb") as fh:
+        table = np.loadtxt(io.TextIOWrapper(fh, encoding="ascii"), delimiter=",")
+    pixels = np.clip(table[:, :-1] * (255.0 / 16.0), 0, 255).round().astype(np.uint8)
+    return pixels.reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+
+
+# ---------------------------------------------------------------- scanning user data
+
+
+def scan(cfg: DataConfig) -> Scan:
+    if cfg.path is None:
+        if cfg.labels is not None:
+            raise DataError("a labels CSV needs a data path (--data DIR)", key="data.labels")
+        _pixels, labels = load_digits()
+        return Scan(layout="digits", root="embedded:digits", classes=[str(i) for i in range(10)],
+                    count=len(labels))
+    root = Path(cfg.path).expanduser()
+    if not root.exists():
+        raise DataError("no such file or folder", source=str(root), key="data.path")
+    labels = Path(cfg.labels).expanduser() if cfg.labels else None
+    if labels is None and root.is_file():
+        if root.suffix.lower() != ".csv":
+            raise DataError("must be a folder of images or a labels CSV", source=str(root), key="data.path")
+        labels, root = root, root.parent
+    if labels is None:
+        csvs = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
+        if len(csvs) > 1:
+            names = ", ".join(p.name for p in csvs)
+            raise DataError(f"several CSV files ({names}): name one with --labels", source=str(root),
+                            key="data.labels")
+        labels = csvs[0] if csvs else None
+    result = _scan_csv(root, labels, cfg) if labels is not None else _scan_imagefolder(root)
+    if not result.entries:
+        why = f"; {result.skipped_summary()}" if result.skipped else ""
+        raise DataError(f"no usable images found{why}", source=str(root), key="data.path")
+    counts = result.class_counts()
+    if sum(1 for n in counts.values() if n) < 2:
+        raise DataError(f"only one class with images ({', '.join(k for k, n in counts.items() if n)}): "
+                        "a classifier needs at least two", source=str(root), key="data.path")
+    result.count = len(result.entries)
+    return result
+
+
+def _check_image(path: Path, root: Path) -> str | None:
+    """Why a file cannot be used, or None. Files outside `root` are never opened."""
+    try:
+        resolved = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return "missing"
+    if not resolved.is_relative_to(root):
+        return "outside the data folder"
+    if not resolved.is_file():
+        return "not a file"
+    size = resolved.stat().st_size
+    if size == 0:
+        return "empty"
+    if size > MAX_IMAGE_BYTES:
+        return f"too large ({size / 2**20:.0f} MB)"
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(resolved) as image:
+            image.verify()
+    except (UnidentifiedImageError, Image.DecompressionBombError):
+        return "not an image"
+    except Exception as exc:  # truncated, corrupt header, ...: report, never fatal
+        return f"unreadable ({exc.__class__.__name__})"
+    return None
+
+
+def _scan_imagefolder(root: Path) -> Scan:
+    root = root.resolve()
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise DataError("no class folders (expected DIR/<class>/<image>, or a labels CSV)",
+                        source=str(root), key="data.path")
+    classes, entries, skipped = [], [], []
+    for class_dir in class_dirs:
+        files = sorted(p for p in class_dir.rglob("*") if not p.name.startswith(".") and not p.is_dir())
+        label = len(classes)
+        found = False
+        for path in files:
+            rel = str(path.relative_to(root))
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append((rel, "not an image"))
+                continue
+            problem = _check_image(path, root)
+            if problem:
+                skipped.append((rel, problem))
+            else:
+                entries.append(Entry(path.resolve(), label))
+                found = True
+        if found:
+            classes.append(class_dir.name)
+    return Scan(layout="imagefolder", root=str(root), classes=classes, entries=entries, skipped=skipped)
+
+
+def _image_folder_for(root: Path, labels: Path) -> Path:
+    """Images beside the CSV: the data folder itself, or its only subfolder."""
+    if any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir() if p.is_file()):
+        return root
+    subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if len(subdirs) == 1:
+        return subdirs[0]
+    if not subdirs:
+        raise DataError(f"no image folder beside {labels.name}", source=str(root), key="data.path")
+    names = ", ".join(sorted(p.name for p in subdirs))
+    raise DataError(f"several folders ({names}) beside {labels.name}: point --data at the image folder",
+                    source=str(root), key="data.path")
+
+
+def _csv_rows(path: Path) -> Iterable[tuple[int, list[str] | None, str | None]]:
+    """(line, row, error) for each row; a malformed row is reported, not fatal."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        reader = csv.reader(fh)
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield reader.line_num, None, str(exc)
+                continue
+            yield reader.line_num, row, None
+
+
+def _scan_csv(root: Path, labels: Path, cfg: DataConfig) -> Scan:
+    if not labels.exists():
+        raise DataError("no such labels file", source=str(labels), key="data.labels")
+    images = _image_folder_for(root, labels).resolve()
+    rows = _csv_rows(labels)
+    first = next(rows, None)
+    if first is None or first[1] is None:
+        raise DataError("empty or unreadable header", source=str(labels), key="data.labels")
+    header = [h.strip().lstrip("\ufeff") for h in first[1]]
+    for column, key in ((cfg.id_column, "data.id_column"), (cfg.label_column, "data.label_column")):
+        if column not in header:
+            raise DataError(f"no column '{column}' (columns: {', '.join(header[:10])})",
+                            source=str(labels), key=key)
+    id_at, label_at = header.index(cfg.id_column), header.index(cfg.label_column)
+    pairs, skipped, seen = [], [], set()
+    for line, row, error in rows:
+        if row is None:
+            skipped.append((f"{labels.name}:{line}", f"malformed row ({error})"))
+            continue
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) <= max(id_at, label_at):
+            skipped.append((f"{labels.name}:{line}", "too few columns"))
+            continue
+        image_id, label = row[id_at].strip(), row[label_at].strip()
+        shown = image_id[:80]
+        if image_id in seen:
+            skipped.append((shown, "duplicate id"))
+            continue
+        seen.add(image_id)
+        path = _resolve_id(images, image_id)
+        if path is None:
+            skipped.append((shown, "outside the data folder"))
+            continue
+        problem = _check_image(path, images)
+        if problem:
+            skipped.append((shown, problem))
+            continue
+        pairs.append((path.resolve(), label))
+    classes = sorted({label for _path, label in pairs}, key=_natural_key)
+    index = {c: i for i, c in enumerate(classes)}
+    entries = [Entry(path, index[label]) for path, label in pairs]
+    return Scan(layout="csv", root=str(images), classes=classes, entries=entries, skipped=skipped)
+
+
+def _resolve_id(images: Path, image_id: str) -> Path | None:
+    """The file an id names, or None if it would leave the image folder (never opened)."""
+    if not image_id or "\x00" in image_id or Path(image_id).is_absolute() or ".." in Path(image_id).parts:
+        return None
+    candidate = images / image_id
+    if candidate.suffix.lower() not in IMAGE_SUFFIXES:
+        for suffix in (".png", ".jpg", ".jpeg"):
+            with_suffix = images / f"{image_id}{suffix}"
+            if with_suffix.exists():
+                return with_suffix
+    return candidate
+
+
+def _natural_key(label: str) -> tuple[int, float | str]:
+    try:
+        return (0, float(label))
+    except ValueError:
+        return (1, label)
+
+
+# ---------------------------------------------------------------- splits
+
+
+def splits(labels: np.ndarray, cfg: DataConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified (train, val) index pairs: one hold-out split, or `folds` k-fold splits.
+
+    Fixed by `split_seed`, so every worker and every rerun sees the same split.
+    """
+    rng = np.random.default_rng(cfg.split_seed)
+    by_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    if cfg.folds == 1:
+        val = np.concatenate([idx[: max(1, round(len(idx) * cfg.val_fraction))] for idx in by_class])
+        train = np.setdiff1d(np.arange(len(labels)), val)
+        return [(train, np.sort(val))]
+    fold_of = np.empty(len(labels), dtype=np.int64)
+    offset = 0
+    for idx in by_class:  # deal each class round-robin, continuing where the last class stopped
+        fold_of[idx] = (np.arange(len(idx)) + offset) % cfg.folds
+        offset += len(idx)
+    return [(np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)) for k in range(cfg.folds)]

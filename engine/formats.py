@@ -1,0 +1,197 @@
+"""The two foreign sweep layouts users already have, mapped onto our native dict.
+
+- W&B sweep files (`method`, `metric`, `parameters`, `early_terminate`).
+- The original Optuna guide (`optuna:` with n_trials/timeout/pruning, `search_space:` with
+  optional `advanced_params:`, `quick_validation:`).
+
+Native sections (`data`, `train`, `resources`, ...) may stand beside either and are kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.errors import ConfigError
+from engine.space import canonical_param
+
+NATIVE_KEYS = {"name", "description", "extends", "data", "train", "resources", "objective", "sampler",
+               "pruner", "budget", "search_space", "per_platform"}
+
+WANDB_METHODS = {"grid": "grid", "random": "random", "bayes": "tpe"}
+WANDB_IGNORED = {"program", "command", "project", "entity", "description", "name"}
+
+
+def _mapping(value: Any, source: str, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"must be a mapping, not {type(value).__name__}", source=source, key=key)
+    return value
+
+
+def from_wandb(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    out: dict[str, Any] = {k: v for k, v in raw.items() if k in NATIVE_KEYS - {"search_space"}}
+    for key in raw:
+        if key not in NATIVE_KEYS | WANDB_IGNORED | {"method", "metric", "parameters", "early_terminate",
+                                                    "run_cap"}:
+            raise ConfigError(f"unknown key '{key}' in a W&B sweep file", source=source, key=key)
+    method = raw["method"]
+    if method not in WANDB_METHODS:
+        raise ConfigError(f"unknown method '{method}' (use grid, random or bayes)", source=source, key="method")
+    out.setdefault("sampler", {})["name"] = WANDB_METHODS[method]
+    if "name" in raw:
+        out["name"] = raw["name"]
+    if "run_cap" in raw:
+        out.setdefault("budget", {})["n_trials"] = raw["run_cap"]
+    if "metric" in raw:
+        metric = _mapping(raw["metric"], source, "metric")
+        unknown = set(metric) - {"name", "goal", "target"}
+        if unknown:
+            raise ConfigError(f"unknown key '{sorted(unknown)[0]}'", source=source, key="metric")
+        if "name" not in metric:
+            raise ConfigError("needs 'name'", source=source, key="metric")
+        objective = out.setdefault("objective", {})
+        objective["metric"] = metric["name"]
+        if "goal" in metric:
+            if metric["goal"] not in ("maximize", "minimize"):
+                raise ConfigError(f"must be maximize or minimize (got {metric['goal']!r})",
+                                  source=source, key="metric.goal")
+            objective["direction"] = metric["goal"]
+    params = _mapping(raw["parameters"], source, "parameters")
+    train = dict(out.get("train") or {})
+    space: dict[str, Any] = {}
+    for name, spec in params.items():
+        key = f"parameters.{name}"
+        spec = _mapping(spec, source, key)
+        target = canonical_param(str(name))
+        if "value" in spec:
+            train[target] = spec["value"]
+        else:
+            space[target] = _wandb_param(spec, source, key)
+    if train:
+        out["train"] = train
+    out["search_space"] = space
+    if "early_terminate" in raw:
+        out["pruner"] = _wandb_hyperband(_mapping(raw["early_terminate"], source, "early_terminate"), source)
+    elif "pruner" not in out:
+        out["pruner"] = {"name": "none"}
+    return out
+
+
+def _wandb_param(spec: dict[str, Any], source: str, key: str) -> dict[str, Any]:
+    allowed = {"values", "distribution", "min", "max", "q", "mu", "sigma", "probabilities"}
+    unknown = set(spec) - allowed
+    if unknown:
+        raise ConfigError(f"unknown key '{sorted(unknown)[0]}'", source=source, key=key)
+    dist = spec.get("distribution", "categorical" if "values" in spec else None)
+    if dist is None:
+        dist = "int_uniform" if isinstance(spec.get("min"), int) and isinstance(spec.get("max"), int) \
+            else "uniform"
+    if dist == "categorical" or (dist is not None and "values" in spec):
+        if "values" not in spec:
+            raise ConfigError("a categorical parameter needs 'values'", source=source, key=key)
+        return {"type": "categorical", "choices": spec["values"]}
+    if dist == "normal":
+        # Bounded search needs a range: mean ± 3 standard deviations covers 99.7% of the mass.
+        mu, sigma = spec.get("mu", 0.0), spec.get("sigma", 1.0)
+        return {"type": "float", "low": spec.get("min", mu - 3 * sigma), "high": spec.get("max", mu + 3 * sigma)}
+    if "min" not in spec or "max" not in spec:
+        raise ConfigError(f"distribution '{dist}' needs 'min' and 'max'", source=source, key=key)
+    low, high, q = spec["min"], spec["max"], spec.get("q")
+    table: dict[str, dict[str, Any]] = {
+        "uniform": {"type": "float"},
+        "log_uniform_values": {"type": "float", "log": True},
+        "int_uniform": {"type": "int"},
+        "q_uniform": {"type": "float", "step": q if q is not None else 1.0},
+        "q_log_uniform_values": {"type": "int" if isinstance(q, int) and q == 1 else "float", "log": True},
+        "inv_log_uniform_values": {"type": "float", "log": True},
+    }
+    if dist not in table:
+        raise ConfigError(f"unknown distribution '{dist}' (use one of {', '.join([*table, 'categorical', 'normal'])})",
+                          source=source, key=f"{key}.distribution")
+    return {**table[dist], "low": low, "high": high}
+
+
+def _wandb_hyperband(spec: dict[str, Any], source: str) -> dict[str, Any]:
+    unknown = set(spec) - {"type", "min_iter", "max_iter", "eta", "s", "strict"}
+    if unknown:
+        raise ConfigError(f"unknown key '{sorted(unknown)[0]}'", source=source, key="early_terminate")
+    if spec.get("type") != "hyperband":
+        raise ConfigError(f"only type hyperband is supported (got {spec.get('type')!r})",
+                          source=source, key="early_terminate.type")
+    options: dict[str, Any] = {"reduction_factor": spec.get("eta", 3)}
+    if "min_iter" in spec:
+        options["min_resource"] = spec["min_iter"]
+    if "max_iter" in spec:
+        options["max_resource"] = spec["max_iter"]
+    if "s" in spec and "min_iter" not in spec and "max_iter" in spec:
+        # W&B derives the first bracket from max_iter / eta**s.
+        options["min_resource"] = max(1, int(spec["max_iter"] / spec.get("eta", 3) ** spec["s"]))
+    return {"name": "hyperband", "options": options}
+
+
+GUIDE_OPTUNA_KEYS = {"n_trials", "timeout", "pruning", "sampler", "direction", "metric", "study_name",
+                     "quick_validation", "seed"}
+
+
+def from_optuna_guide(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    for key in raw:
+        if key not in NATIVE_KEYS | {"optuna", "quick_validation"}:
+            raise ConfigError(f"unknown key '{key}'", source=source, key=key)
+    out: dict[str, Any] = {k: v for k, v in raw.items() if k in NATIVE_KEYS - {"search_space"}}
+    section = _mapping(raw.get("optuna") or {}, source, "optuna")
+    for key in section:
+        if key not in GUIDE_OPTUNA_KEYS:
+            raise ConfigError(f"unknown key '{key}'", source=source, key=f"optuna.{key}")
+    budget = out.setdefault("budget", {})
+    for key in ("n_trials", "timeout"):
+        if key in section:
+            budget[key] = section[key]
+    if "study_name" in section:
+        out["name"] = section["study_name"]
+    if "metric" in section:
+        out.setdefault("objective", {})["metric"] = section["metric"]
+    if "direction" in section:
+        out.setdefault("objective", {})["direction"] = section["direction"]
+    if "sampler" in section:
+        out.setdefault("sampler", {})["name"] = str(section["sampler"]).lower().removesuffix("sampler")
+    if "seed" in section:
+        out.setdefault("sampler", {})["seed"] = section["seed"]
+    if "pruning" in section:
+        pruning = _mapping(section["pruning"], source, "optuna.pruning")
+        unknown = set(pruning) - {"enabled", "patience", "pruner"}
+        if unknown:
+            raise ConfigError(f"unknown key '{sorted(unknown)[0]}'", source=source, key="optuna.pruning")
+        if pruning.get("enabled", True):
+            pruner: dict[str, Any] = {"name": pruning.get("pruner", "median")}
+            if "patience" in pruning:
+                pruner["patience"] = pruning["patience"]
+        else:
+            pruner = {"name": "none"}
+        out["pruner"] = pruner
+    quick = raw.get("quick_validation", section.get("quick_validation"))
+    train = dict(out.get("train") or {})
+    cap = None
+    if quick is not None:
+        quick = _mapping(quick, source, "quick_validation")
+        for key in quick:
+            if key not in ("epochs", "folds", "batch_size_override"):
+                raise ConfigError(f"unknown key '{key}'", source=source, key=f"quick_validation.{key}")
+        if "epochs" in quick:
+            train["epochs"] = quick["epochs"]
+        if "folds" in quick:
+            out.setdefault("data", {})["folds"] = quick["folds"]
+        cap = quick.get("batch_size_override")
+    space: dict[str, Any] = {}
+    for name, spec in _mapping(raw.get("search_space") or {}, source, "search_space").items():
+        if name == "advanced_params":
+            for sub, sub_spec in _mapping(spec, source, "search_space.advanced_params").items():
+                space[canonical_param(str(sub))] = sub_spec
+        else:
+            space[canonical_param(str(name))] = spec
+    if cap is not None and isinstance(space.get("batch_size"), dict):
+        choices = space["batch_size"].get("choices")
+        if isinstance(choices, list):
+            space["batch_size"] = {**space["batch_size"], "choices": [c for c in choices if c <= cap] or [cap]}
+    if train:
+        out["train"] = {canonical_param(k): v for k, v in train.items()}
+    out["search_space"] = space
+    return out

@@ -1,0 +1,188 @@
+"""Platform probe (OS, CPU, RAM, CUDA GPUs, Apple MPS) and the training profile it implies.
+
+The probe never raises: each part that cannot be read is left empty. The profile is the bottom
+layer of every resolved config, so a config file or a flag overrides any of its settings.
+"""
+
+from __future__ import annotations
+
+import os
+import platform as pyplatform
+import sys
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from typing import Any
+
+import psutil
+
+from engine import nvml
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    name: str
+    total_mb: float
+    free_mb: float | None
+    compute_capability: str
+    bf16: bool
+    util_percent: float | None = None
+    temperature_c: float | None = None
+    power_w: float | None = None
+
+
+@dataclass(frozen=True)
+class PlatformInfo:
+    os: str
+    hostname: str
+    python: str
+    versions: dict[str, str | None]
+    cpu_model: str
+    physical_cores: int | None
+    logical_cores: int
+    ram_total_gb: float
+    ram_available_gb: float
+    cuda_available: bool
+    cuda_version: str | None
+    driver_version: str | None
+    gpus: list[GpuInfo] = field(default_factory=list)
+    mps_available: bool = False
+    platform: str = "cpu"
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def cpu_model() -> str:
+    """The marketing name of the CPU, which `platform.processor()` often leaves empty on Linux."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return pyplatform.processor() or pyplatform.machine()
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+def _cuda_gpus(notes: list[str]) -> tuple[bool, str | None, list[GpuInfo]]:
+    try:
+        import torch
+    except Exception as exc:  # a broken torch install is reported, not fatal
+        notes.append(f"torch could not be imported: {exc.__class__.__name__}")
+        return False, None, []
+    try:
+        if not torch.cuda.is_available():
+            return False, torch.version.cuda, []
+        by_index = {r.index: r for r in nvml.readings()}
+        gpus = []
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            try:
+                free, _total = torch.cuda.mem_get_info(index)
+                free_mb: float | None = free / 2**20
+            except Exception:
+                free_mb = None
+            reading = by_index.get(index)
+            gpus.append(GpuInfo(
+                index=index, name=props.name, total_mb=props.total_memory / 2**20, free_mb=free_mb,
+                compute_capability=f"{props.major}.{props.minor}", bf16=props.major >= 8,
+                util_percent=reading.util_percent if reading else None,
+                temperature_c=reading.temperature_c if reading else None,
+                power_w=reading.power_w if reading else None,
+            ))
+        return True, torch.version.cuda, gpus
+    except Exception as exc:
+        notes.append(f"CUDA probe failed: {exc}")
+        return False, None, []
+
+
+def _mps_available() -> bool:
+    try:
+        import torch
+
+        return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    except Exception:
+        return False
+
+
+def probe() -> PlatformInfo:
+    notes: list[str] = []
+    cuda, cuda_version, gpus = _cuda_gpus(notes)
+    mps = _mps_available()
+    mem = psutil.virtual_memory()
+    return PlatformInfo(
+        os=f"{pyplatform.system()} {pyplatform.release()} ({pyplatform.machine()})",
+        hostname=pyplatform.node(),
+        python=sys.version.split()[0],
+        versions={p: _version(p) for p in ("torch", "torchvision", "timm", "optuna", "textual")},
+        cpu_model=cpu_model(),
+        physical_cores=psutil.cpu_count(logical=False),
+        logical_cores=usable_cores(),
+        ram_total_gb=mem.total / 2**30,
+        ram_available_gb=mem.available / 2**30,
+        cuda_available=cuda,
+        cuda_version=cuda_version,
+        driver_version=nvml.driver_version(),
+        gpus=gpus,
+        mps_available=mps,
+        platform="cuda" if cuda and gpus else ("mps" if mps else "cpu"),
+        notes=notes,
+    )
+
+
+def choose_platform(info: PlatformInfo, requested: str = "auto") -> str:
+    """The platform a sweep runs on: what was asked for, if this machine has it."""
+    from engine.errors import ConfigError
+
+    if requested == "auto":
+        return info.platform
+    if requested == "cuda" and not info.gpus:
+        raise ConfigError("no CUDA GPU on this machine", key="resources.device")
+    if requested == "mps" and not info.mps_available:
+        raise ConfigError("Apple MPS is not available on this machine", key="resources.device")
+    return requested
+
+
+def profile(info: PlatformInfo, platform: str, gpu_indices: list[int] | None = None,
+            trials_per_gpu: int = 1) -> dict[str, Any]:
+    """Training defaults that suit the platform, as a config layer (`resources:` only).
+
+    CUDA: mixed precision (bf16 where every GPU supports it, else fp16 with a grad scaler),
+    torch.compile, channels_last, pinned memory, batch x1.5, one trial per GPU.
+    MPS: full precision, no pinned memory, batch x0.8, one trial at a time.
+    CPU: batch x0.5, up to four parallel trials; each worker gets cores // parallel threads.
+    """
+    cores = info.logical_cores
+    if platform == "cuda":
+        gpus = [g for g in info.gpus if gpu_indices is None or g.index in gpu_indices]
+        parallel = max(1, len(gpus) * trials_per_gpu)
+        resources = {
+            "amp": "bf16" if gpus and all(g.bf16 for g in gpus) else "fp16",
+            "compile": True, "channels_last": True, "pin_memory": True, "batch_multiplier": 1.5,
+            "parallel": parallel,
+        }
+    elif platform == "mps":
+        resources = {"amp": "off", "compile": False, "channels_last": False, "pin_memory": False,
+                     "batch_multiplier": 0.8, "parallel": 1}
+    else:
+        # Two single-threaded workers beat one two-threaded worker on small models (FACTS.md).
+        parallel = max(1, min(cores, 4))
+        resources = {"amp": "off", "compile": False, "channels_last": False, "pin_memory": False,
+                     "batch_multiplier": 0.5, "parallel": parallel}
+    return {"resources": resources}

@@ -1,0 +1,56 @@
+"""From command-line arguments to a resolved config for this machine."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine import config as cfg
+from engine.platform import PlatformInfo, choose_platform, probe, profile
+
+
+@dataclass(frozen=True)
+class Resolved:
+    config: cfg.SweepConfig
+    info: PlatformInfo
+    platform: str
+    batch_scale: float  # the profile's batch multiplier, already applied to config
+    source: str | None = None  # the config file, named in errors found after resolving
+
+
+def resolve_run(preset: str | None, config_file: str | None, flags: dict[str, Any],
+                environ: Mapping[str, str] | None = None, info: PlatformInfo | None = None) -> Resolved:
+    """All layers for this machine. The device may be set by any layer, so a first pass without
+    a profile finds the platform, and the second pass puts that platform's profile underneath.
+    The first pass runs before the probe (which imports torch), so bad input fails fast."""
+    draft = cfg.resolve({}, preset=preset, config_file=config_file, environ=environ, flags=flags,
+                        platform="cpu")
+    info = info or probe()
+    platform = choose_platform(info, draft.resources.device)
+    layer = profile(info, platform, draft.resources.gpus, draft.resources.trials_per_gpu)
+    config = cfg.resolve(layer, preset=preset, config_file=config_file, environ=environ, flags=flags,
+                         platform=platform)
+    config.resources.device = platform
+    return Resolved(config, info, platform, apply_batch_multiplier(config), config_file)
+
+
+def apply_batch_multiplier(config: cfg.SweepConfig) -> float:
+    """Scale the batch size and its search range by the profile's multiplier, once, so the saved
+    config shows what runs (and says multiplier 1.0, so loading it again does not scale twice)."""
+    factor = config.resources.batch_multiplier or 1.0
+    if factor == 1.0:
+        return 1.0
+
+    def scale(b: Any) -> int:
+        return max(1, round(float(b) * factor))
+
+    config.train.batch_size = scale(config.train.batch_size)
+    spec = config.search_space.get("batch_size")
+    if spec is not None:
+        if spec.choices is not None:
+            spec.choices = sorted({scale(c) for c in spec.choices})
+        elif spec.low is not None and spec.high is not None:
+            spec.low, spec.high = scale(spec.low), max(scale(spec.high), scale(spec.low) + 1)
+    config.resources.batch_multiplier = 1.0
+    return factor

@@ -1,0 +1,73 @@
+"""Results of a study as files: the best config (trainable as it is), best params, all trials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from engine.artifacts import dump_yaml, write_atomic
+from engine.config import SweepConfig
+
+
+def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The best trial, or the Pareto front of a multi-objective study; empty when none completed."""
+    try:
+        return list(study.best_trials) if len(study.directions) > 1 else [study.best_trial]
+    except ValueError:
+        return []
+
+
+def best_config(config: SweepConfig, params: dict[str, Any]) -> dict[str, Any]:
+    """A complete config that `tui-hpo train --config` trains: the winning params set in `train`,
+    no search space, and batch sizes taken as they are (the profile already scaled them)."""
+    out = config.to_dict()
+    out["train"] = config.train.model_copy(update=params).model_dump(mode="json", exclude_none=True)
+    out["search_space"] = {}
+    out["budget"] = {**out.get("budget", {}), "n_trials": 1}
+    out.setdefault("resources", {})["batch_multiplier"] = 1.0
+    return out
+
+
+def export_results(study: optuna.Study, config: SweepConfig, folder: Path) -> list[Path]:
+    """Write best_config.yaml, best_params.yaml and trials.csv; returns the paths written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    trials_csv = folder / "trials.csv"
+    frame = study.trials_dataframe(attrs=("number", "value", "values", "params", "state", "duration",
+                                          "datetime_start", "datetime_complete", "user_attrs"))
+    write_atomic(trials_csv, frame.to_csv(index=False))
+    written.append(trials_csv)
+    best = best_trials(study)
+    if not best:
+        return written
+    metrics = config.objective.metrics()
+    if len(best) == 1:
+        trial = best[0]
+        header = (f"# Best trial {trial.number} of study '{study.study_name}': "
+                  + ", ".join(f"{m}={v:.4f}" for m, v in zip(metrics, trial.values, strict=True))
+                  + "\n# Train it again: tui-hpo train --config best_config.yaml")
+        write_atomic(folder / "best_config.yaml", dump_yaml(best_config(config, trial.params), header))
+        write_atomic(folder / "best_params.yaml", dump_yaml({
+            "study": study.study_name, "trial": trial.number,
+            "values": dict(zip(metrics, trial.values, strict=True)), "params": trial.params}))
+        written += [folder / "best_config.yaml", folder / "best_params.yaml"]
+    else:
+        front = [{"trial": t.number, "values": dict(zip(metrics, t.values, strict=True)), "params": t.params}
+                 for t in best]
+        write_atomic(folder / "best_params.yaml", dump_yaml({"study": study.study_name, "pareto_front": front}))
+        written.append(folder / "best_params.yaml")
+    return written
+
+
+def top_rows(study: optuna.Study, n: int = 10) -> list[dict[str, Any]]:
+    """The n best completed trials (by the first objective) as plain rows."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    reverse = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    ranked = sorted(complete, key=lambda t: t.values[0], reverse=reverse)[:n]
+    return [{
+        "number": t.number, "values": list(t.values), "params": t.params,
+        "epochs": t.user_attrs.get("epochs", len(t.intermediate_values)),
+        "seconds": t.duration.total_seconds() if t.duration else None,
+    } for t in ranked]

@@ -1,0 +1,35 @@
+"""One training run outside any sweep: `tui-hpo train --config best_config.yaml`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from engine.config import SweepConfig
+from engine.data import scan, splits
+from engine.platform import usable_cores
+from engine.sweep import check_models
+from engine.train import Runtime, fit
+
+
+def train_once(config: SweepConfig, platform: str) -> dict[str, Any]:
+    """Train `config.train` on the first split (the sweep's hold-out split) and return metrics.
+
+    Uses one thread per worker, as a sweep trial on this machine did, so the numbers match the
+    trial's on the CPU (floating-point sums depend on the thread count).
+    """
+    import torch
+
+    check_models(config)
+    found = scan(config.data)
+    from engine.tensors import load
+
+    threads = config.resources.threads_per_worker or max(1, usable_cores() // (config.resources.parallel or 1))
+    torch.set_num_threads(threads)
+    device = {"cuda": "cuda:0", "mps": "mps"}.get(platform, "cpu")
+    data = load(found, config.data, config.train.image_size)
+    split = splits(data.labels.numpy(), config.data)[0]
+    started = time.perf_counter()
+    _model, history = fit(config.train, data, split, Runtime.from_resources(config.resources, device))
+    return {"device": device, "seconds": time.perf_counter() - started, "threads": threads,
+            "final": history[-1].to_dict(), "epochs": [m.to_dict() for m in history]}

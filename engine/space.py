@@ -1,0 +1,222 @@
+"""Search space: parameter specs, their checks, and how a trial samples them.
+
+A parameter is a training-config key (`lr`, `batch_size`, `model`, ...). Two kinds of condition
+make a space conditional: `when` (the parameter exists only for some values of another, e.g.
+`momentum` only with `optimizer: sgd`) and `by` (its range depends on another's value, e.g. a
+learning-rate range per model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.errors import ConfigError
+
+# What users of other tools write, mapped to our training-config keys.
+PARAM_ALIASES: dict[str, str] = {
+    "learning_rate": "lr",
+    "per_device_train_batch_size": "batch_size",
+    "train_batch_size": "batch_size",
+    "label_smoothing_factor": "label_smoothing",
+    "dropout_rate": "dropout",
+    "drop_rate": "dropout",
+    "drop_path_rate": "drop_path",
+    "gradient_accumulation_steps": "accum_steps",
+    "grad_accum": "accum_steps",
+    "num_train_epochs": "epochs",
+    "optim": "optimizer",
+    "lr_scheduler_type": "scheduler",
+    "img_size": "image_size",
+    "model_name": "model",
+    "arch": "model",
+}
+
+TYPE_ALIASES: dict[str, tuple[str, bool]] = {
+    "float": ("float", False),
+    "uniform": ("float", False),
+    "loguniform": ("float", True),
+    "log_uniform": ("float", True),
+    "int": ("int", False),
+    "int_uniform": ("int", False),
+    "categorical": ("categorical", False),
+    "choice": ("categorical", False),
+}
+
+
+def canonical_param(name: str) -> str:
+    """The training-config key a user's parameter name stands for."""
+    return PARAM_ALIASES.get(name, name)
+
+
+class RangeOverride(BaseModel):
+    """A replacement range or choice list for one value of the `by` parameter."""
+
+    model_config = ConfigDict(extra="forbid")
+    low: int | float | None = None
+    high: int | float | None = None
+    step: int | float | None = None
+    choices: list[Any] | None = None
+
+
+class ParamSpec(BaseModel):
+    """One searchable parameter. `type` may be left out: it follows from low/high or choices."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str | None = None
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    step: int | float | None = None
+    choices: list[Any] | None = None
+    when: dict[str, Any] | None = None
+    by: dict[str, dict[str, RangeOverride]] | None = Field(default=None)
+
+    def kind(self) -> Literal["float", "int", "categorical"]:
+        if self.type is not None:
+            return TYPE_ALIASES[self.type][0]  # type: ignore[return-value]
+        if self.choices is not None:
+            return "categorical"
+        if _is_int(self.low) and _is_int(self.high) and (self.step is None or _is_int(self.step)):
+            return "int"
+        return "float"
+
+    def is_log(self) -> bool:
+        return self.log or (self.type is not None and TYPE_ALIASES[self.type][1])
+
+
+def _is_int(value: float | None) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_space(space: Mapping[str, ParamSpec], known: set[str], fixed: Mapping[str, Any]) -> None:
+    """Cross-field checks pydantic cannot express; each error names its key path."""
+    for name, spec in space.items():
+        path = f"search_space.{name}"
+        if name not in known:
+            raise ConfigError(f"unknown parameter '{name}' (known: {', '.join(sorted(known))})", key=path)
+        if spec.type is not None and spec.type not in TYPE_ALIASES:
+            raise ConfigError(
+                f"unknown type '{spec.type}' (use one of {', '.join(TYPE_ALIASES)})", key=f"{path}.type"
+            )
+        _check_range(path, spec.kind(), spec.is_log(), spec.low, spec.high, spec.step, spec.choices)
+        for other, _value in (spec.when or {}).items():
+            other = canonical_param(other)
+            if other == name or (other not in space and other not in fixed):
+                raise ConfigError(f"refers to unknown parameter '{other}'", key=f"{path}.when")
+        for other, cases in (spec.by or {}).items():
+            other = canonical_param(other)
+            if other == name or other not in space:
+                raise ConfigError(f"refers to '{other}', which is not in the search space", key=f"{path}.by")
+            for value, override in cases.items():
+                merged = {**spec.model_dump(include={"low", "high", "step", "choices"}),
+                          **override.model_dump(exclude_none=True)}
+                _check_range(f"{path}.by.{other}.{value}", spec.kind(), spec.is_log(), **merged)
+    sample_order(space)  # raises on a cycle of conditions
+
+
+def _check_range(path: str, kind: str, log: bool, low: float | None, high: float | None,
+                 step: float | None, choices: list[Any] | None) -> None:
+    if kind == "categorical":
+        if choices is None:
+            raise ConfigError("needs 'choices'", key=path)
+        if not choices:
+            raise ConfigError("is empty: give at least one choice", key=f"{path}.choices")
+        return
+    if choices is not None:
+        raise ConfigError(f"'choices' given for a {kind} parameter: remove low/high or the type", key=path)
+    if low is None or high is None:
+        raise ConfigError("needs both 'low' and 'high' (or 'choices')", key=path)
+    if low >= high:
+        raise ConfigError(f"must be < high ({low:g} >= {high:g})", key=f"{path}.low")
+    if log and low <= 0:
+        raise ConfigError(f"must be > 0 for a log range (got {low:g})", key=f"{path}.low")
+    if step is not None:
+        if step <= 0:
+            raise ConfigError(f"must be > 0 (got {step:g})", key=f"{path}.step")
+        if log:
+            raise ConfigError("cannot be combined with a log range", key=f"{path}.step")
+    if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
+        raise ConfigError(f"an int parameter needs whole bounds (got {low:g}..{high:g})", key=path)
+
+
+def _dependencies(spec: ParamSpec) -> set[str]:
+    return {canonical_param(k) for k in (spec.when or {})} | {canonical_param(k) for k in (spec.by or {})}
+
+
+def sample_order(space: Mapping[str, ParamSpec]) -> list[str]:
+    """Parameters ordered so each comes after those its `when`/`by` depend on."""
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            raise ConfigError(f"conditions form a cycle: {' -> '.join([*trail, name])}",
+                              key=f"search_space.{name}")
+        state[name] = 1
+        for dep in sorted(_dependencies(space[name])):
+            if dep in space:
+                visit(dep, (*trail, name))
+        state[name] = 2
+        order.append(name)
+
+    for name in space:
+        visit(name, ())
+    return order
+
+
+def _matches(expected: Any, actual: Any) -> bool:
+    options = expected if isinstance(expected, list) else [expected]
+    return any(str(option) == str(actual) for option in options)
+
+
+def suggest(trial: Any, space: Mapping[str, ParamSpec], fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """Sample every active parameter of `space` on an Optuna trial (or anything with suggest_*)."""
+    values: dict[str, Any] = {}
+    for name in sample_order(space):
+        spec = space[name]
+        context = {**fixed, **values}
+        if spec.when and not all(_matches(v, context.get(canonical_param(k))) for k, v in spec.when.items()):
+            continue
+        low, high, step, choices = spec.low, spec.high, spec.step, spec.choices
+        for other, cases in (spec.by or {}).items():
+            override = cases.get(str(context.get(canonical_param(other))))
+            if override is not None:
+                low = override.low if override.low is not None else low
+                high = override.high if override.high is not None else high
+                step = override.step if override.step is not None else step
+                choices = override.choices if override.choices is not None else choices
+        kind = spec.kind()
+        if kind == "categorical":
+            values[name] = trial.suggest_categorical(name, choices)
+        elif kind == "int":
+            values[name] = trial.suggest_int(name, int(low), int(high), step=int(step or 1), log=spec.is_log())
+        else:
+            values[name] = trial.suggest_float(name, float(low), float(high), step=step, log=spec.is_log())
+    return values
+
+
+def grid_values(space: Mapping[str, ParamSpec]) -> dict[str, list[Any]]:
+    """The finite value list of every parameter, for the grid sampler."""
+    grid: dict[str, list[Any]] = {}
+    for name, spec in space.items():
+        path = f"search_space.{name}"
+        if spec.by:
+            raise ConfigError("the grid sampler cannot use per-value ranges ('by')", key=f"{path}.by")
+        kind = spec.kind()
+        if kind == "categorical":
+            grid[name] = list(spec.choices or [])
+        elif spec.step is not None or kind == "int":
+            step = spec.step or 1
+            count = round((spec.high - spec.low) / step) + 1
+            if count > 1000:
+                raise ConfigError(f"{count} grid points: give 'choices' or a larger step", key=path)
+            cast = int if kind == "int" else float
+            grid[name] = [cast(spec.low + i * step) for i in range(count)]
+        else:
+            raise ConfigError("the grid sampler needs 'choices' or a 'step' for every parameter", key=path)
+    return grid

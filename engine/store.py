@@ -1,0 +1,389 @@
+"""The database: Optuna's own schema, plus our tables beside it for what the TUI needs.
+
+Optuna's RDB storage keeps studies, trials, params, values and intermediate values, so the
+`optuna` CLI and optuna-dashboard open the same file. Our tables (prefix `hpo_`) add the sweep's
+control state and budget, per-epoch metrics, system samples, an event log and the workers.
+Schema changes go in `MIGRATIONS`, applied in order and recorded in `hpo_schema`.
+
+Works on SQLite (the default, `DIR/hpo.db`) and any SQLAlchemy URL (PostgreSQL for several
+machines). SQLite gets WAL, a busy timeout and NORMAL sync on every connection, so readers never
+block the writer and a short write contention waits instead of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+BUSY_TIMEOUT_S = 60.0
+HEARTBEAT_INTERVAL_S = 10
+HEARTBEAT_GRACE_S = 30
+
+metadata = sa.MetaData()
+
+schema_table = sa.Table("hpo_schema", metadata, sa.Column("version", sa.Integer, nullable=False))
+
+sweeps = sa.Table(
+    "hpo_sweep", metadata,
+    sa.Column("study_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("study_name", sa.String(512), nullable=False, unique=True),
+    sa.Column("config", sa.Text, nullable=False),  # the resolved config, JSON
+    sa.Column("n_trials", sa.Integer, nullable=False),
+    sa.Column("claimed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("state", sa.String(16), nullable=False, server_default="running"),
+    sa.Column("deadline", sa.Float, nullable=True),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),
+)
+
+epochs = sa.Table(
+    "hpo_epoch", metadata,
+    sa.Column("trial_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("fold", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("epoch", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("study_id", sa.Integer, nullable=False, index=True),
+    *(sa.Column(name, sa.Float) for name in ("train_loss", "val_loss", "val_accuracy", "val_f1", "lr",
+                                             "samples_per_s", "peak_mem_mb", "seconds")),
+    sa.Column("ts", sa.Float, nullable=False),
+)
+
+samples = sa.Table(
+    "hpo_sample", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("ts", sa.Float, nullable=False, index=True),
+    sa.Column("cpu_percent", sa.Float),
+    sa.Column("cpu_per_core", sa.Text),  # JSON list
+    sa.Column("ram_percent", sa.Float),
+    sa.Column("ram_used_mb", sa.Float),
+    sa.Column("disk_free_gb", sa.Float),
+    sa.Column("gpus", sa.Text),  # JSON list of per-GPU readings
+)
+
+events = sa.Table(
+    "hpo_event", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_id", sa.Integer, nullable=False, index=True),
+    sa.Column("trial_number", sa.Integer, nullable=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("level", sa.String(8), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+)
+
+workers = sa.Table(
+    "hpo_worker", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_id", sa.Integer, nullable=False, index=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("device", sa.String(32), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("trial_number", sa.Integer, nullable=True),
+    sa.Column("started", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float, nullable=False),
+)
+
+commands = sa.Table(
+    "hpo_command", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_id", sa.Integer, nullable=False, index=True),
+    sa.Column("trial_number", sa.Integer, nullable=True),
+    sa.Column("command", sa.String(32), nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("done", sa.Float, nullable=True),
+)
+
+
+def _v1(conn: sa.Connection) -> None:
+    for table in (sweeps, epochs, samples, events, workers, commands):
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1]
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    """WAL + busy timeout on every SQLite connection, Optuna's included (it sets none)."""
+    module = type(dbapi_conn).__module__
+    if "sqlite" not in module:
+        return
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        except Exception:  # a read-only connection cannot switch modes; the writer already did
+            pass
+    finally:
+        cursor.close()
+
+
+def default_url(workdir: str | Path) -> str:
+    return f"sqlite:///{Path(workdir).resolve() / 'hpo.db'}"
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced, for output, logs and saved configs."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def readonly_url(url: str) -> str:
+    """A read-only SQLite URL for viewers; other databases are returned unchanged."""
+    match = re.fullmatch(r"sqlite:///(.+)", url)
+    if not match:
+        return url
+    return f"sqlite:///file:{match.group(1)}?mode=ro&uri=true"
+
+
+def make_engine(url: str, readonly: bool = False) -> Engine:
+    if url.startswith("sqlite"):
+        return sa.create_engine(readonly_url(url) if readonly else url,
+                                connect_args={"timeout": BUSY_TIMEOUT_S})
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def optuna_storage(url: str, heartbeat: bool = True) -> Any:
+    """Optuna's RDBStorage on `url`, with heartbeats so dead workers' trials can be failed."""
+    import optuna
+
+    kwargs: dict[str, Any] = {"engine_kwargs": {"connect_args": {"timeout": BUSY_TIMEOUT_S}}} \
+        if url.startswith("sqlite") else {"engine_kwargs": {"pool_pre_ping": True}}
+    if heartbeat:
+        kwargs.update(heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, **kwargs)
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    study_id: int
+    study_name: str
+    config: dict[str, Any]
+    n_trials: int
+    claimed: int
+    state: str
+    deadline: float | None
+    created: float
+    updated: float
+
+
+class Store:
+    """Our tables. One instance per process; every write is a short transaction of its own."""
+
+    def __init__(self, url: str, readonly: bool = False) -> None:
+        self.url = url
+        self.engine = make_engine(url, readonly=readonly)
+        if not readonly:
+            self.migrate()
+
+    @contextmanager
+    def tx(self) -> Iterator[sa.Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def migrate(self) -> None:
+        with self.tx() as conn:
+            schema_table.create(conn, checkfirst=True)
+            version = conn.execute(sa.select(sa.func.max(schema_table.c.version))).scalar() or 0
+            for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+                migration(conn)
+                conn.execute(schema_table.insert().values(version=number))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------ sweeps and budget
+
+    def create_sweep(self, study_id: int, study_name: str, config: dict[str, Any], n_trials: int) -> None:
+        now = time.time()
+        with self.tx() as conn:
+            conn.execute(sweeps.insert().values(
+                study_id=study_id, study_name=study_name, config=json.dumps(config), n_trials=n_trials,
+                claimed=0, state="running", deadline=None, created=now, updated=now))
+
+    def sweep(self, study_name: str) -> SweepRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(sweeps).where(sweeps.c.study_name == study_name)).mappings().first()
+        if row is None:
+            return None
+        return SweepRow(**{**row, "config": json.loads(row["config"])})
+
+    def update_sweep(self, study_id: int, **values: Any) -> None:
+        if "config" in values:
+            values["config"] = json.dumps(values["config"])
+        with self.tx() as conn:
+            conn.execute(sweeps.update().where(sweeps.c.study_id == study_id).values(updated=time.time(), **values))
+
+    def claim(self, study_id: int) -> bool:
+        """Take one slot of the trial budget, atomically on any backend."""
+        with self.tx() as conn:
+            result = conn.execute(
+                sweeps.update()
+                .where(sweeps.c.study_id == study_id, sweeps.c.claimed < sweeps.c.n_trials,
+                       sweeps.c.state == "running")
+                .values(claimed=sweeps.c.claimed + 1))
+        return result.rowcount == 1
+
+    def release(self, study_id: int) -> None:
+        """Give a slot back: its trial failed and does not count towards n_trials."""
+        with self.tx() as conn:
+            conn.execute(sweeps.update().where(sweeps.c.study_id == study_id, sweeps.c.claimed > 0)
+                         .values(claimed=sweeps.c.claimed - 1))
+
+    def sweep_state(self, study_id: int) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sweeps.c.state).where(sweeps.c.study_id == study_id)).scalar()
+
+    def n_trials(self, study_id: int) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sweeps.c.n_trials).where(sweeps.c.study_id == study_id)).scalar())
+
+    def stop_sweep(self, study_id: int, state: str = "stopping") -> None:
+        self.update_sweep(study_id, state=state)
+
+    # ------------------------------------------------------------ Optuna's tables, read by SQL
+
+    def state_counts(self, study_id: int) -> dict[str, int]:
+        """Trials by state (COMPLETE, PRUNED, FAIL, RUNNING, WAITING), in one query."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT state, COUNT(*) FROM trials WHERE study_id = :s GROUP BY state"),
+                                {"s": study_id}).all()
+        return {str(state).split(".")[-1]: int(n) for state, n in rows}
+
+    def finished_count(self, study_id: int) -> int:
+        counts = self.state_counts(study_id)
+        return counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+
+    def best_values(self, study_id: int) -> list[float] | None:
+        """The best objective value of a single-objective study; None when there is none yet or
+        the study has several objectives (then there is a Pareto front, not a best)."""
+        with self.engine.connect() as conn:
+            directions = conn.execute(sa.text("SELECT direction FROM study_directions WHERE study_id = :s"),
+                                      {"s": study_id}).scalars().all()
+            if len(directions) != 1:
+                return None
+            agg = "MAX" if str(directions[0]).endswith("MAXIMIZE") else "MIN"
+            value = conn.execute(sa.text(
+                f"SELECT {agg}(v.value) FROM trial_values v JOIN trials t ON t.trial_id = v.trial_id "
+                "WHERE t.study_id = :s AND t.state = 'COMPLETE' AND v.objective = 0"), {"s": study_id}).scalar()
+        return None if value is None else [float(value)]
+
+    def durations(self, study_id: int, last: int = 50) -> list[float]:
+        """Seconds taken by the most recent finished trials (for the ETA)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT datetime_start, datetime_complete FROM trials WHERE study_id = :s "
+                "AND state IN ('COMPLETE', 'PRUNED') AND datetime_complete IS NOT NULL "
+                "ORDER BY trial_id DESC LIMIT :n"), {"s": study_id, "n": last}).all()
+        out = []
+        for start, end in rows:
+            if isinstance(start, str):
+                start, end = datetime.fromisoformat(start), datetime.fromisoformat(end)
+            out.append((end - start).total_seconds())
+        return out
+
+    def recent_failures(self, study_id: int, limit: int) -> int:
+        """How many of the last `limit` trial outcomes in a row were failures (interruptions aside)."""
+        outcome = ("trial_complete", "trial_pruned", "trial_failed")
+        with self.engine.connect() as conn:
+            kinds = conn.execute(sa.select(events.c.kind).where(events.c.study_id == study_id,
+                                                                events.c.kind.in_(outcome))
+                                 .order_by(events.c.id.desc()).limit(limit)).scalars().all()
+        run = 0
+        for kind in kinds:
+            if kind != "trial_failed":
+                break
+            run += 1
+        return run
+
+    # ------------------------------------------------------------ metrics, events, samples
+
+    def add_epoch(self, study_id: int, trial_id: int, fold: int, metrics: dict[str, float]) -> None:
+        with self.tx() as conn:
+            conn.execute(epochs.insert().values(study_id=study_id, trial_id=trial_id, fold=fold,
+                                                ts=time.time(), **metrics))
+
+    def epochs_of(self, trial_id: int) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(epochs).where(epochs.c.trial_id == trial_id)
+                                .order_by(epochs.c.fold, epochs.c.epoch)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def add_event(self, study_id: int, kind: str, message: str, level: str = "info",
+                  trial_number: int | None = None) -> None:
+        with self.tx() as conn:
+            conn.execute(events.insert().values(study_id=study_id, trial_number=trial_number, ts=time.time(),
+                                                level=level, kind=kind, message=message))
+
+    def events_of(self, study_id: int, after_id: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(events).where(events.c.study_id == study_id, events.c.id > after_id)
+                                .order_by(events.c.id).limit(limit)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def add_sample(self, reading: dict[str, Any]) -> None:
+        """One system reading (engine.monitor.sample); lists are stored as JSON."""
+        row = {k: json.dumps(v) if isinstance(v, list) else v for k, v in reading.items()}
+        with self.tx() as conn:
+            conn.execute(samples.insert().values(**row))
+
+    def samples_between(self, start: float, end: float, host: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(samples).where(samples.c.ts >= start, samples.c.ts <= end)
+        if host is not None:
+            query = query.where(samples.c.host == host)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(samples.c.ts)).mappings().all()
+        return [{**r, "gpus": json.loads(r["gpus"] or "[]"), "cpu_per_core": json.loads(r["cpu_per_core"] or "[]")}
+                for r in rows]
+
+    def prune_samples(self, older_than: float) -> None:
+        with self.tx() as conn:
+            conn.execute(samples.delete().where(samples.c.ts < older_than))
+
+    # ------------------------------------------------------------ workers and commands
+
+    def register_worker(self, study_id: int, host: str, pid: int, device: str) -> int:
+        now = time.time()
+        with self.tx() as conn:
+            result = conn.execute(workers.insert().values(study_id=study_id, host=host, pid=pid, device=device,
+                                                          state="idle", started=now, last_seen=now))
+        return int(result.inserted_primary_key[0])
+
+    def update_worker(self, worker_id: int, **values: Any) -> None:
+        with self.tx() as conn:
+            conn.execute(workers.update().where(workers.c.id == worker_id).values(last_seen=time.time(), **values))
+
+    def workers_of(self, study_id: int) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(workers).where(workers.c.study_id == study_id)
+                                .order_by(workers.c.id)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def add_command(self, study_id: int, command: str, trial_number: int | None = None) -> None:
+        with self.tx() as conn:
+            conn.execute(commands.insert().values(study_id=study_id, trial_number=trial_number,
+                                                  command=command, created=time.time()))
+
+    def take_command(self, study_id: int, command: str, trial_number: int) -> bool:
+        """Mark an open command for this trial done; True if there was one."""
+        with self.tx() as conn:
+            result = conn.execute(commands.update().where(
+                commands.c.study_id == study_id, commands.c.command == command,
+                commands.c.trial_number == trial_number, commands.c.done.is_(None)).values(done=time.time()))
+        return result.rowcount > 0

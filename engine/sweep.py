@@ -1,0 +1,352 @@
+"""The engine process: create or resume a study, start persistent workers, watch them.
+
+The engine writes everything to the database: its own system samples every second, and (from
+the workers) trials, per-epoch metrics and events. A viewer (the headless reporter here, the
+TUI later) only reads. Control goes the other way through the database too: the sweep's state
+(`running`, `paused`, `stopping`, `stopped`, `finished`) and its budget live in `hpo_sweep`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import optuna
+
+from engine import monitor
+from engine.artifacts import dump_yaml, write_atomic
+from engine.config import SweepConfig
+from engine.data import Scan, scan
+from engine.errors import ConfigError
+from engine.platform import PlatformInfo, usable_cores
+from engine.resolve import Resolved
+from engine.results import export_results
+from engine.store import Store, mask_url, optuna_storage
+
+log = logging.getLogger("tui_hpo.engine")
+STOP_GRACE_S = 15.0
+TICK_S = 1.0
+STAGGER_S = 0.4
+SAMPLE_KEEP_S = 7 * 24 * 3600
+# Sections that define what a study measures: a resume must not change them.
+IDENTITY = ("data", "train", "objective", "search_space", "sampler", "pruner")
+
+
+class Reporter(Protocol):
+    """What the engine tells whoever watches: the headless console, or nothing."""
+
+    def event(self, row: dict[str, Any]) -> None: ...
+
+    def progress(self, status: SweepStatus) -> None: ...
+
+
+@dataclass
+class SweepStatus:
+    study_name: str
+    n_trials: int
+    counts: dict[str, int]
+    best: list[float] | None
+    started: float
+    finished_seconds: list[float] = field(default_factory=list)
+    parallel: int = 1
+
+    @property
+    def done(self) -> int:
+        return self.counts.get("COMPLETE", 0) + self.counts.get("PRUNED", 0)
+
+    def eta_seconds(self) -> float | None:
+        if not self.finished_seconds or self.done >= self.n_trials:
+            return None
+        mean = sum(self.finished_seconds) / len(self.finished_seconds)
+        return mean * (self.n_trials - self.done) / max(1, self.parallel)
+
+
+def check_models(config: SweepConfig) -> None:
+    """Every model name the sweep can pick must exist in timm (checked before any study exists)."""
+    import timm
+
+    for i, name in enumerate(config.models()):
+        if not timm.is_model(name):
+            near = timm.list_models(f"*{name.split('_')[0]}*")[:5]
+            hint = f" (similar: {', '.join(near)})" if near else ""
+            key = "search_space.model.choices" + (f"[{i}]" if "model" in config.search_space else "")
+            raise ConfigError(f"unknown timm model '{name}'{hint}",
+                              key=key if "model" in config.search_space else "train.model")
+    if config.train.weights and not Path(config.train.weights).is_file():
+        raise ConfigError(f"no such weights file: {config.train.weights}", key="train.weights")
+
+
+def check_buildable(config: SweepConfig) -> None:
+    """Build the sampler and pruner once, so a bad option fails before anything is written."""
+    from engine.samplers import make_pruner, make_sampler
+
+    make_sampler(config)
+    make_pruner(config)
+
+
+@dataclass
+class Study:
+    study_id: int
+    name: str
+    resumed: bool
+    folder: Path
+
+
+def open_study(config: SweepConfig, url: str, name: str, workdir: Path) -> Study:
+    """Create the study, or resume it when the same name exists with the same definition."""
+    store = Store(url)
+    storage = optuna_storage(url)
+    existing = store.sweep(name)
+    folder = workdir / name
+    config_dict = config.to_dict()
+    if existing is not None:
+        old = existing.config
+        for section in IDENTITY:
+            if old.get(section) != config_dict.get(section):
+                raise ConfigError(f"study '{name}' exists with a different '{section}' section: resume it with "
+                                  "the same config, or name a new study with --study", key=section)
+        study = optuna.load_study(study_name=name, storage=storage)
+        recover_dead_trials(study, store, existing.study_id)
+        store.update_sweep(existing.study_id, config=config_dict, n_trials=config.budget.n_trials,
+                           state="running", claimed=_live_or_done(store, existing.study_id))
+        return Study(existing.study_id, name, True, folder)
+    study = optuna.create_study(study_name=name, storage=storage, directions=config.objective.directions(),
+                                load_if_exists=True)
+    study.set_user_attr("tui_hpo", {"metrics": config.objective.metrics()})
+    store.create_sweep(study._study_id, name, config_dict, config.budget.n_trials)
+    return Study(study._study_id, name, False, folder)
+
+
+def _live_or_done(store: Store, study_id: int) -> int:
+    counts = store.state_counts(study_id)
+    return sum(counts.get(s, 0) for s in ("COMPLETE", "PRUNED", "RUNNING", "WAITING"))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_dead_trials(study: optuna.Study, store: Store, study_id: int, labels: set[str] | None = None) -> int:
+    """Fail RUNNING trials whose worker is gone: on this host by pid (or `labels`), elsewhere by
+    heartbeat. Their budget slots become free again, so the study still reaches n_trials."""
+    host = monitor.hostname()
+    failed = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        label = str(trial.user_attrs.get("worker", ""))
+        worker_host, _, pid = label.rpartition(":")
+        dead = (labels is not None and label in labels) or (
+            labels is None and worker_host == host and pid.isdigit() and not _pid_alive(int(pid)))
+        if dead:
+            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "worker died")
+            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            store.add_event(study_id, "trial_interrupted", f"trial {trial.number}: its worker {label} died; "
+                            "it will run again", level="warning", trial_number=trial.number)
+            failed += 1
+    if labels is None:
+        failed += len(optuna.storages.fail_stale_trials(study) or [])
+    return failed
+
+
+def worker_plan(config: SweepConfig, info: PlatformInfo, platform: str) -> list[tuple[str, dict[str, str], int]]:
+    """(device, extra environment, threads) for each worker process."""
+    res = config.resources
+    parallel = res.parallel or 1
+    if platform == "cuda":
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = visible.split(",") if visible else [str(g.index) for g in info.gpus]
+        chosen = [ids[i] for i in (res.gpus if res.gpus is not None else range(len(ids))) if i < len(ids)]
+        if not chosen:
+            raise ConfigError("none of these GPUs exists here", key="resources.gpus")
+        threads = res.threads_per_worker or max(1, usable_cores() // parallel)
+        return [("cuda:0", {"CUDA_VISIBLE_DEVICES": chosen[i % len(chosen)]}, threads) for i in range(parallel)]
+    threads = res.threads_per_worker or max(1, usable_cores() // parallel)
+    device = "mps" if platform == "mps" else "cpu"
+    return [(device, {"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {}, threads) for _ in range(parallel)]
+
+
+class Engine:
+    """Runs one sweep to its end (budget, timeout, failures, or a stop) and exports results."""
+
+    def __init__(self, resolved: Resolved, url: str, workdir: Path, study_name: str, reporter: Reporter) -> None:
+        self.config, self.info, self.platform = resolved.config, resolved.info, resolved.platform
+        self.batch_scale = resolved.batch_scale
+        self.source = resolved.source
+        self.url, self.workdir, self.reporter = url, workdir, reporter
+        self.study_name = study_name
+        self.procs: list[subprocess.Popen] = []
+        self.interrupts = 0
+        self.last_event = 0
+
+    def prepare(self) -> Scan:
+        """Every check that can fail on bad input, before anything is written."""
+        try:
+            check_models(self.config)
+            check_buildable(self.config)
+        except ConfigError as exc:
+            raise ConfigError(exc.detail, source=exc.source or self.source, key=exc.key) from None
+        return scan(self.config.data)
+
+    def run(self) -> int:
+        found = self.prepare()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        study = open_study(self.config, self.url, self.study_name, self.workdir)
+        self.study = study
+        self.store = Store(self.url)
+        folder = study.folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self._log_to(folder / "engine.log")
+        write_atomic(folder / "config.yaml", dump_yaml(self.config.to_dict(), self._header()))
+        if self.config.budget.timeout:
+            self.store.update_sweep(study.study_id, deadline=time.time() + self.config.budget.timeout)
+        else:
+            self.store.update_sweep(study.study_id, deadline=None)
+        self.last_event = max([e["id"] for e in self.store.events_of(study.study_id, 0, 1_000_000)] or [0])
+        verb = "resumed" if study.resumed else "started"
+        self.store.add_event(study.study_id, "sweep", f"sweep '{study.name}' {verb} on {self.platform}: "
+                             f"{self.config.budget.n_trials} trials, {self.config.resources.parallel} worker(s), "
+                             f"data {found.root} ({found.count} images, {len(found.classes)} classes), "
+                             f"storage {mask_url(self.url)}")
+        if found.skipped:
+            self.store.add_event(study.study_id, "data", found.skipped_summary() or "", level="warning")
+        previous = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
+        for signum in previous:
+            signal.signal(signum, self._on_signal)
+        try:
+            self._launch()
+            self._supervise()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            self._reap()
+        return self._finish()
+
+    def _header(self) -> str:
+        res = self.config.resources
+        return (f"# Resolved config of sweep '{self.study_name}' on {self.platform} ({self.info.hostname}).\n"
+                f"# Layers: platform profile < preset/extends < file < TUI_HPO__* environment < flags.\n"
+                f"# Batch sizes are already scaled by the {self.platform} profile (x{self.batch_scale:g}), "
+                f"so batch_multiplier reads 1.\n# Workers: {res.parallel}; amp {res.amp}; compile {res.compile}; "
+                f"channels_last {res.channels_last}.")
+
+    def _log_to(self, path: Path) -> None:
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s engine %(levelname)s %(message)s"))
+        logging.getLogger("tui_hpo").addHandler(handler)
+        logging.getLogger("tui_hpo").setLevel(logging.INFO)
+        self.log_path = path
+
+    def _launch(self) -> None:
+        plan = worker_plan(self.config, self.info, self.platform)
+        logfile = open(self.log_path, "ab")  # noqa: SIM115 - shared by the children, closed in _reap
+        self._logfile = logfile
+        for index, (device, env, threads) in enumerate(plan):
+            if index:
+                time.sleep(STAGGER_S)  # stagger starts: workers do not all decode data at once
+            cmd = [sys.executable, "-m", "engine.worker", "--storage", self.url, "--study", self.study_name,
+                   "--workdir", str(self.workdir), "--device", device, "--threads", str(threads),
+                   "--index", str(index)]
+            child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads)}
+            self.procs.append(subprocess.Popen(cmd, env=child_env, stdout=logfile, stderr=subprocess.STDOUT,
+                                               stdin=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent))
+            log.info("worker %d: pid %d on %s, %d thread(s)", index, self.procs[-1].pid, device, threads)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.interrupts += 1
+        if self.interrupts == 1:
+            self.store.stop_sweep(self.study.study_id, "stopping")
+            self.stop_requested = time.monotonic()
+            for proc in self.procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
+        else:
+            for proc in self.procs:
+                if proc.poll() is None:
+                    proc.kill()
+
+    def _supervise(self) -> None:
+        monitor.sample()  # the first CPU reading is always 0.0: discard it
+        started = time.time()
+        last_prune = 0.0
+        while True:
+            tick = time.monotonic()
+            self.store.add_sample(monitor.sample(self.workdir))
+            self._drain_events(self.status(started))
+            if all(p.poll() is not None for p in self.procs):
+                break
+            if self.interrupts and time.monotonic() - self.stop_requested > STOP_GRACE_S:
+                for proc in self.procs:
+                    proc.kill()
+            if tick - last_prune > 3600:
+                self.store.prune_samples(time.time() - SAMPLE_KEEP_S)
+                last_prune = tick
+            time.sleep(max(0.0, TICK_S - (time.monotonic() - tick)))
+        self._drain_events()
+
+    def status(self, started: float) -> SweepStatus:
+        counts = self.store.state_counts(self.study.study_id)
+        return SweepStatus(study_name=self.study_name, n_trials=self.store.n_trials(self.study.study_id),
+                           counts=counts, best=self.store.best_values(self.study.study_id),
+                           started=started, finished_seconds=self.store.durations(self.study.study_id),
+                           parallel=len(self.procs))
+
+    def _drain_events(self, status: SweepStatus | None = None) -> None:
+        """Report new events, with the status read after them so their lines show fresh counts."""
+        rows = self.store.events_of(self.study.study_id, self.last_event)
+        if status is not None:
+            status = self.status(status.started) if rows else status
+            self.reporter.progress(status)
+        for row in rows:
+            self.last_event = row["id"]
+            self.reporter.event(row)
+
+    def _reap(self) -> None:
+        """Workers killed mid-trial leave RUNNING trials: fail them now, consistently."""
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if hasattr(self, "_logfile"):
+            self._logfile.close()
+        labels = {f"{monitor.hostname()}:{p.pid}" for p in self.procs}
+        if self.procs and hasattr(self, "study"):
+            study = optuna.load_study(study_name=self.study_name, storage=optuna_storage(self.url, heartbeat=False))
+            recover_dead_trials(study, self.store, self.study.study_id, labels)
+            self.store.update_sweep(self.study.study_id, claimed=_live_or_done(self.store, self.study.study_id))
+            for proc in self.procs:
+                if proc.returncode not in (0, -signal.SIGINT, -signal.SIGKILL) and not self.interrupts:
+                    self.store.add_event(self.study.study_id, "worker", f"worker pid {proc.pid} exited with code "
+                                         f"{proc.returncode}: see {self.log_path}", level="error")
+            self._drain_events()
+
+    def _finish(self) -> int:
+        sid = self.study.study_id
+        done = self.store.finished_count(sid)
+        n_trials = self.store.n_trials(sid)
+        state = self.store.sweep_state(sid)
+        final = "finished" if done >= n_trials else "stopped"
+        self.store.update_sweep(sid, state=final)
+        study = optuna.load_study(study_name=self.study_name, storage=optuna_storage(self.url, heartbeat=False))
+        export_results(study, self.config, self.study.folder)
+        self.store.add_event(sid, "sweep", f"sweep '{self.study_name}' {final}: {done}/{n_trials} trials "
+                             f"finished; results in {self.study.folder}")
+        self._drain_events()
+        if self.interrupts:
+            return 130
+        if state == "stopped" and done < n_trials:
+            return 1  # stopped by consecutive failures
+        return 0

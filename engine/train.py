@@ -1,0 +1,250 @@
+"""Training as plain functions, after timm's train.py: build, train one epoch, validate, fit.
+
+No framework: `fit` runs the epochs and hands each epoch's metrics to a callback, which is where
+a sweep reports to its trial (and may raise `optuna.TrialPruned`) and writes the metrics row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from engine.config import ResourcesConfig, TrainConfig
+from engine.tensors import ImageData, augment
+
+
+class Interrupted(Exception):
+    """The sweep was asked to stop while this trial was training."""
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The loss became NaN or infinite: the trial fails, the sweep goes on."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a worker runs training on its device; comes from the platform profile."""
+
+    device: str = "cpu"
+    amp: str = "off"  # "off", "bf16" or "fp16"
+    compile: bool = False
+    channels_last: bool = False
+    pin_memory: bool = False
+
+    @classmethod
+    def from_resources(cls, res: ResourcesConfig, device: str) -> Runtime:
+        on_cuda = device.startswith("cuda")
+        return cls(device=device, amp=(res.amp or "off") if on_cuda else "off",
+                   compile=bool(res.compile) and on_cuda, channels_last=bool(res.channels_last),
+                   pin_memory=bool(res.pin_memory) and on_cuda)
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    val_f1: float
+    lr: float
+    samples_per_s: float
+    peak_mem_mb: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    """A timm model by name, never downloading: weights only from `train.weights` on disk."""
+    import timm
+
+    kwargs = dict(cfg.model_kwargs)
+    kwargs.update(num_classes=num_classes, drop_rate=cfg.dropout)
+    optional = {"drop_path_rate": cfg.drop_path, "img_size": cfg.image_size}
+    if cfg.weights:
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": cfg.weights})
+    while True:
+        try:
+            return timm.create_model(cfg.model, **kwargs, **optional)
+        except TypeError as exc:  # the architecture does not take one of the optional arguments
+            dropped = next((k for k in optional if k in str(exc)), None)
+            if dropped is None:
+                raise
+            optional.pop(dropped)
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    from timm.optim import create_optimizer_v2
+
+    extra = {"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}
+    return create_optimizer_v2(model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
+
+
+def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
+    """Linear warmup over `warmup_ratio` of the steps, then cosine, step decay, or constant."""
+    warmup = int(total * cfg.warmup_ratio)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if cfg.scheduler == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    if cfg.scheduler == "step":
+        return cfg.step_gamma ** int(progress * 3)  # three drops across the run
+    return 1.0
+
+
+def macro_f1(confusion: torch.Tensor) -> float:
+    """Macro-F1 over the classes that occur in the labels or the predictions."""
+    tp = confusion.diag().float()
+    support = confusion.sum(1).float()
+    predicted = confusion.sum(0).float()
+    present = (support + predicted) > 0
+    f1 = 2 * tp / (support + predicted).clamp_min(1)
+    return float(f1[present].mean()) if present.any() else 0.0
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    if device.type == "mps":
+        return torch.mps.current_allocated_memory() / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def _autocast(runtime: Runtime, device: torch.device) -> contextlib.AbstractContextManager:
+    if runtime.amp == "off":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if runtime.amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _prepare(xb: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, device: torch.device,
+             runtime: Runtime) -> torch.Tensor:
+    x = xb.to(device, non_blocking=runtime.pin_memory).float().div_(255).sub_(mean).div_(std)
+    return x.contiguous(memory_format=torch.channels_last) if runtime.channels_last else x
+
+
+@dataclass
+class _Loop:
+    """What one training run carries from epoch to epoch."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler | None
+    loss_fn: nn.Module
+    device: torch.device
+    runtime: Runtime
+    generator: torch.Generator
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+def train_one_epoch(loop: _Loop, data: ImageData, idx: np.ndarray, cfg: TrainConfig, epoch: int,
+                    should_stop: Callable[[], bool]) -> tuple[float, float]:
+    """One pass over `idx`; returns (mean train loss, samples per second)."""
+    loop.model.train()
+    total_loss, seen, started = torch.zeros((), device=loop.device), 0, time.perf_counter()
+    loop.optimizer.zero_grad(set_to_none=True)
+    micro = 0
+    for xb, yb in data.batches(idx, cfg.image_size, cfg.batch_size, True, loop.generator, loop.runtime.pin_memory):
+        if should_stop():
+            raise Interrupted("stopped during training")
+        x = _prepare(xb, loop.mean, loop.std, loop.device, loop.runtime)
+        x = augment(x, cfg.augment, loop.generator)
+        y = yb.to(loop.device, non_blocking=loop.runtime.pin_memory)
+        with _autocast(loop.runtime, loop.device):
+            loss = loop.loss_fn(loop.model(x), y)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"loss became {loss.item()} in epoch {epoch + 1}")
+        scaled = loss / cfg.accum_steps
+        (loop.scaler.scale(scaled) if loop.scaler else scaled).backward()
+        micro += 1
+        if micro % cfg.accum_steps == 0:
+            _step(loop)
+        total_loss += loss.detach() * len(yb)
+        seen += len(yb)
+    if micro % cfg.accum_steps:
+        _step(loop)
+    elapsed = time.perf_counter() - started
+    return float(total_loss) / max(1, seen), seen / max(elapsed, 1e-9)
+
+
+def _step(loop: _Loop) -> None:
+    if loop.scaler:
+        loop.scaler.step(loop.optimizer)
+        loop.scaler.update()
+    else:
+        loop.optimizer.step()
+    loop.optimizer.zero_grad(set_to_none=True)
+    loop.schedule.step()
+
+
+@torch.no_grad()
+def validate(loop: _Loop, data: ImageData, idx: np.ndarray, cfg: TrainConfig) -> tuple[float, float, float]:
+    """(val loss, accuracy, macro-F1) on `idx`."""
+    loop.model.eval()
+    n = data.num_classes
+    confusion = torch.zeros(n, n, dtype=torch.int64, device=loop.device)
+    total_loss = torch.zeros((), device=loop.device)
+    for xb, yb in data.batches(idx, cfg.image_size, max(cfg.batch_size, 256), False, loop.generator,
+                               loop.runtime.pin_memory):
+        x = _prepare(xb, loop.mean, loop.std, loop.device, loop.runtime)
+        y = yb.to(loop.device)
+        with _autocast(loop.runtime, loop.device):
+            logits = loop.model(x)
+        total_loss += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+        confusion += torch.bincount(y * n + logits.argmax(1), minlength=n * n).view(n, n)
+    count = int(confusion.sum())
+    accuracy = float(confusion.diag().sum()) / max(1, count)
+    return float(total_loss) / max(1, count), accuracy, macro_f1(confusion.cpu())
+
+
+def fit(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray], runtime: Runtime,
+        on_epoch: Callable[[EpochMetrics], None] = lambda m: None,
+        should_stop: Callable[[], bool] = lambda: False) -> tuple[nn.Module, list[EpochMetrics]]:
+    """Train `cfg` on one split; deterministic on the CPU for a given `cfg.seed`."""
+    torch.manual_seed(cfg.seed)
+    device = torch.device(runtime.device)
+    model = build_model(cfg, data.num_classes).to(device)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    train_idx, val_idx = split
+    optimizer = build_optimizer(model, cfg)
+    steps = cfg.epochs * math.ceil(math.ceil(len(train_idx) / cfg.batch_size) / cfg.accum_steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, cfg))
+    mean, std = data.mean_std(cfg.image_size, train_idx)
+    loop = _Loop(
+        model=torch.compile(model) if runtime.compile else model,
+        optimizer=optimizer, schedule=schedule,
+        scaler=torch.amp.GradScaler(device.type) if runtime.amp == "fp16" else None,
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+        device=device, runtime=runtime,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        mean=mean.to(device), std=std.to(device),
+    )
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    history: list[EpochMetrics] = []
+    for epoch in range(cfg.epochs):
+        started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, rate = train_one_epoch(loop, data, train_idx, cfg, epoch, should_stop)
+        val_loss, accuracy, f1 = validate(loop, data, val_idx, cfg)
+        metrics = EpochMetrics(epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_accuracy=accuracy,
+                               val_f1=f1, lr=lr, samples_per_s=rate, peak_mem_mb=peak_memory_mb(device),
+                               seconds=time.perf_counter() - started)
+        history.append(metrics)
+        on_epoch(metrics)
+    return model, history

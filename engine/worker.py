@@ -1,0 +1,298 @@
+"""A persistent worker: imports torch and decodes the data once, then runs trials until the
+budget is spent or the sweep is stopped. Everything it needs comes from the storage (the
+resolved config lives in `hpo_sweep`), so `python -m engine.worker --storage URL --study NAME`
+joins a sweep from any machine.
+
+Signals: the first SIGINT/SIGTERM stops the running trial at its next batch (it ends FAIL with
+reason "interrupted" and its budget slot is given back); the worker then exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from engine.artifacts import save_best_checkpoint
+from engine.config import SweepConfig
+from engine.data import scan, splits
+from engine.monitor import hostname
+from engine.samplers import make_pruner, make_sampler
+from engine.space import suggest
+from engine.store import HEARTBEAT_INTERVAL_S, Store, optuna_storage
+from engine.tensors import ImageData, load
+from engine.train import EpochMetrics, Interrupted, Runtime, fit
+
+log = logging.getLogger("tui_hpo.worker")
+CONTROL_POLL_S = 1.0
+INTERRUPTED = "interrupted"
+IDLE_POLL_S = 0.5
+
+
+@dataclass
+class StopFlag:
+    """Set by a signal, or by the sweep's state in the database (checked at most once a second)."""
+
+    store: Store
+    study_id: int
+    signalled: threading.Event = field(default_factory=threading.Event)
+    _checked: float = 0.0
+    _db_stop: bool = False
+
+    def __call__(self) -> bool:
+        if self.signalled.is_set():
+            return True
+        now = time.monotonic()
+        if now - self._checked >= CONTROL_POLL_S:
+            self._checked = now
+            row = self.store.sweep_state(self.study_id)
+            self._db_stop = row in ("stopping", "stopped")
+        return self._db_stop
+
+
+class Heartbeat:
+    """Records the running trial's heartbeat every few seconds, as Optuna's optimize() does."""
+
+    def __init__(self, storage: Any, trial_id: int) -> None:
+        self._storage, self._trial_id = storage, trial_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            try:
+                self._storage.record_heartbeat(self._trial_id)
+            except Exception as exc:  # a missed beat is survivable; the next one may succeed
+                log.warning("heartbeat failed: %s", exc)
+            if self._stop.wait(HEARTBEAT_INTERVAL_S):
+                return
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def trial_train_config(config: SweepConfig, params: dict[str, Any]) -> Any:
+    return config.train.model_copy(update=params)
+
+
+def objective_value(config: SweepConfig, per_fold: list[EpochMetrics], seconds: float) -> list[float]:
+    """The objective metric(s) of a finished trial: the last epoch's value, averaged over folds."""
+    values = []
+    for metric in config.objective.metrics():
+        if metric == "train_time":
+            values.append(seconds)
+        else:
+            values.append(sum(getattr(m, metric) for m in per_fold) / len(per_fold))
+    return values
+
+
+class Worker:
+    def __init__(self, url: str, study_name: str, workdir: Path, device: str, index: int,
+                 signalled: threading.Event) -> None:
+        self.store = Store(url)
+        row = self.store.sweep(study_name)
+        if row is None:
+            raise SystemExit(f"tui-hpo worker: no sweep named '{study_name}' in this storage")
+        self.sweep = row
+        self.config = SweepConfig.model_validate(row.config)
+        self.storage = optuna_storage(url)
+        self.study = optuna.load_study(study_name=study_name, storage=self.storage,
+                                       sampler=make_sampler(self.config, index),
+                                       pruner=make_pruner(self.config))
+        self.study_id = row.study_id
+        self.device = device
+        self.runtime = Runtime.from_resources(self.config.resources, device)
+        self.label = f"{hostname()}:{os.getpid()}"
+        self.artifacts = workdir / study_name
+        self.stop = StopFlag(self.store, self.study_id, signalled)
+        self.worker_id = self.store.register_worker(self.study_id, hostname(), os.getpid(), device)
+        self.data = self._load_data()
+
+    def _load_data(self) -> ImageData:
+        cfg = self.config.data
+        found = scan(cfg)
+        sizes = [self.config.train.image_size]
+        spec = self.config.search_space.get("image_size")
+        if spec is not None:
+            sizes += [int(c) for c in spec.choices or []] + [int(spec.high or 0)]
+        data = load(found, cfg, max(sizes))
+        if data.skipped:
+            shown = "; ".join(f"{p} ({why})" for p, why in data.skipped[:5])
+            self.store.add_event(self.study_id, "data", f"{self.label}: skipped {len(data.skipped)} "
+                                 f"unreadable image(s): {shown}", level="warning")
+        self.splits = splits(data.labels.numpy(), cfg)
+        return data
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        self.store.add_event(self.study_id, "worker", f"worker {self.label} started on {self.device}")
+        try:
+            while not self.stop():
+                state = self.store.sweep_state(self.study_id)
+                if state == "paused":
+                    self.store.update_worker(self.worker_id, state="paused")
+                    time.sleep(IDLE_POLL_S)
+                    continue
+                if state != "running" or self._past_deadline() or self._too_many_failures():
+                    break
+                if not self.store.claim(self.study_id):
+                    if self.store.finished_count(self.study_id) >= self.store.n_trials(self.study_id):
+                        break
+                    self.store.update_worker(self.worker_id, state="waiting")
+                    time.sleep(IDLE_POLL_S)  # others are running; a failure may free a slot
+                    continue
+                self.run_one()
+        finally:
+            self.store.update_worker(self.worker_id, state="exited", trial_number=None)
+            self.store.add_event(self.study_id, "worker", f"worker {self.label} exited")
+
+    def _past_deadline(self) -> bool:
+        row = self.store.sweep(self.sweep.study_name)
+        return row is not None and row.deadline is not None and time.time() >= row.deadline
+
+    def _too_many_failures(self) -> bool:
+        limit = self.config.budget.max_consecutive_failures
+        if self.store.recent_failures(self.study_id, limit) < limit:
+            return False
+        self.store.stop_sweep(self.study_id, "stopped")
+        self.store.add_event(self.study_id, "sweep", f"stopped after {limit} consecutive failed trials: "
+                             "see the trials' fail_reason", level="error")
+        return True
+
+    def run_one(self) -> None:
+        trial = self.study.ask()
+        number = trial.number
+        trial.set_user_attr("worker", self.label)
+        trial.set_user_attr("device", self.device)
+        self.store.update_worker(self.worker_id, state="running", trial_number=number)
+        started = time.perf_counter()
+        state, values, reason = optuna.trial.TrialState.FAIL, None, None
+        model = None
+        with Heartbeat(self.storage, trial._trial_id):
+            try:
+                params = suggest(trial, self.config.search_space, self.config.train.model_dump())
+                self.store.add_event(self.study_id, "trial", f"trial {number} started on {self.label}: "
+                                     f"{_fmt_params(params)}", trial_number=number)
+                model, per_fold = self._train(trial, params)
+                values = objective_value(self.config, per_fold, time.perf_counter() - started)
+                state = optuna.trial.TrialState.COMPLETE
+            except optuna.TrialPruned as exc:
+                state, reason = optuna.trial.TrialState.PRUNED, str(exc) or "pruned"
+            except Interrupted:
+                reason = INTERRUPTED
+            except Exception as exc:  # the trial fails with its reason; the sweep goes on
+                reason = f"{exc.__class__.__name__}: {exc}"
+                log.exception("trial %s failed", number)
+        seconds = time.perf_counter() - started
+        trial.set_user_attr("duration_s", round(seconds, 3))
+        if reason and state == optuna.trial.TrialState.FAIL:
+            trial.set_user_attr("fail_reason", reason[:2000])
+        self.study.tell(trial, values if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+        if state == optuna.trial.TrialState.FAIL:
+            self.store.release(self.study_id)
+        self._report(number, state, values, reason, seconds)
+        if state == optuna.trial.TrialState.COMPLETE and model is not None and len(values or []) == 1:
+            self._maybe_checkpoint(number, values[0], model, trial.params)
+        self.store.update_worker(self.worker_id, state="idle", trial_number=None)
+
+    def _train(self, trial: optuna.Trial, params: dict[str, Any]) -> tuple[torch.nn.Module, list[EpochMetrics]]:
+        cfg = trial_train_config(self.config, params)
+        metric = self.config.objective.metrics()[0]
+        single = len(self.config.objective.metrics()) == 1 and metric != "train_time"
+        folds = len(self.splits)
+        finals: list[EpochMetrics] = []
+        model = None
+        for fold, split in enumerate(self.splits):
+            def on_epoch(m: EpochMetrics, fold: int = fold) -> None:
+                self.store.add_epoch(self.study_id, trial._trial_id, fold, m.to_dict() | {"epoch": m.epoch})
+                if self.store.take_command(self.study_id, "prune", trial.number):
+                    raise optuna.TrialPruned(f"pruned by the user in epoch {m.epoch + 1}")
+                if single and folds == 1:
+                    trial.report(getattr(m, metric), m.epoch)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned(f"pruned in epoch {m.epoch + 1} ({metric}={getattr(m, metric):.4f})")
+
+            model, history = fit(cfg, self.data, split, self.runtime, on_epoch, self.stop)
+            finals.append(history[-1])
+            if single and folds > 1:
+                trial.report(getattr(history[-1], metric), fold)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after fold {fold + 1}")
+        assert model is not None
+        trial.set_user_attr("epochs", cfg.epochs * folds)
+        return model, finals
+
+    def _report(self, number: int, state: optuna.trial.TrialState, values: list[float] | None,
+                reason: str | None, seconds: float) -> None:
+        names = self.config.objective.metrics()
+        if state == optuna.trial.TrialState.COMPLETE and values is not None:
+            shown = ", ".join(f"{n}={v:.4f}" for n, v in zip(names, values, strict=True))
+            self.store.add_event(self.study_id, "trial_complete", f"trial {number} complete: {shown} "
+                                 f"in {seconds:.1f}s", trial_number=number)
+        elif state == optuna.trial.TrialState.PRUNED:
+            self.store.add_event(self.study_id, "trial_pruned", f"trial {number} {reason} after {seconds:.1f}s",
+                                 trial_number=number)
+        elif reason == INTERRUPTED:
+            self.store.add_event(self.study_id, "trial_interrupted", f"trial {number} interrupted after "
+                                 f"{seconds:.1f}s: it will run again on resume", trial_number=number)
+        else:
+            self.store.add_event(self.study_id, "trial_failed", f"trial {number} failed: {reason}",
+                                 level="warning", trial_number=number)
+
+    def _maybe_checkpoint(self, number: int, value: float, model: torch.nn.Module, params: dict[str, Any]) -> None:
+        maximize = self.config.objective.directions()[0] == "maximize"
+        best = self.study.best_trial
+        if best.number != number:
+            return
+        save_best_checkpoint(self.artifacts, model, {
+            "trial": number, "value": value, "maximize": maximize, "params": params,
+            "config": self.config.to_dict(), "classes": self.data.scan.classes,
+        })
+
+
+def _fmt_params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--storage", required=True)
+    parser.add_argument("--study", required=True)
+    parser.add_argument("--workdir", default="runs")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--index", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{args.index} %(levelname)s %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # We run the heartbeat ourselves (class Heartbeat): ask/tell with heartbeats is intended here.
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    signalled = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: signalled.set())
+    worker = Worker(args.storage, args.study, Path(args.workdir), args.device, args.index, signalled)
+    worker.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+# Sourced by run_experiments.sh and run_tests.sh: create .venv if missing and install the project.
+# pip takes torch/torchvision from this machine's wheel cache; the pins in pyproject.toml keep it so.
+ensure_venv() {
+  local extras="$1"
+  local python="${PYTHON:-python3}"
+  if [ ! -x .venv/bin/python ]; then
+    echo "==> creating .venv"
+    "$python" -m venv .venv
+  fi
+  local stamp=".venv/.installed-${extras:-base}"
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "==> installing tui-hpo${extras:+[$extras]} into .venv (first time: about a minute)"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras:+[$extras]}"
+    touch "$stamp"
+  fi
+}

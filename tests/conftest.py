@@ -1,0 +1,75 @@
+"""Shared fixtures: a CLI runner in a real subprocess, workdirs, and small image datasets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`tui-hpo ARGS` as a user runs it: a fresh process, output captured (so not a terminal)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TUI_HPO__")}
+    full_env.update(env or {})
+    full_env.setdefault("COLUMNS", "120")
+    return subprocess.run([sys.executable, "-m", "tui_hpo.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env, cwd=cwd or ROOT)
+
+
+@pytest.fixture
+def cli() -> Callable[..., subprocess.CompletedProcess]:
+    return run_cli
+
+
+@pytest.fixture
+def tiny_config() -> Path:
+    return CONFIGS / "tiny.yaml"
+
+
+def write_png(path: Path, value: int, size: tuple[int, int] = (12, 12), mode: str = "RGB") -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(value)
+    array = np.clip(rng.normal(value, 20, (*size[::-1], 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(array).convert(mode).save(path)
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """Two easily separable classes (dark and bright), mixed sizes and modes, plus broken files."""
+    root = tmp_path / "images"
+    for i in range(24):
+        write_png(root / "dark" / f"d{i}.png", 40, size=(12 + i % 3, 12), mode="RGB" if i % 2 else "L")
+        write_png(root / "bright" / f"b{i}.jpg", 210, size=(16, 10 + i % 4))
+    (root / "dark" / "empty.png").write_bytes(b"")
+    (root / "dark" / "notes.txt").write_text("not an image")
+    (root / "bright" / "fake.png").write_bytes(b"this is not a png at all")
+    good = (root / "dark" / "d0.png").read_bytes()
+    (root / "bright" / "truncated.png").write_bytes(good[: len(good) // 2])
+    return root
+
+
+@pytest.fixture
+def csv_dataset(tmp_path: Path) -> Path:
+    """The CSV layout: train.csv (ID,target) beside an image folder, with bad rows."""
+    root = tmp_path / "csvdata"
+    images = root / "train"
+    rows = ["ID,target"]
+    for i in range(30):
+        label = i % 2
+        write_png(images / f"img{i}.png", 40 if label == 0 else 210)
+        rows.append(f"img{i}.png,{label}")
+    rows += ["missing.png,0", "../escape.png,1", "/etc/passwd,0", "img1.png,1"]
+    (tmp_path / "escape.png").write_bytes((images / "img0.png").read_bytes())
+    (root / "train.csv").write_text("\n".join(rows) + "\n")
+    return root

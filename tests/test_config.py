@@ -1,0 +1,174 @@
+"""Config layering and the three formats, mapped onto one internal spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.config import SweepConfig, canonical_metric, env_layer, flags_layer, resolve
+from engine.errors import ConfigError
+from engine.platform import PlatformInfo, profile
+from engine.resolve import apply_batch_multiplier
+
+
+def write(tmp_path: Path, text: str, name: str = "sweep.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_presets_resolve_on_every_platform() -> None:
+    for preset in ("quick", "full"):
+        for platform in ("cpu", "cuda", "mps"):
+            config = resolve({}, preset=preset, environ={}, platform=platform)
+            assert config.search_space and config.budget.n_trials > 0
+    full_cpu = resolve({}, preset="full", environ={}, platform="cpu")
+    full_cuda = resolve({}, preset="full", environ={}, platform="cuda")
+    assert "test_vit" in full_cpu.models() and "resnet50" in full_cuda.models()
+    assert full_cpu.budget.n_trials == 50 and full_cpu.train.epochs == 8  # extends quick, overrides
+
+
+def test_layers_order_profile_preset_file_env_flags(tmp_path: Path) -> None:
+    path = write(tmp_path, "extends: quick\ntrain: {epochs: 7, lr: 0.01}\nresources: {parallel: 3}\n")
+    layer = {"resources": {"parallel": 1, "amp": "bf16"}, "train": {"epochs": 99}}
+    env = {"TUI_HPO__TRAIN__LR": "1e-4", "TUI_HPO__BUDGET__N_TRIALS": "11"}
+    config = resolve(layer, config_file=path, environ=env, flags=flags_layer(n_trials=5), platform="cpu")
+    assert config.train.epochs == 7  # file beats profile
+    assert config.resources.amp == "bf16"  # profile fills what nobody set
+    assert config.resources.parallel == 3
+    assert config.train.lr == pytest.approx(1e-4)  # environment beats file
+    assert config.budget.n_trials == 5  # flags beat environment
+    assert config.name == "sweep"
+
+
+def test_env_scheme_and_aliases() -> None:
+    layer = env_layer({"TUI_HPO__TRAIN__LEARNING_RATE": "0.5", "TUI_HPO__DATA__FOLDS": "3", "OTHER": "x"})
+    assert layer == {"train": {"lr": 0.5}, "data": {"folds": 3}}
+
+
+def test_native_aliases_and_conditional_space(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+train: {num_train_epochs: 2, per_device_train_batch_size: 32}
+search_space:
+  learning_rate: {type: loguniform, low: 1e-4, high: 1e-2}
+  optimizer: {choices: [adamw, sgd]}
+  momentum: {low: 0.8, high: 0.99, when: {optimizer: sgd}}
+  gradient_accumulation_steps: {low: 1, high: 4}
+""")
+    config = resolve({}, config_file=path, environ={})
+    assert config.train.epochs == 2 and config.train.batch_size == 32
+    assert set(config.search_space) == {"lr", "optimizer", "momentum", "accum_steps"}
+    assert config.search_space["lr"].is_log() and config.search_space["accum_steps"].kind() == "int"
+
+
+def test_wandb_sweep_file(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+program: train.py
+method: bayes
+metric: {name: eval/f1, goal: maximize}
+parameters:
+  learning_rate: {distribution: log_uniform_values, min: 1e-5, max: 1e-3}
+  per_device_train_batch_size: {values: [16, 32]}
+  num_train_epochs: {value: 2}
+  warmup_ratio: {distribution: uniform, min: 0.0, max: 0.2}
+  gradient_accumulation_steps: {distribution: int_uniform, min: 1, max: 4}
+  weight_decay: {distribution: q_uniform, min: 0.0, max: 0.1, q: 0.01}
+  dropout: {distribution: normal, mu: 0.1, sigma: 0.02}
+early_terminate: {type: hyperband, min_iter: 1, eta: 2}
+""")
+    config = resolve({}, config_file=path, environ={})
+    assert config.sampler.name == "tpe"
+    assert config.objective.metric == "val_f1" and config.objective.directions() == ["maximize"]
+    assert config.train.epochs == 2
+    space = config.search_space
+    assert space["lr"].is_log() and space["lr"].low == pytest.approx(1e-5)
+    assert space["batch_size"].choices == [16, 32]
+    assert space["accum_steps"].kind() == "int"
+    assert space["weight_decay"].step == pytest.approx(0.01)
+    assert space["dropout"].low == pytest.approx(0.04) and space["dropout"].high == pytest.approx(0.16)
+    assert config.pruner.name == "hyperband" and config.pruner.options == {"reduction_factor": 2, "min_resource": 1}
+
+
+def test_wandb_grid_and_random(tmp_path: Path) -> None:
+    grid = resolve({}, config_file=write(tmp_path, "method: grid\nparameters:\n  lr: {values: [0.001, 0.01]}\n"),
+                   environ={})
+    assert grid.sampler.name == "grid" and grid.pruner.name == "none"
+    rnd = resolve({}, config_file=write(tmp_path, "method: random\nrun_cap: 7\nparameters:\n"
+                                        "  lr: {min: 0.001, max: 0.01}\n", "r.yaml"), environ={})
+    assert rnd.sampler.name == "random" and rnd.budget.n_trials == 7 and rnd.search_space["lr"].kind() == "float"
+
+
+def test_optuna_guide_layout(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+optuna:
+  n_trials: 30
+  timeout: 7200
+  pruning: {enabled: true, patience: 3}
+search_space:
+  learning_rate: {low: 5.0e-5, high: 5.0e-3}
+  batch_size: {choices: [32, 64, 128]}
+  advanced_params:
+    label_smoothing: {type: "uniform", low: 0.0, high: 0.2}
+quick_validation: {epochs: 2, folds: 2, batch_size_override: 64}
+""")
+    config = resolve({}, config_file=path, environ={})
+    assert config.budget.n_trials == 30 and config.budget.timeout == 7200
+    assert config.pruner.name == "median" and config.pruner.patience == 3
+    assert config.train.epochs == 2 and config.data.folds == 2
+    assert set(config.search_space) == {"lr", "batch_size", "label_smoothing"}
+    assert config.search_space["batch_size"].choices == [32, 64]
+
+
+def test_metric_names() -> None:
+    assert canonical_metric("eval/f1") == "val_f1"
+    assert canonical_metric("val/accuracy") == "val_accuracy"
+    assert canonical_metric("eval/loss") == "val_loss"
+    assert canonical_metric("val_acc") == "val_accuracy"
+    assert canonical_metric("train/loss") == "train_loss"
+
+
+def test_multi_objective(tmp_path: Path) -> None:
+    path = write(tmp_path, "extends: quick\nobjective: {metric: [val_f1, train_time]}\nsampler: {name: nsga2}\n"
+                           "pruner: {name: none}\n")
+    config = resolve({}, config_file=path, environ={})
+    assert config.objective.directions() == ["maximize", "minimize"]
+
+
+def fake_info(gpus: list[tuple[str, bool]] | None = None, mps: bool = False) -> PlatformInfo:
+    from engine.platform import GpuInfo
+
+    gpu_list = [GpuInfo(index=i, name=n, total_mb=16000, free_mb=15000, compute_capability="8.0" if bf16 else "7.0",
+                        bf16=bf16) for i, (n, bf16) in enumerate(gpus or [])]
+    return PlatformInfo(os="Linux", hostname="h", python="3.11", versions={}, cpu_model="cpu", physical_cores=8,
+                        logical_cores=8, ram_total_gb=32, ram_available_gb=30, cuda_available=bool(gpu_list),
+                        cuda_version="12", driver_version="550", gpus=gpu_list, mps_available=mps,
+                        platform="cuda" if gpu_list else ("mps" if mps else "cpu"))
+
+
+def test_profiles() -> None:
+    cuda = profile(fake_info([("A100", True), ("A100", True)]), "cuda")["resources"]
+    assert cuda == {"amp": "bf16", "compile": True, "channels_last": True, "pin_memory": True,
+                    "batch_multiplier": 1.5, "parallel": 2}
+    assert profile(fake_info([("V100", False)]), "cuda")["resources"]["amp"] == "fp16"
+    assert profile(fake_info([("A100", True)] * 2), "cuda", trials_per_gpu=3)["resources"]["parallel"] == 6
+    mps = profile(fake_info(mps=True), "mps")["resources"]
+    assert mps["amp"] == "off" and mps["pin_memory"] is False and mps["batch_multiplier"] == 0.8
+    assert mps["parallel"] == 1
+    cpu = profile(fake_info(), "cpu")["resources"]
+    assert cpu["batch_multiplier"] == 0.5 and cpu["parallel"] == 4
+
+
+def test_batch_multiplier_applied_once() -> None:
+    config = resolve(profile(fake_info(), "cpu"), preset="quick", environ={}, platform="cpu")
+    assert apply_batch_multiplier(config) == 0.5
+    assert config.search_space["batch_size"].choices == [32, 64]
+    assert config.resources.batch_multiplier == 1.0
+    again = SweepConfig.model_validate(config.to_dict())
+    assert apply_batch_multiplier(again) == 1.0 and again.search_space["batch_size"].choices == [32, 64]
+
+
+def test_unknown_key_names_path(tmp_path: Path) -> None:
+    path = write(tmp_path, "train:\n  lrr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"sweep.yaml: train.lrr: unknown key 'lrr'"):
+        resolve({}, config_file=path, environ={})

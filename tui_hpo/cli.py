@@ -1,0 +1,155 @@
+"""The `tui-hpo` command line.
+
+Heavy imports (torch, timm, optuna) happen inside the commands that need them, so `--help` and
+the TUI start fast. Bad input of any kind ends in one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from engine.errors import UserError
+
+EXIT_BAD_INPUT = 2
+
+
+class Group(click.Group):
+    """Turns every UserError into `tui-hpo: error: ...` and exit 2, without a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"tui-hpo: error: {exc}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="tui-hpo")
+def main() -> None:
+    """Hyperparameter optimisation of PyTorch/timm image classifiers, from the terminal."""
+
+
+@main.command()
+@click.option("--preset", help="quick or full (configs/presets/); the default when no --config is given.")
+@click.option("--config", "config_file", metavar="FILE", help="Sweep YAML (native, W&B sweep, or Optuna-guide layout).")
+@click.option("--n-trials", type=int, help="Trials the study should have finished in total (not per run).")
+@click.option("--timeout", type=float, metavar="S", help="Stop starting new trials after S seconds.")
+@click.option("--data", metavar="PATH", help="ImageFolder tree, or a folder with a labels CSV and images.")
+@click.option("--labels", metavar="CSV", help="The labels CSV (columns ID,target by default).")
+@click.option("--workdir", default="runs", show_default=True, help="Holds hpo.db and a folder per study.")
+@click.option("--study", "study_name", help="Study name; an existing study of that name is resumed.")
+@click.option("--storage", metavar="URL", help="Any SQLAlchemy URL instead of sqlite:///WORKDIR/hpo.db.")
+@click.option("--parallel", type=int, help="Worker processes (default: from the platform profile).")
+@click.option("--no-tui", is_flag=True, help="Headless: progress on a terminal, one line per trial otherwise.")
+def run(preset: str | None, config_file: str | None, n_trials: int | None, timeout: float | None,
+        data: str | None, labels: str | None, workdir: str, study_name: str | None, storage: str | None,
+        parallel: int | None, no_tui: bool) -> None:
+    """Run a sweep (or resume one): real training in persistent worker processes."""
+    from engine import config as cfg
+    from engine.resolve import resolve_run
+    from engine.store import default_url
+
+    flags = cfg.flags_layer(n_trials=n_trials, timeout=timeout, data=data, labels=labels, parallel=parallel)
+    resolved = resolve_run(preset, config_file, flags)
+    url = storage or default_url(workdir)
+    name = study_name or resolved.config.name or "sweep"
+    sys.exit(_run_headless(resolved, url, Path(workdir), name))
+
+
+def _run_headless(resolved: Any, url: str, workdir: Path, name: str) -> int:
+    import optuna
+
+    from engine.results import top_rows
+    from engine.store import optuna_storage
+    from engine.sweep import Engine
+    from tui_hpo.headless import HeadlessReporter, top_table
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with HeadlessReporter() as reporter:
+        engine = Engine(resolved, url, workdir, name, reporter)
+        code = engine.run()
+    console = reporter.console
+    study = optuna.load_study(study_name=name, storage=optuna_storage(url, heartbeat=False))
+    rows = top_rows(study, 10)
+    if rows:
+        console.print(top_table(rows, resolved.config.objective.metrics(), f"Top trials of '{name}'"))
+    console.print(f"Results: {workdir / name}/ (best_config.yaml, best_params.yaml, trials.csv, engine.log)")
+    return code
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(as_json: bool) -> None:
+    """Platform report: OS, versions, CPU, RAM, CUDA GPUs, Apple MPS, and the profile in use."""
+    from engine.platform import probe, profile
+
+    report = probe()
+    prof = profile(report, report.platform)["resources"]
+    if as_json:
+        click.echo(json.dumps({**report.to_dict(), "profile": prof}, indent=2))
+        return
+    from rich.console import Console
+
+    from tui_hpo.report import platform_tables
+
+    console = Console()
+    for table in platform_tables(report, prof):
+        console.print(table)
+
+
+@main.command()
+@click.option("--config", "config_file", required=True, metavar="FILE", help="A config, e.g. best_config.yaml.")
+@click.option("--seed", type=int, help="Override train.seed.")
+@click.option("--data", metavar="PATH", help="Override data.path.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def train(config_file: str, seed: int | None, data: str | None, as_json: bool) -> None:
+    """Train once with a config (no search) and print the validation metrics."""
+    from engine import config as cfg
+
+    flags = cfg.flags_layer(data=data)
+    if seed is not None:
+        flags.setdefault("train", {})["seed"] = seed
+    from engine.resolve import resolve_run
+    from engine.single import train_once
+
+    resolved = resolve_run(None, config_file, flags)
+    config = resolved.config
+    result = train_once(config, resolved.platform)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    final = result["final"]
+    click.echo(f"trained {config.train.model} for {config.train.epochs} epoch(s) on {result['device']} "
+               f"in {result['seconds']:.1f}s")
+    for key in ("val_f1", "val_accuracy", "val_loss", "train_loss"):
+        click.echo(f"  {key:13} {final[key]:.4f}")
+
+
+@main.command()
+@click.option("--storage", required=True, metavar="URL", help="The sweep's storage URL.")
+@click.option("--study", "study_name", required=True, help="The sweep to join.")
+@click.option("--workdir", default="runs", show_default=True, help="Where this worker writes checkpoints.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda:N, mps, or auto.")
+@click.option("--threads", type=int, default=0, help="Torch CPU threads (0: torch's default).")
+def worker(storage: str, study_name: str, workdir: str, device: str, threads: int) -> None:
+    """Join a running sweep from this machine: everything else comes from the storage."""
+    if device == "auto":
+        from engine.platform import probe
+
+        device = {"cuda": "cuda:0", "mps": "mps"}.get(probe().platform, "cpu")
+    from engine.worker import main as worker_main
+
+    argv = ["--storage", storage, "--study", study_name, "--workdir", workdir, "--device", device,
+            "--threads", str(threads), "--index", str(os.getpid() % 1000)]
+    sys.exit(worker_main(argv))
+
+
+if __name__ == "__main__":
+    main()

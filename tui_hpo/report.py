@@ -1,0 +1,52 @@
+"""The platform report as rich tables, for `tui-hpo info`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+
+def _fmt(value: Any, suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}{suffix}" if isinstance(value, float) else f"{value}{suffix}"
+
+
+def platform_tables(info: Any, prof: dict[str, Any]) -> list[Table]:
+    system = Table(title="System", title_justify="left", show_header=False)
+    system.add_column(style="bold")
+    system.add_column()
+    versions = ", ".join(f"{k} {v}" for k, v in info.versions.items() if v)
+    rows = [
+        ("OS", info.os), ("Host", info.hostname), ("Python", info.python), ("Packages", versions),
+        ("CPU", info.cpu_model),
+        ("Cores", f"{info.logical_cores} usable, {info.physical_cores or '?'} physical"),
+        ("RAM", f"{info.ram_total_gb:.1f} GiB total, {info.ram_available_gb:.1f} GiB available"),
+        ("CUDA", f"available, CUDA {info.cuda_version}, driver {info.driver_version or '-'}"
+         if info.cuda_available else "not available (no NVIDIA GPU or driver)"),
+        ("Apple MPS", "available" if info.mps_available else "not available"),
+        ("Platform", info.platform),
+    ]
+    for key, value in rows:
+        system.add_row(key, value)
+    for note in info.notes:
+        system.add_row("Note", note)
+    tables = [system]
+    if info.gpus:
+        gpus = Table(title="GPUs", title_justify="left")
+        for column in ("#", "name", "memory", "free", "CC", "bf16", "util", "temp", "power"):
+            gpus.add_column(column, justify="left" if column == "name" else "right")
+        for g in info.gpus:
+            gpus.add_row(str(g.index), g.name, f"{g.total_mb / 1024:.1f} GiB",
+                         "-" if g.free_mb is None else f"{g.free_mb / 1024:.1f} GiB", g.compute_capability,
+                         "yes" if g.bf16 else "no", _fmt(g.util_percent, "%"), _fmt(g.temperature_c, "C"),
+                         _fmt(g.power_w, "W"))
+        tables.append(gpus)
+    profile = Table(title=f"Profile: {info.platform}", title_justify="left", show_header=False)
+    profile.add_column(style="bold")
+    profile.add_column()
+    for key, value in prof.items():
+        profile.add_row(key, str(value))
+    tables.append(profile)
+    return tables
