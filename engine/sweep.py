@@ -9,6 +9,7 @@ TUI later) only reads. Control goes the other way through the database too: the 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from engine.errors import ConfigError
 from engine.platform import PlatformInfo, usable_cores
 from engine.resolve import Resolved
 from engine.results import export_results
+from engine.space import grid_values
 from engine.store import Store, mask_url, optuna_storage
 
 log = logging.getLogger("tui_hpo.engine")
@@ -184,6 +186,7 @@ class Engine:
         self.config, self.info, self.platform = resolved.config, resolved.info, resolved.platform
         self.batch_scale = resolved.batch_scale
         self.source = resolved.source
+        self.notes: list[str] = []
         self.url, self.workdir, self.reporter = url, workdir, reporter
         self.study_name = study_name
         self.procs: list[subprocess.Popen] = []
@@ -197,6 +200,11 @@ class Engine:
             check_buildable(self.config)
         except ConfigError as exc:
             raise ConfigError(exc.detail, source=exc.source or self.source, key=exc.key) from None
+        if self.config.sampler.name == "grid":
+            points = math.prod(len(v) for v in grid_values(self.config.search_space).values())
+            if self.config.budget.n_trials > points:
+                self.notes.append(f"the grid has {points} points: n_trials capped at {points}")
+                self.config.budget.n_trials = points
         return scan(self.config.data)
 
     def run(self) -> int:
@@ -219,6 +227,8 @@ class Engine:
                              f"{self.config.budget.n_trials} trials, {self.config.resources.parallel} worker(s), "
                              f"data {found.root} ({found.count} images, {len(found.classes)} classes), "
                              f"storage {mask_url(self.url)}")
+        for note in self.notes:
+            self.store.add_event(study.study_id, "sweep", note)
         if found.skipped:
             self.store.add_event(study.study_id, "data", found.skipped_summary() or "", level="warning")
         previous = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: signal.getsignal(signal.SIGTERM)}

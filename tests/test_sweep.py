@@ -1,0 +1,197 @@
+"""Real sweeps on the embedded digits and small image folders, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from tests.conftest import ROOT, run_cli
+
+States = optuna.trial.TrialState
+
+
+def load(workdir: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{workdir / 'hpo.db'}")
+
+
+def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.trials if t.state in (States.COMPLETE, States.PRUNED)]
+
+
+def query(workdir: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(f"file:{workdir / 'hpo.db'}?mode=ro", uri=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_sweep_trains_records_exports_and_reproduces(tmp_path: Path, tiny_config: Path) -> None:
+    workdir = tmp_path / "runs"
+    result = run_cli("run", "--config", str(tiny_config), "--workdir", str(workdir), "--no-tui")
+    assert result.returncode == 0, result.stderr + result.stdout
+    # Not a terminal: one line per finished trial, then the top table.
+    assert result.stdout.count(" complete: val_f1=") == 3
+    assert "Top trials of 'tiny'" in result.stdout
+    study = load(workdir, "tiny")
+    assert len(finished(study)) == 3
+    best = study.best_trial
+    assert best.value >= 0.85, "a real model on real digits must learn"
+    assert best.user_attrs["worker"].split(":")[1].isdigit() and best.user_attrs["device"] == "cpu"
+    # Our own tables: epoch metrics per trial, system samples, events, workers.
+    epochs = query(workdir, "SELECT trial_id, epoch, val_f1, samples_per_s, peak_mem_mb FROM hpo_epoch")
+    assert len(epochs) == 3 * 2 and all(r[3] > 0 and r[4] > 0 for r in epochs)
+    assert query(workdir, "SELECT COUNT(*) FROM hpo_sample")[0][0] >= 1
+    assert query(workdir, "SELECT state FROM hpo_sweep") == [("finished",)]
+    assert query(workdir, "SELECT COUNT(*) FROM hpo_worker WHERE state = 'exited'")[0][0] == 1
+    folder = workdir / "tiny"
+    for name in ("config.yaml", "best_config.yaml", "best_params.yaml", "trials.csv", "engine.log",
+                 "best_model.pt"):
+        assert (folder / name).is_file(), name
+    params = yaml.safe_load((folder / "best_params.yaml").read_text())
+    assert params["trial"] == best.number and params["params"] == best.params
+    # The exported config trains again to the same score (same seed, same machine).
+    again = run_cli("train", "--config", str(folder / "best_config.yaml"), "--json")
+    assert again.returncode == 0, again.stderr
+    metrics = json.loads(again.stdout)["final"]
+    assert abs(metrics["val_f1"] - best.value) <= 0.005
+    # The optuna CLI opens our database.
+    optuna_cli = Path(sys.executable).parent / "optuna"
+    listed = subprocess.run([str(optuna_cli), "studies", "--storage",
+                             f"sqlite:///{workdir / 'hpo.db'}", "-f", "json"], capture_output=True, text=True)
+    assert listed.returncode == 0 and '"tiny"' in listed.stdout, listed.stderr
+    best_cli = subprocess.run([str(optuna_cli), "best-trial", "--study-name", "tiny", "--storage",
+                               f"sqlite:///{workdir / 'hpo.db'}", "-f", "json"], capture_output=True, text=True)
+    assert best_cli.returncode == 0 and f'"number": {best.number}' in best_cli.stdout, best_cli.stderr
+    # Running the same study again resumes it: n_trials is the study's total.
+    more = run_cli("run", "--config", str(tiny_config), "--workdir", str(workdir), "--no-tui", "--n-trials", "4")
+    assert more.returncode == 0, more.stderr
+    assert "sweep 'tiny' resumed" in more.stdout
+    assert len(finished(load(workdir, "tiny"))) == 4
+
+
+def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path, tiny_config: Path) -> None:
+    workdir = tmp_path / "runs"
+    args = [sys.executable, "-m", "tui_hpo.cli", "run", "--config", str(tiny_config), "--workdir", str(workdir),
+            "--no-tui", "--n-trials", "4"]
+    env = {**os.environ, "TUI_HPO__TRAIN__EPOCHS": "8", "TUI_HPO__SEARCH_SPACE__BATCH_SIZE__CHOICES": "[32]"}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait for one finished trial and the next one running
+        time.sleep(0.5)
+        if (workdir / "hpo.db").exists():
+            try:
+                states = dict(query(workdir, "SELECT state, COUNT(*) FROM trials GROUP BY state"))
+            except sqlite3.OperationalError:
+                continue
+            if states.get("COMPLETE", 0) >= 1 and states.get("RUNNING", 0) >= 1:
+                break
+    else:
+        proc.kill()
+        pytest.fail("the sweep never got going")
+    completed_before = {t.number: t.value for t in load(workdir, "tiny").trials if t.state == States.COMPLETE}
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    started = time.time()
+    out, err = proc.communicate(timeout=60)
+    assert time.time() - started < 20, "Ctrl-C must stop within seconds"
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    study = load(workdir, "tiny")
+    assert not [t for t in study.trials if t.state == States.RUNNING]
+    interrupted = [t for t in study.trials if t.state == States.FAIL]
+    assert interrupted and all(t.user_attrs.get("fail_reason") == "interrupted" for t in interrupted)
+    assert query(workdir, "PRAGMA integrity_check") == [("ok",)]
+    # The same command resumes and completes the budget; finished trials keep their values.
+    resumed = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    study = load(workdir, "tiny")
+    assert len(finished(study)) == 4
+    for number, value in completed_before.items():
+        assert study.trials[number].value == value
+
+
+def test_parallel_workers_share_one_study(tmp_path: Path, tiny_config: Path) -> None:
+    workdir = tmp_path / "runs"
+    result = run_cli("run", "--config", str(tiny_config), "--workdir", str(workdir), "--no-tui",
+                     "--parallel", "2", "--n-trials", "4", env={"TUI_HPO__TRAIN__EPOCHS": "1"})
+    assert result.returncode == 0, result.stderr
+    study = load(workdir, "tiny")
+    assert len(finished(study)) == 4 and len(study.trials) == 4
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2
+
+
+def test_multi_objective_pareto_front(tmp_path: Path) -> None:
+    config = tmp_path / "mo.yaml"
+    config.write_text(f"extends: {ROOT / 'tests/configs/tiny.yaml'}\ntrain: {{epochs: 1}}\n"
+                      "objective: {metric: [val_f1, train_time]}\nsampler: {name: nsga2, seed: 1}\n")
+    workdir = tmp_path / "runs"
+    result = run_cli("run", "--config", str(config), "--workdir", str(workdir), "--no-tui")
+    assert result.returncode == 0, result.stderr
+    study = load(workdir, "mo")
+    assert len(study.directions) == 2 and len(finished(study)) == 3
+    front = yaml.safe_load((workdir / "mo" / "best_params.yaml").read_text())["pareto_front"]
+    assert front and set(front[0]["values"]) == {"val_f1", "train_time"}
+
+
+def test_kfold_with_wilcoxon_pruner(tmp_path: Path) -> None:
+    config = tmp_path / "kfold.yaml"
+    config.write_text(f"extends: {ROOT / 'tests/configs/tiny.yaml'}\ntrain: {{epochs: 1}}\n"
+                      "data: {folds: 3}\npruner: {name: wilcoxon}\nbudget: {n_trials: 2}\n")
+    workdir = tmp_path / "runs"
+    result = run_cli("run", "--config", str(config), "--workdir", str(workdir), "--no-tui")
+    assert result.returncode == 0, result.stderr
+    study = load(workdir, "kfold")
+    assert len(finished(study)) == 2
+    folds = query(workdir, "SELECT DISTINCT fold FROM hpo_epoch ORDER BY fold")
+    assert folds == [(0,), (1,), (2,)]
+    complete = [t for t in study.trials if t.state == States.COMPLETE]
+    assert all(sorted(t.intermediate_values) == [0, 1, 2] for t in complete)
+
+
+def test_imagefolder_with_broken_files(tmp_path: Path, image_folder: Path) -> None:
+    workdir = tmp_path / "runs"
+    result = run_cli("run", "--config", str(ROOT / "tests/configs/tiny.yaml"), "--data", str(image_folder),
+                     "--workdir", str(workdir), "--no-tui", "--n-trials", "1",
+                     env={"TUI_HPO__TRAIN__EPOCHS": "4", "TUI_HPO__SEARCH_SPACE__BATCH_SIZE__CHOICES": "[8]"})
+    assert result.returncode == 0, result.stderr
+    assert "skipped 4 file(s)" in result.stdout
+    for name in ("empty.png (empty)", "notes.txt (not an image)", "fake.png (not an image)", "truncated.png"):
+        assert name in result.stdout
+    assert "2 classes" in result.stdout
+    study = load(workdir, "tiny")
+    assert study.best_value >= 0.9  # dark against bright: trivially separable
+    events = query(workdir, "SELECT message FROM hpo_event WHERE kind = 'data'")
+    assert events and "skipped" in events[0][0]
+
+
+def test_csv_layout_skips_unsafe_and_missing_rows(tmp_path: Path, csv_dataset: Path) -> None:
+    workdir = tmp_path / "runs"
+    result = run_cli("run", "--config", str(ROOT / "tests/configs/tiny.yaml"), "--data", str(csv_dataset),
+                     "--workdir", str(workdir), "--no-tui", "--n-trials", "1", env={"TUI_HPO__TRAIN__EPOCHS": "1"})
+    assert result.returncode == 0, result.stderr
+    for expected in ("missing.png (missing)", "../escape.png (outside the data folder)",
+                     "/etc/passwd (outside the data folder)", "img1.png (duplicate id)"):
+        assert expected in result.stdout
+    assert "30 images, 2 classes" in result.stdout
+
+
+def test_wandb_grid_sweep_runs_every_point_once(tmp_path: Path) -> None:
+    config = tmp_path / "wandb.yaml"
+    config.write_text("method: grid\nmetric: {name: eval/accuracy, goal: maximize}\nparameters:\n"
+                      "  learning_rate: {values: [0.003, 0.01]}\n  num_train_epochs: {value: 1}\n"
+                      "  model: {value: test_resnet}\n  img_size: {value: 24}\n")
+    workdir = tmp_path / "runs"
+    result = run_cli("run", "--config", str(config), "--workdir", str(workdir), "--no-tui", "--n-trials", "5",
+                     "--parallel", "1")
+    assert result.returncode == 0, result.stderr
+    study = load(workdir, "wandb")
+    assert sorted(t.params["lr"] for t in finished(study)) == [0.003, 0.01]
+    assert "the grid has 2 points" in result.stdout
