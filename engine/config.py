@@ -63,6 +63,7 @@ class DataConfig(Section):
     label_column: str = "target"
     val_fraction: float = Field(0.2, gt=0, lt=1)
     folds: int = Field(1, ge=1, le=20)
+    subset: int | None = Field(None, ge=4)  # use at most this many images (stratified): fast screening
     split_seed: int = 0
     cache_limit_mb: int = Field(2048, ge=0)
     loader_workers: int = Field(0, ge=0)

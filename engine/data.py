@@ -268,14 +268,19 @@ def splits(labels: np.ndarray, cfg: DataConfig) -> list[tuple[np.ndarray, np.nda
     Fixed by `split_seed`, so every worker and every rerun sees the same split.
     """
     rng = np.random.default_rng(cfg.split_seed)
-    by_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    pool = np.arange(len(labels))
+    if cfg.subset is not None and cfg.subset < len(labels):
+        share = cfg.subset / len(labels)
+        pool = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[: max(2, round(share * n))]
+                                       for c, n in zip(*np.unique(labels, return_counts=True), strict=True)]))
+    by_class = [rng.permutation(pool[labels[pool] == c]) for c in np.unique(labels[pool])]
     if cfg.folds == 1:
         val = np.concatenate([idx[: max(1, round(len(idx) * cfg.val_fraction))] for idx in by_class])
-        train = np.setdiff1d(np.arange(len(labels)), val)
+        train = np.setdiff1d(pool, val)
         return [(train, np.sort(val))]
-    fold_of = np.empty(len(labels), dtype=np.int64)
+    fold_of = np.full(len(labels), -1, dtype=np.int64)
     offset = 0
     for idx in by_class:  # deal each class round-robin, continuing where the last class stopped
         fold_of[idx] = (np.arange(len(idx)) + offset) % cfg.folds
         offset += len(idx)
-    return [(np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)) for k in range(cfg.folds)]
+    return [(np.flatnonzero((fold_of != k) & (fold_of >= 0)), np.flatnonzero(fold_of == k)) for k in range(cfg.folds)]

@@ -15,6 +15,15 @@ from engine.errors import ConfigError
 from engine.space import grid_values
 
 
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler without its `study.stop()` after the last point: stop() raises outside
+    `optimize()`, and our workers use ask/tell. The engine caps n_trials at the grid size instead."""
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: Any,
+                    values: Any) -> None:
+        return None
+
+
 def make_sampler(config: SweepConfig, worker_index: int = 0) -> optuna.samplers.BaseSampler:
     """A sampler for one worker. Seeds differ per worker, else parallel workers would propose
     the same random start-up points."""
@@ -23,7 +32,7 @@ def make_sampler(config: SweepConfig, worker_index: int = 0) -> optuna.samplers.
     factories: dict[str, Any] = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed, **options),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed, **options),
-        "grid": lambda: optuna.samplers.GridSampler(grid_values(config.search_space), seed=seed, **options),
+        "grid": lambda: AskTellGridSampler(grid_values(config.search_space), seed=seed, **options),
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False, **options),
         "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False, **options),
         "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, **options),

@@ -381,7 +381,15 @@ class Store:
                                                   command=command, created=time.time()))
 
     def take_command(self, study_id: int, command: str, trial_number: int) -> bool:
-        """Mark an open command for this trial done; True if there was one."""
+        """Mark an open command for this trial done; True if there was one.
+
+        Checked once per epoch: a read first, so the common case (no command) writes nothing."""
+        open_command = sa.select(commands.c.id).where(
+            commands.c.study_id == study_id, commands.c.command == command,
+            commands.c.trial_number == trial_number, commands.c.done.is_(None)).limit(1)
+        with self.engine.connect() as conn:
+            if conn.execute(open_command).first() is None:
+                return False
         with self.tx() as conn:
             result = conn.execute(commands.update().where(
                 commands.c.study_id == study_id, commands.c.command == command,

@@ -33,10 +33,16 @@ def query(workdir: Path, sql: str) -> list[tuple]:
         return conn.execute(sql).fetchall()
 
 
+def assert_ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "exited with code" not in result.stdout, result.stdout  # no worker crashed
+    assert "Traceback" not in result.stdout + result.stderr
+
+
 def test_sweep_trains_records_exports_and_reproduces(tmp_path: Path, tiny_config: Path) -> None:
     workdir = tmp_path / "runs"
     result = run_cli("run", "--config", str(tiny_config), "--workdir", str(workdir), "--no-tui")
-    assert result.returncode == 0, result.stderr + result.stdout
+    assert_ok(result)
     # Not a terminal: one line per finished trial, then the top table.
     assert result.stdout.count(" complete: val_f1=") == 3
     assert "Top trials of 'tiny'" in result.stdout
@@ -59,7 +65,7 @@ def test_sweep_trains_records_exports_and_reproduces(tmp_path: Path, tiny_config
     assert params["trial"] == best.number and params["params"] == best.params
     # The exported config trains again to the same score (same seed, same machine).
     again = run_cli("train", "--config", str(folder / "best_config.yaml"), "--json")
-    assert again.returncode == 0, again.stderr
+    assert_ok(again)
     metrics = json.loads(again.stdout)["final"]
     assert abs(metrics["val_f1"] - best.value) <= 0.005
     # The optuna CLI opens our database.
@@ -72,7 +78,7 @@ def test_sweep_trains_records_exports_and_reproduces(tmp_path: Path, tiny_config
     assert best_cli.returncode == 0 and f'"number": {best.number}' in best_cli.stdout, best_cli.stderr
     # Running the same study again resumes it: n_trials is the study's total.
     more = run_cli("run", "--config", str(tiny_config), "--workdir", str(workdir), "--no-tui", "--n-trials", "4")
-    assert more.returncode == 0, more.stderr
+    assert_ok(more)
     assert "sweep 'tiny' resumed" in more.stdout
     assert len(finished(load(workdir, "tiny"))) == 4
 
@@ -100,7 +106,7 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path, tiny_
     completed_before = {t.number: t.value for t in load(workdir, "tiny").trials if t.state == States.COMPLETE}
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
     started = time.time()
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert time.time() - started < 20, "Ctrl-C must stop within seconds"
     assert proc.returncode == 130, err
     assert "Traceback" not in err
@@ -111,7 +117,7 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path, tiny_
     assert query(workdir, "PRAGMA integrity_check") == [("ok",)]
     # The same command resumes and completes the budget; finished trials keep their values.
     resumed = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
+    assert_ok(resumed)
     study = load(workdir, "tiny")
     assert len(finished(study)) == 4
     for number, value in completed_before.items():
@@ -122,7 +128,7 @@ def test_parallel_workers_share_one_study(tmp_path: Path, tiny_config: Path) -> 
     workdir = tmp_path / "runs"
     result = run_cli("run", "--config", str(tiny_config), "--workdir", str(workdir), "--no-tui",
                      "--parallel", "2", "--n-trials", "4", env={"TUI_HPO__TRAIN__EPOCHS": "1"})
-    assert result.returncode == 0, result.stderr
+    assert_ok(result)
     study = load(workdir, "tiny")
     assert len(finished(study)) == 4 and len(study.trials) == 4
     assert len({t.user_attrs["worker"] for t in study.trials}) == 2
@@ -134,7 +140,7 @@ def test_multi_objective_pareto_front(tmp_path: Path) -> None:
                       "objective: {metric: [val_f1, train_time]}\nsampler: {name: nsga2, seed: 1}\n")
     workdir = tmp_path / "runs"
     result = run_cli("run", "--config", str(config), "--workdir", str(workdir), "--no-tui")
-    assert result.returncode == 0, result.stderr
+    assert_ok(result)
     study = load(workdir, "mo")
     assert len(study.directions) == 2 and len(finished(study)) == 3
     front = yaml.safe_load((workdir / "mo" / "best_params.yaml").read_text())["pareto_front"]
@@ -147,7 +153,7 @@ def test_kfold_with_wilcoxon_pruner(tmp_path: Path) -> None:
                       "data: {folds: 3}\npruner: {name: wilcoxon}\nbudget: {n_trials: 2}\n")
     workdir = tmp_path / "runs"
     result = run_cli("run", "--config", str(config), "--workdir", str(workdir), "--no-tui")
-    assert result.returncode == 0, result.stderr
+    assert_ok(result)
     study = load(workdir, "kfold")
     assert len(finished(study)) == 2
     folds = query(workdir, "SELECT DISTINCT fold FROM hpo_epoch ORDER BY fold")
@@ -161,7 +167,7 @@ def test_imagefolder_with_broken_files(tmp_path: Path, image_folder: Path) -> No
     result = run_cli("run", "--config", str(ROOT / "tests/configs/tiny.yaml"), "--data", str(image_folder),
                      "--workdir", str(workdir), "--no-tui", "--n-trials", "1",
                      env={"TUI_HPO__TRAIN__EPOCHS": "4", "TUI_HPO__SEARCH_SPACE__BATCH_SIZE__CHOICES": "[8]"})
-    assert result.returncode == 0, result.stderr
+    assert_ok(result)
     assert "skipped 4 file(s)" in result.stdout
     for name in ("empty.png (empty)", "notes.txt (not an image)", "fake.png (not an image)", "truncated.png"):
         assert name in result.stdout
@@ -176,7 +182,7 @@ def test_csv_layout_skips_unsafe_and_missing_rows(tmp_path: Path, csv_dataset: P
     workdir = tmp_path / "runs"
     result = run_cli("run", "--config", str(ROOT / "tests/configs/tiny.yaml"), "--data", str(csv_dataset),
                      "--workdir", str(workdir), "--no-tui", "--n-trials", "1", env={"TUI_HPO__TRAIN__EPOCHS": "1"})
-    assert result.returncode == 0, result.stderr
+    assert_ok(result)
     for expected in ("missing.png (missing)", "../escape.png (outside the data folder)",
                      "/etc/passwd (outside the data folder)", "img1.png (duplicate id)"):
         assert expected in result.stdout
@@ -191,7 +197,7 @@ def test_wandb_grid_sweep_runs_every_point_once(tmp_path: Path) -> None:
     workdir = tmp_path / "runs"
     result = run_cli("run", "--config", str(config), "--workdir", str(workdir), "--no-tui", "--n-trials", "5",
                      "--parallel", "1")
-    assert result.returncode == 0, result.stderr
+    assert_ok(result)
     study = load(workdir, "wandb")
     assert sorted(t.params["lr"] for t in finished(study)) == [0.003, 0.01]
     assert "the grid has 2 points" in result.stdout

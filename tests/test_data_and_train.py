@@ -1,0 +1,132 @@
+"""Datasets, splits and the training functions, without the sweep around them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.config import DataConfig, TrainConfig
+from engine.data import load_digits, scan, splits
+from engine.errors import DataError
+from engine.tensors import augment, load
+from engine.train import Runtime, fit, lr_factor, macro_f1
+
+
+def test_embedded_digits_ship_with_the_install() -> None:
+    pixels, labels = load_digits()
+    assert pixels.shape == (1797, 8, 8) and pixels.dtype == np.uint8 and pixels.max() == 255
+    assert sorted(set(labels.tolist())) == list(range(10))
+
+
+def test_stratified_split_and_folds_are_fixed_and_disjoint() -> None:
+    labels = np.repeat(np.arange(5), 40)
+    (train, val), = splits(labels, DataConfig(val_fraction=0.25))
+    assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == 200
+    assert all((labels[val] == c).sum() == 10 for c in range(5))  # stratified
+    assert np.array_equal(val, splits(labels, DataConfig(val_fraction=0.25))[0][1])  # fixed seed
+    folds = splits(labels, DataConfig(folds=4))
+    vals = np.concatenate([v for _t, v in folds])
+    assert sorted(vals.tolist()) == list(range(200))
+    assert all(abs((labels[v] == 0).sum() - 10) <= 1 for _t, v in folds)
+
+
+def test_imagefolder_scan_reports_broken_files(image_folder: Path) -> None:
+    found = scan(DataConfig(path=str(image_folder)))
+    assert found.layout == "imagefolder" and found.classes == ["bright", "dark"]
+    assert found.count == 48
+    reasons = dict(found.skipped)
+    assert reasons["dark/empty.png"] == "empty" and reasons["dark/notes.txt"] == "not an image"
+    assert reasons["bright/fake.png"] == "not an image" and "bright/truncated.png" in reasons
+
+
+def test_csv_scan_never_leaves_the_image_folder(csv_dataset: Path) -> None:
+    found = scan(DataConfig(path=str(csv_dataset)))
+    assert found.layout == "csv" and found.count == 30 and found.classes == ["0", "1"]
+    reasons = dict(found.skipped)
+    assert reasons["../escape.png"] == "outside the data folder"
+    assert reasons["/etc/passwd"] == "outside the data folder"
+    assert reasons["missing.png"] == "missing" and reasons["img1.png"] == "duplicate id"
+
+
+def test_csv_symlink_outside_root_is_not_followed(csv_dataset: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "secret.png"
+    outside.write_bytes((csv_dataset / "train" / "img0.png").read_bytes())
+    (csv_dataset / "train" / "link.png").symlink_to(outside)
+    with open(csv_dataset / "train.csv", "a") as fh:
+        fh.write("link.png,0\n")
+    assert dict(scan(DataConfig(path=str(csv_dataset))).skipped)["link.png"] == "outside the data folder"
+
+
+def test_csv_with_several_candidates_asks_for_labels(csv_dataset: Path) -> None:
+    (csv_dataset / "other.csv").write_text("ID,target\n")
+    with pytest.raises(DataError, match="several CSV files"):
+        scan(DataConfig(path=str(csv_dataset)))
+    assert scan(DataConfig(path=str(csv_dataset), labels=str(csv_dataset / "train.csv"))).count == 30
+
+
+def test_images_are_cached_once_per_size(image_folder: Path) -> None:
+    cfg = DataConfig(path=str(image_folder))
+    data = load(scan(cfg), cfg, 32)
+    assert data.cached and data.images(32).shape == (48, 3, 32, 32)
+    assert data.images(16) is data.images(16)
+
+
+def test_augment_keeps_shape_and_zero_strength_is_identity() -> None:
+    x = torch.rand(4, 3, 16, 16)
+    gen = torch.Generator().manual_seed(0)
+    assert augment(x, 0.0, gen) is x
+    y = augment(x, 1.0, gen)
+    assert y.shape == x.shape and not torch.equal(x, y)
+
+
+def test_schedule_and_metrics() -> None:
+    cfg = TrainConfig(warmup_ratio=0.1, scheduler="cosine")
+    assert lr_factor(0, 100, cfg) == pytest.approx(0.1)
+    assert lr_factor(10, 100, cfg) == pytest.approx(1.0)
+    assert lr_factor(99, 100, cfg) < 0.01
+    confusion = torch.tensor([[5, 0], [5, 0]])
+    assert macro_f1(confusion) == pytest.approx((2 * 5 / (10 + 5) + 0) / 2)
+
+
+def test_fit_is_deterministic_on_cpu_and_learns() -> None:
+    torch.set_num_threads(1)
+    cfg_data = DataConfig()
+    data = load(scan(cfg_data), cfg_data, 16)
+    split = splits(data.labels.numpy(), cfg_data)[0]
+    cfg = TrainConfig(model="test_resnet", epochs=2, image_size=16, lr=5e-3, augment=0.3, accum_steps=2,
+                      label_smoothing=0.1, dropout=0.1)
+    _m1, first = fit(cfg, data, split, Runtime())
+    _m2, second = fit(cfg, data, split, Runtime())
+    assert [m.val_f1 for m in first] == [m.val_f1 for m in second]
+    assert first[-1].val_accuracy > 0.5
+
+
+def test_fit_stops_when_asked() -> None:
+    from engine.train import Interrupted
+
+    cfg_data = DataConfig()
+    data = load(scan(cfg_data), cfg_data, 16)
+    split = splits(data.labels.numpy(), cfg_data)[0]
+    with pytest.raises(Interrupted):
+        fit(TrainConfig(epochs=1, image_size=16), data, split, Runtime(), should_stop=lambda: True)
+
+
+def test_sgd_step_scheduler_and_vit_image_size() -> None:
+    cfg_data = DataConfig()
+    data = load(scan(cfg_data), cfg_data, 32)
+    split = splits(data.labels.numpy(), cfg_data)[0]
+    cfg = TrainConfig(model="test_vit", epochs=1, image_size=32, optimizer="sgd", scheduler="step", drop_path=0.1)
+    _model, history = fit(cfg, data, split, Runtime())
+    assert np.isfinite(history[-1].val_loss)
+
+
+def test_subset_is_stratified_and_split_inside() -> None:
+    labels = np.repeat(np.arange(4), 50)
+    (train, val), = splits(labels, DataConfig(subset=40, val_fraction=0.25))
+    assert len(train) + len(val) == 40 and len(np.intersect1d(train, val)) == 0
+    assert all((labels[np.concatenate([train, val])] == c).sum() == 10 for c in range(4))
+    folds = splits(labels, DataConfig(subset=40, folds=2))
+    assert sorted(np.concatenate([v for _t, v in folds]).tolist()) == sorted(np.concatenate([train, val]).tolist())
