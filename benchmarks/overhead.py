@@ -17,7 +17,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from benchmarks._common import run_sweep
+from _common import run_sweep
 
 MODEL, EPOCHS, BATCH, SIZE, LR = "test_resnet", 4, 64, 32, 2e-3
 

@@ -51,7 +51,7 @@ class ImageData:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     _base: torch.Tensor | None = None  # uint8 (N, C, H, W) at the largest size asked for
     _by_size: dict[int, torch.Tensor] = field(default_factory=dict)
-    _stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    _stats: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -77,8 +77,10 @@ class ImageData:
         return self._by_size[size]
 
     def mean_std(self, size: int, train_idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel statistics of the training images (a sample of them when streaming)."""
-        if size not in self._stats:
+        """Per-channel statistics of the training images (a sample of them when streaming),
+        kept per size and split."""
+        key = (size, hash(train_idx.tobytes()))
+        if key not in self._stats:
             if self.cached:
                 x = self.images(size)[torch.from_numpy(train_idx)].float() / 255
             else:
@@ -87,8 +89,8 @@ class ImageData:
                 x = torch.stack([ds[int(i)][0] for i in take]).float() / 255
             mean = x.mean(dim=(0, 2, 3))
             std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
-            self._stats[size] = (mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1))
-        return self._stats[size]
+            self._stats[key] = (mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1))
+        return self._stats[key]
 
     def batches(self, idx: np.ndarray, size: int, batch_size: int, shuffle: bool,
                 generator: torch.Generator, pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

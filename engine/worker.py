@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import timm  # noqa: F401 - imported once here, not inside the first trial's timing
 import torch
 
 from engine.artifacts import save_best_checkpoint
@@ -137,6 +138,10 @@ class Worker:
             self.store.add_event(self.study_id, "data", f"{self.label}: skipped {len(data.skipped)} "
                                  f"unreadable image(s): {shown}", level="warning")
         self.splits = splits(data.labels.numpy(), cfg)
+        # Resize and normalisation statistics for the default image size are computed now, once,
+        # rather than inside the first trial (sizes that only the search space names come lazily).
+        for train_idx, _val in self.splits:
+            data.mean_std(self.config.train.image_size, train_idx)
         return data
 
     # ------------------------------------------------------------ the loop
