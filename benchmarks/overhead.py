@@ -16,7 +16,6 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn.functional as F
-
 from _common import run_sweep
 
 MODEL, EPOCHS, BATCH, SIZE, LR = "test_resnet", 4, 64, 32, 2e-3

@@ -258,12 +258,14 @@ def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any
     """Mappings merge key by key; anything else in `top` replaces what `base` had.
 
     `search_space` entries are replaced whole: a narrower range in a child file should not
-    inherit `choices` or `log` from the parent's definition of the same parameter.
+    inherit `choices` or `log` from the parent's definition of the same parameter. An entry set
+    to null removes the inherited parameter (it is then fixed at its `train:` value).
     """
     merged = copy.deepcopy(dict(base))
     for key, value in top.items():
         if key == "search_space" and isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **copy.deepcopy(value)}
+            space = {**merged[key], **copy.deepcopy(value)}
+            merged[key] = {name: spec for name, spec in space.items() if spec is not None}
         elif isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = deep_merge(merged[key], value)
         else:

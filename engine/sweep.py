@@ -71,8 +71,14 @@ class SweepStatus:
 
 
 def check_models(config: SweepConfig) -> None:
-    """Every model name the sweep can pick must exist in timm (checked before any study exists)."""
+    """Every model the sweep can pick must exist in timm and build with the config's arguments.
+
+    Built on the meta device (no memory, no weights), before any study exists, so a typo in
+    `model_kwargs` is an input error and not a string of failed trials."""
     import timm
+    import torch
+
+    from engine.train import build_model
 
     for i, name in enumerate(config.models()):
         if not timm.is_model(name):
@@ -83,6 +89,12 @@ def check_models(config: SweepConfig) -> None:
                               key=key if "model" in config.search_space else "train.model")
     if config.train.weights and not Path(config.train.weights).is_file():
         raise ConfigError(f"no such weights file: {config.train.weights}", key="train.weights")
+    for name in config.models():
+        try:
+            with torch.device("meta"):
+                build_model(config.train.model_copy(update={"model": name, "weights": None}), num_classes=2)
+        except Exception as exc:
+            raise ConfigError(f"model '{name}' cannot be built: {exc}", key="train.model_kwargs") from None
 
 
 def check_buildable(config: SweepConfig) -> None:
@@ -349,6 +361,10 @@ class Engine:
         n_trials = self.store.n_trials(sid)
         state = self.store.sweep_state(sid)
         final = "finished" if done >= n_trials else "stopped"
+        row = self.store.sweep(self.study_name)
+        if final == "stopped" and row is not None and row.deadline is not None and time.time() >= row.deadline:
+            self.store.add_event(sid, "sweep", f"time budget of {self.config.budget.timeout:g}s reached: "
+                                 "no new trials were started")
         self.store.update_sweep(sid, state=final)
         study = optuna.load_study(study_name=self.study_name, storage=optuna_storage(self.url, heartbeat=False))
         export_results(study, self.config, self.study.folder)

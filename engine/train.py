@@ -86,8 +86,10 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     from timm.optim import create_optimizer_v2
 
-    extra = {"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}
-    return create_optimizer_v2(model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
+    if cfg.optimizer == "sgd":  # timm's "sgd" is Nesterov, which rejects momentum 0; "momentum" is plain SGD
+        return create_optimizer_v2(model, opt="momentum", lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                   momentum=cfg.momentum)
+    return create_optimizer_v2(model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:

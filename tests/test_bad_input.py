@@ -104,3 +104,10 @@ def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
     result = run_cli("run", "--n-trials", "many")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "'many' is not a valid integer" in result.stderr
+
+
+def test_model_kwargs_are_checked_before_the_study(tmp_path: Path) -> None:
+    config = tmp_path / "kwargs.yaml"
+    config.write_text("train: {model: test_resnet, model_kwargs: {no_such_argument: 1}}\n")
+    result = run_cli("run", "--config", str(config), "--workdir", str(tmp_path / "runs"), "--no-tui")
+    assert_clean_failure(result, tmp_path / "runs", "train.model_kwargs: model 'test_resnet' cannot be built")

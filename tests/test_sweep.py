@@ -201,3 +201,30 @@ def test_wandb_grid_sweep_runs_every_point_once(tmp_path: Path) -> None:
     study = load(workdir, "wandb")
     assert sorted(t.params["lr"] for t in finished(study)) == [0.003, 0.01]
     assert "the grid has 2 points" in result.stdout
+
+
+def test_consecutive_failures_stop_the_sweep_with_reasons(tmp_path: Path) -> None:
+    config = tmp_path / "diverge.yaml"
+    config.write_text(f"extends: {ROOT / 'tests/configs/tiny.yaml'}\n"
+                      "train: {lr: 1.0e+30, warmup_ratio: 0.0, epochs: 1}\nsearch_space:\n"
+                      "  lr: null\n  weight_decay: {low: 0.0, high: 0.1}\n"
+                      "budget: {n_trials: 6, max_consecutive_failures: 2}\n")
+    workdir = tmp_path / "runs"
+    result = run_cli("run", "--config", str(config), "--workdir", str(workdir), "--no-tui")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "stopped after 2 consecutive failed trials" in result.stdout
+    study = load(workdir, "diverge")
+    failed = [t for t in study.trials if t.state == States.FAIL]
+    assert len(failed) == 2 and len(study.trials) == 2
+    assert all("NonFiniteLoss: loss became" in t.user_attrs["fail_reason"] for t in failed)
+
+
+def test_timeout_stops_starting_trials(tmp_path: Path, tiny_config: Path) -> None:
+    workdir = tmp_path / "runs"
+    result = run_cli("run", "--config", str(tiny_config), "--workdir", str(workdir), "--no-tui", "--n-trials", "50",
+                     "--timeout", "8")
+    assert_ok(result)
+    assert "time budget of 8s reached" in result.stdout
+    study = load(workdir, "tiny")
+    assert 1 <= len(finished(study)) < 50
+    assert query(workdir, "SELECT state FROM hpo_sweep") == [("stopped",)]

@@ -68,12 +68,12 @@ class HeadlessReporter:
                              completed=min(status.done, status.n_trials), detail=self._summary(status),
                              eta=fmt_duration(status.eta_seconds()))
 
-    @staticmethod
-    def _summary(status: Any) -> str:
+    def _summary(self, status: Any) -> str:
         c = status.counts
         best = f"{status.best[0]:.4f}" if status.best else "-"
-        return (f"{status.done}/{status.n_trials} done, {c.get('RUNNING', 0)} running, "
-                f"{c.get('PRUNED', 0)} pruned, {c.get('FAIL', 0)} failed, best {best}")
+        done = "" if self.live else f"{status.done}/{status.n_trials} done, "  # the bar shows it
+        return (f"{done}{c.get('RUNNING', 0)} running, {c.get('PRUNED', 0)} pruned, "
+                f"{c.get('FAIL', 0)} failed, best {best}")
 
 
 def _escape(text: str) -> str:
