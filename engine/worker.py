@@ -193,8 +193,7 @@ class Worker:
         with Heartbeat(self.storage, trial._trial_id):
             try:
                 params = suggest(trial, self.config.search_space, self.config.train.model_dump())
-                self.store.add_event(self.study_id, "trial", f"trial {number} started on {self.label}: "
-                                     f"{_fmt_params(params)}", trial_number=number)
+                self._event("trial", f"trial {number} started on {self.label}: {_fmt_params(params)}", number)
                 model, per_fold = self._train(trial, params)
                 values = objective_value(self.config, per_fold, time.perf_counter() - started)
                 state = optuna.trial.TrialState.COMPLETE
@@ -244,22 +243,24 @@ class Worker:
         trial.set_user_attr("epochs", cfg.epochs * folds)
         return model, finals
 
+    def _event(self, kind: str, message: str, number: int, level: str = "info") -> None:
+        """An event in the database (what viewers show) and a line in this worker's log."""
+        self.store.add_event(self.study_id, kind, message, level=level, trial_number=number)
+        log.log(logging.WARNING if level == "warning" else logging.INFO, "%s", message)
+
     def _report(self, number: int, state: optuna.trial.TrialState, values: list[float] | None,
                 reason: str | None, seconds: float) -> None:
         names = self.config.objective.metrics()
         if state == optuna.trial.TrialState.COMPLETE and values is not None:
             shown = ", ".join(f"{n}={v:.4f}" for n, v in zip(names, values, strict=True))
-            self.store.add_event(self.study_id, "trial_complete", f"trial {number} complete: {shown} "
-                                 f"in {seconds:.1f}s", trial_number=number)
+            self._event("trial_complete", f"trial {number} complete: {shown} in {seconds:.1f}s", number)
         elif state == optuna.trial.TrialState.PRUNED:
-            self.store.add_event(self.study_id, "trial_pruned", f"trial {number} {reason} after {seconds:.1f}s",
-                                 trial_number=number)
+            self._event("trial_pruned", f"trial {number} {reason} after {seconds:.1f}s", number)
         elif reason == INTERRUPTED:
-            self.store.add_event(self.study_id, "trial_interrupted", f"trial {number} interrupted after "
-                                 f"{seconds:.1f}s: it will run again on resume", trial_number=number)
+            self._event("trial_interrupted", f"trial {number} interrupted after {seconds:.1f}s: it will run "
+                        "again on resume", number)
         else:
-            self.store.add_event(self.study_id, "trial_failed", f"trial {number} failed: {reason}",
-                                 level="warning", trial_number=number)
+            self._event("trial_failed", f"trial {number} failed: {reason}", number, level="warning")
 
     def _maybe_checkpoint(self, number: int, value: float, model: torch.nn.Module, params: dict[str, Any]) -> None:
         maximize = self.config.objective.directions()[0] == "maximize"
