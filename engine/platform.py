@@ -146,6 +146,35 @@ def probe() -> PlatformInfo:
     )
 
 
+def probe_without_torch() -> PlatformInfo:
+    """The same report from NVML and the OS alone, for processes that must not import torch (the
+    TUI). CUDA availability is inferred from the driver; MPS from Apple silicon."""
+    gpus = []
+    nv = nvml._nvml()
+    for reading in nvml.readings():
+        cc = None
+        if nv is not None:
+            handle = nvml.query(nv.nvmlDeviceGetHandleByIndex, reading.index)
+            cc = nvml.query(nv.nvmlDeviceGetCudaComputeCapability, handle) if handle is not None else None
+        major, minor = cc if isinstance(cc, tuple) else (0, 0)
+        free = None if reading.mem_total_mb is None or reading.mem_used_mb is None \
+            else reading.mem_total_mb - reading.mem_used_mb
+        gpus.append(GpuInfo(index=reading.index, name=reading.name or "NVIDIA GPU", total_mb=reading.mem_total_mb or 0,
+                            free_mb=free, compute_capability=f"{major}.{minor}" if cc else "?", bf16=major >= 8,
+                            util_percent=reading.util_percent, temperature_c=reading.temperature_c,
+                            power_w=reading.power_w))
+    mps = sys.platform == "darwin" and pyplatform.machine() == "arm64"
+    mem = psutil.virtual_memory()
+    return PlatformInfo(
+        os=f"{pyplatform.system()} {pyplatform.release()} ({pyplatform.machine()})", hostname=pyplatform.node(),
+        python=sys.version.split()[0],
+        versions={p: _version(p) for p in ("torch", "torchvision", "timm", "optuna", "textual")},
+        cpu_model=cpu_model(), physical_cores=psutil.cpu_count(logical=False), logical_cores=usable_cores(),
+        ram_total_gb=mem.total / 2**30, ram_available_gb=mem.available / 2**30, cuda_available=bool(gpus),
+        cuda_version=nvml.cuda_driver_version(), driver_version=nvml.driver_version(), gpus=gpus,
+        mps_available=mps, platform="cuda" if gpus else ("mps" if mps else "cpu"))
+
+
 def choose_platform(info: PlatformInfo, requested: str = "auto") -> str:
     """The platform a sweep runs on: what was asked for, if this machine has it."""
     from engine.errors import ConfigError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from engine import config as cfg
@@ -32,6 +33,11 @@ def resolve_run(preset: str | None, config_file: str | None, flags: dict[str, An
     config = cfg.resolve(layer, preset=preset, config_file=config_file, environ=environ, flags=flags,
                          platform=platform)
     config.resources.device = platform
+    # Workers may run elsewhere (another cwd, another machine): paths are stored absolute.
+    if config.data.path is not None:
+        config.data.path = str(Path(config.data.path).expanduser().resolve())
+    if config.data.labels is not None:
+        config.data.labels = str(Path(config.data.labels).expanduser().resolve())
     return Resolved(config, info, platform, apply_batch_multiplier(config), config_file)
 
 

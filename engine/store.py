@@ -224,6 +224,11 @@ class Store:
             return None
         return SweepRow(**{**row, "config": json.loads(row["config"])})
 
+    def sweep_by_id(self, study_id: int) -> SweepRow | None:
+        with self.engine.connect() as conn:
+            name = conn.execute(sa.select(sweeps.c.study_name).where(sweeps.c.study_id == study_id)).scalar()
+        return None if name is None else self.sweep(name)
+
     def update_sweep(self, study_id: int, **values: Any) -> None:
         if "config" in values:
             values["config"] = json.dumps(values["config"])

@@ -282,7 +282,7 @@ class Engine:
                    "--index", str(index)]
             child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads)}
             self.procs.append(subprocess.Popen(cmd, env=child_env, stdout=logfile, stderr=subprocess.STDOUT,
-                                               stdin=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent))
+                                               stdin=subprocess.DEVNULL))
             log.info("worker %d: pid %d on %s, %d thread(s)", index, self.procs[-1].pid, device, threads)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:

@@ -30,10 +30,36 @@ class Group(click.Group):
             ctx.exit(EXIT_BAD_INPUT)
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Group, invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--workdir", default="runs", show_default=True, help="Workspace the app opens.")
+@click.option("--storage", metavar="URL", help="Any SQLAlchemy URL instead of sqlite:///WORKDIR/hpo.db.")
 @click.version_option(package_name="tui-hpo")
-def main() -> None:
-    """Hyperparameter optimisation of PyTorch/timm image classifiers, from the terminal."""
+@click.pass_context
+def main(ctx: click.Context, workdir: str, storage: str | None) -> None:
+    """Hyperparameter optimisation of PyTorch/timm image classifiers, from the terminal.
+
+    Without a command, opens the app on the workspace."""
+    if ctx.invoked_subcommand is None:
+        _open_app(workdir=workdir, storage=storage)
+
+
+def _open_app(**kwargs: Any) -> None:
+    from tui_hpo.app import make_app
+
+    app = make_app(**kwargs)
+    app.run()
+    if app.return_code:
+        sys.exit(app.return_code)
+
+
+@main.command()
+@click.option("--workdir", default="runs", show_default=True, help="The workspace of the sweep.")
+@click.option("--storage", metavar="URL", help="Any SQLAlchemy URL instead of sqlite:///WORKDIR/hpo.db.")
+@click.option("--study", "study_name", help="The study to watch (default: the most recent).")
+def attach(workdir: str, storage: str | None, study_name: str | None) -> None:
+    """Open the dashboard on a running or finished sweep."""
+    _open_app(workdir=workdir, storage=storage, study=study_name, mode="dashboard")
 
 
 @main.command()
@@ -47,20 +73,76 @@ def main() -> None:
 @click.option("--study", "study_name", help="Study name; an existing study of that name is resumed.")
 @click.option("--storage", metavar="URL", help="Any SQLAlchemy URL instead of sqlite:///WORKDIR/hpo.db.")
 @click.option("--parallel", type=int, help="Worker processes (default: from the platform profile).")
+@click.option("--resume", is_flag=True, help="Continue --study with the config saved in the storage.")
 @click.option("--no-tui", is_flag=True, help="Headless: progress on a terminal, one line per trial otherwise.")
 def run(preset: str | None, config_file: str | None, n_trials: int | None, timeout: float | None,
         data: str | None, labels: str | None, workdir: str, study_name: str | None, storage: str | None,
-        parallel: int | None, no_tui: bool) -> None:
-    """Run a sweep (or resume one): real training in persistent worker processes."""
+        parallel: int | None, resume: bool, no_tui: bool) -> None:
+    """Run a sweep (or resume one): real training in persistent worker processes.
+
+    On a terminal, the sweep starts in the background and the app opens on its dashboard;
+    with --no-tui (or when output is not a terminal) it runs here, headless."""
     from engine import config as cfg
-    from engine.resolve import resolve_run
     from engine.store import default_url
+
+    url = storage or default_url(workdir)
+    if resume:
+        config_file = _saved_config(url, Path(workdir), study_name)
+    if not no_tui and sys.stdout.isatty() and sys.stdin.isatty():
+        sys.exit(_run_in_app(sys.argv[sys.argv.index("run") + 1:], Path(workdir), storage, study_name,
+                             preset, config_file))
+    from engine.resolve import resolve_run
 
     flags = cfg.flags_layer(n_trials=n_trials, timeout=timeout, data=data, labels=labels, parallel=parallel)
     resolved = resolve_run(preset, config_file, flags)
-    url = storage or default_url(workdir)
     name = study_name or resolved.config.name or "sweep"
     sys.exit(_run_headless(resolved, url, Path(workdir), name))
+
+
+def _saved_config(url: str, workdir: Path, study_name: str | None) -> str:
+    """The resolved config a study was started with, from the storage (so any machine can resume)."""
+    from engine.artifacts import dump_yaml, write_atomic
+    from engine.errors import UserError
+    from engine.store import Store
+
+    if not study_name:
+        raise UserError("--resume needs --study NAME", key="--study")
+    row = Store(url).sweep(study_name)
+    if row is None:
+        raise UserError(f"no sweep named '{study_name}' in this storage", key="--study")
+    path = workdir / study_name / "resume.yaml"
+    write_atomic(path, dump_yaml(row.config, f"# The saved config of sweep '{study_name}', used by --resume."))
+    return str(path)
+
+
+def _run_in_app(args: list[str], workdir: Path, storage: str | None, study_name: str | None,
+                preset: str | None, config_file: str | None) -> int:
+    """Start the engine detached (it outlives the app and the SSH session), then watch it."""
+    from tui_hpo.app import make_app
+    from tui_hpo.launch import start_engine
+
+    name = study_name or (Path(config_file).stem if config_file else (preset or "quick"))
+    if "--resume" in args:
+        args = [a for a in args if a != "--resume"]
+        args = [*args, "--config", config_file] if config_file else args
+    args = [a for a in _drop_option(_drop_option(args, "--workdir"), "--study")]
+    engine = start_engine(args, workdir, name)
+    app = make_app(workdir=workdir, storage=storage, study=name, mode="dashboard", engine=engine)
+    app.run()
+    return app.return_code or 0
+
+
+def _drop_option(args: list[str], option: str) -> list[str]:
+    """Remove `--option VALUE` (or `--option=VALUE`); start_engine sets it itself."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(f"{option}="):
+            out.append(arg)
+    return out
 
 
 def _run_headless(resolved: Any, url: str, workdir: Path, name: str) -> int:

@@ -1,0 +1,147 @@
+"""The Textual app: screens switched by number keys, one read-only database reader, and a
+writer for commands only. It never imports torch: the engine is a separate process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual.app import App
+from textual.binding import Binding
+
+from engine.store import default_url, mask_url
+from tui_hpo.db import Reader
+from tui_hpo.launch import EngineProcess, start_engine
+from tui_hpo.screens.dashboard import DashboardScreen
+from tui_hpo.screens.dialogs import HelpScreen, QuitScreen
+from tui_hpo.screens.studies import StudiesScreen
+from tui_hpo.screens.system import SystemScreen
+
+
+class HpoApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "tui-hpo"
+    MODES = {"system": SystemScreen, "dashboard": DashboardScreen, "studies": StudiesScreen}
+    BINDINGS = [
+        Binding("1", "switch_mode('system')", "system"),
+        Binding("3", "switch_mode('dashboard')", "dashboard"),
+        Binding("4", "trial", "trial", show=False),
+        Binding("5", "switch_mode('studies')", "studies"),
+        Binding("question_mark", "help", "help", key_display="?"),
+        Binding("q", "leave", "quit"),
+    ]
+
+    def __init__(self, workdir: str | Path = "runs", storage: str | None = None, study: str | None = None,
+                 mode: str = "dashboard", engine: EngineProcess | None = None) -> None:
+        super().__init__()
+        self.workdir = Path(workdir)
+        self.url = storage or default_url(self.workdir)
+        self.storage_label = mask_url(self.url)
+        self.study_name = study
+        self.start_mode = mode
+        self.engine = engine
+        self.reader: Reader | None = Reader(self.url)
+        self._control: Any = None
+
+    @property
+    def control(self) -> Any:
+        """The command writer, opened on first use: a viewer that only watches never writes."""
+        if self._control is None:
+            from tui_hpo.control import Control
+
+            self._control = Control(self.url)
+        return self._control
+
+    def on_resize(self) -> None:
+        """Below 100 columns or 30 rows the side panels and charts shrink (see app.tcss)."""
+        self.set_class(self.size.width < 100 or self.size.height < 30, "-narrow")
+
+    def on_mount(self) -> None:
+        self.sub_title = self.storage_label
+        self.switch_mode(self.start_mode)
+        if self.engine is not None:
+            self.set_timer(2.0, self._check_engine)
+
+    def _check_engine(self) -> None:
+        """An engine that exits at once had bad input: show its one-line error."""
+        if self.engine is None:
+            return
+        code = self.engine.exited()
+        if code is None:
+            self.set_timer(2.0, self._check_engine)
+        elif code not in (0, 130):
+            self.notify(self.engine.error_line() or f"the engine exited with code {code}", title="engine failed",
+                        severity="error", timeout=30)
+
+    def watch_study(self, name: str) -> None:
+        self.study_name = name
+        dashboard = self.get_screen("dashboard") if "dashboard" in self._screen_stacks else None
+        if isinstance(dashboard, DashboardScreen):
+            dashboard.feed = None
+            dashboard.study = None
+            dashboard.events = []
+        self.switch_mode("dashboard")
+
+    def resume_study(self, name: str) -> None:
+        """Start the engine on a stopped study: its saved config comes from the database."""
+        # The config comes from the storage, as it was saved when the sweep started.
+        self.engine = start_engine(["--resume"], self.workdir, name, self.url if self.url != default_url(self.workdir)
+                                   else None)
+        self.notify(f"resuming '{name}' in the background")
+        self.set_timer(2.0, self._check_engine)
+        self.watch_study(name)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_trial(self) -> None:
+        screen = self.screen
+        if isinstance(screen, DashboardScreen):
+            from tui_hpo.widgets.trial_table import TrialTable
+
+            row = screen.query_one(TrialTable).selected_number()
+            if row is not None and screen.study is not None:
+                from tui_hpo.screens.trial import TrialScreen
+
+                self.push_screen(TrialScreen(screen.study, row))
+
+    def action_leave(self) -> None:
+        study = self._running_study()
+        if study is None:
+            self.exit()
+            return
+
+        def chosen(choice: str | None) -> None:
+            if choice == "stop":
+                self.control.stop(study.study_id)
+                self.exit(message=f"Stopping sweep '{study.name}'.")
+            elif choice == "leave":
+                self.exit(message=f"The sweep '{study.name}' goes on. Attach again with: "
+                                  f"tui-hpo attach --workdir {self.workdir} --study {study.name}")
+
+        self.push_screen(QuitScreen(study.name), chosen)
+
+    def _running_study(self) -> Any:
+        if self.reader is None:
+            return None
+        try:
+            studies = self.reader.studies()
+        except Exception:
+            return None
+        name = self.study_name or (studies[-1].name if studies else None)
+        study = next((s for s in studies if s.name == name), None)
+        if study is None or study.state not in ("running", "paused"):
+            return None
+        launched = self.engine is not None and self.engine.exited() is None
+        return study if launched or self.reader.live_workers(study.study_id) else None
+
+    def on_unmount(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+        if self._control is not None:
+            self._control.close()
+
+
+def make_app(**kwargs: Any) -> HpoApp:
+    """The one factory the CLI and the tests use."""
+    return HpoApp(**kwargs)

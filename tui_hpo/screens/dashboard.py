@@ -1,0 +1,327 @@
+"""The live dashboard: study header, trial table, system gauges, history and learning curves.
+
+Polling follows the chain-of-one-shot-timers pattern: a thread worker reads the database and
+posts a `Snapshot`; the handler draws and schedules the next poll. Polls never overlap, and no
+poll runs while this screen is not the one shown.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from tui_hpo.db import Event, Reader, Sample, StudyRow, TrialFeed, TrialRow
+from tui_hpo.format import duration, number, params
+from tui_hpo.widgets.chart import Chart
+from tui_hpo.widgets.gauges import Gauges
+from tui_hpo.widgets.trial_table import TrialTable
+
+POLL_S = 1.0
+MAX_POINTS = 600
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    study: StudyRow | None
+    changed: list[TrialRow]
+    samples: list[Sample]
+    curves: dict[int, list[tuple[int, float]]]
+    events: list[Event]
+    total_epochs: int
+    took_ms: float = 0.0
+    rows: dict[int, TrialRow] = field(default_factory=dict)
+
+
+class DashboardScreen(Screen):
+    BINDINGS = [
+        Binding("p", "pause", "pause/resume"),
+        Binding("x", "stop", "stop sweep"),
+        Binding("k", "prune", "prune trial"),
+        Binding("plus,equals_sign", "budget(1)", "+1 trial", key_display="+"),
+        Binding("minus", "budget(-1)", "-1 trial", key_display="-"),
+        Binding("s", "sort", "sort", show=False),
+        Binding("f", "filter", "filter", show=False),
+    ]
+
+    class Polled(Message, bubble=False):
+        """New data from the database; a burst collapses into the newest."""
+
+        def __init__(self, snapshot: Snapshot) -> None:
+            super().__init__()
+            self.snapshot = snapshot
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, DashboardScreen.Polled)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.feed: TrialFeed | None = None
+        self.study: StudyRow | None = None
+        self.last_event = 0
+        self.events: list[Event] = []
+        self.tick_ms = 0.0
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="dash-header")
+        with Horizontal(id="dash-main"):
+            yield TrialTable(id="trials")
+            with Vertical(id="dash-side"):
+                yield Gauges(id="gauges")
+                yield Static(id="events")
+        with Horizontal(id="dash-charts"):
+            yield Chart("objective by trial (line: best so far)", id="history")
+            yield Chart("learning curves: running and best", id="curves")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#events", Static).border_title = "events"
+        self.query_one("#gauges", Gauges).border_title = "system"
+        self.poll()
+
+    def on_screen_resume(self) -> None:
+        self.poll()
+
+    # ------------------------------------------------------------ polling
+
+    def poll(self) -> None:
+        if not self.is_current or self.app.reader is None:
+            return
+        self.fetch(self.app.study_name)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="dashboard-poll")
+    def fetch(self, study_name: str | None) -> None:
+        started = time.perf_counter()
+        reader: Reader = self.app.reader
+        studies = reader.studies()
+        study = next((s for s in studies if s.name == study_name), None) if study_name else \
+            (studies[-1] if studies else None)
+        if study is None:
+            self.post_message(self.Polled(Snapshot(None, [], reader.latest_samples(), {}, [], 0)))
+            return
+        if self.feed is None or self.feed.study_id != study.study_id:
+            self.feed = TrialFeed(reader, study.study_id)
+            self.last_event = 0
+        changed = self.feed.poll()
+        rows = self.feed.rows
+        running = [r.trial_id for r in rows.values() if r.state == "RUNNING"]
+        best = _best_row(rows, study)
+        curve_ids = running[:8] + ([best.trial_id] if best else [])
+        config = reader.sweep_config(study.study_id) if self.study is None or self.study.study_id != study.study_id \
+            else None
+        total_epochs = _total_epochs(config) if config is not None else self._total_epochs
+        events = reader.events(study.study_id, self.last_event, limit=50)
+        self.post_message(self.Polled(Snapshot(
+            study=study, changed=changed, samples=reader.latest_samples(), curves=reader.intermediate(curve_ids),
+            events=events, total_epochs=total_epochs, took_ms=(time.perf_counter() - started) * 1000, rows=rows)))
+
+    _total_epochs = 0
+
+    @on(Polled)
+    def draw(self, message: Polled) -> None:
+        started = time.perf_counter()
+        snap = message.snapshot
+        try:
+            self._draw(snap)
+        finally:
+            self.tick_ms = snap.took_ms + (time.perf_counter() - started) * 1000
+            self.set_timer(POLL_S, self.poll)
+
+    def _draw(self, snap: Snapshot) -> None:
+        self.query_one(Gauges).show(snap.samples)
+        header = self.query_one("#dash-header", Static)
+        if snap.study is None:
+            header.update(Text("No study in this workspace yet. Start one from the wizard, or with "
+                               "`tui-hpo run` (it appears here).", style="bold"))
+            return
+        study, rows = snap.study, snap.rows
+        self.study = study
+        self._total_epochs = snap.total_epochs
+        table = self.query_one(TrialTable)
+        table.setup(study.metrics if study.directions else ("value",), snap.total_epochs)
+        best = _best_row(rows, study)
+        running = [r for r in rows.values() if r.state == "RUNNING"]
+        with self.app.batch_update():
+            table.apply(snap.changed, best.number if best else None, running)
+        header.update(_header(study, best, rows))
+        if snap.events:
+            self.last_event = snap.events[-1].id
+            # Trial starts are in the table already; the panel keeps outcomes and commands.
+            self.events = (self.events + [e for e in snap.events if e.kind != "trial"])[-50:]
+            self.query_one("#events", Static).update(_events_text(self.events))
+        self._charts(study, rows, best, snap.curves)
+
+    def _charts(self, study: StudyRow, rows: dict[int, TrialRow], best: TrialRow | None,
+                curves: dict[int, list[tuple[int, float]]]) -> None:
+        complete = sorted((r for r in rows.values() if r.state == "COMPLETE" and r.values), key=lambda r: r.number)
+        history = self.query_one("#history", Chart)
+        if complete:
+            maximize = not study.directions or study.directions[0] == "maximize"
+            xs = [r.number for r in complete]
+            ys = [r.values[0] for r in complete]
+            best_line, current = [], None
+            for y in ys:
+                current = y if current is None else (max(current, y) if maximize else min(current, y))
+                best_line.append(current)
+            step = max(1, len(xs) // MAX_POINTS)
+
+            def draw_history(plt: Any) -> None:
+                plt.scatter(xs[::step], ys[::step], marker="dot", color="cyan")
+                plt.plot(xs, best_line, color="green", marker="braille")
+                plt.xlabel("trial")
+
+            history.plot(draw_history, (len(xs), xs[-1], best_line[-1]))
+        else:
+            history.plot(None, None)
+        curve_chart = self.query_one("#curves", Chart)
+        by_id = {r.trial_id: r for r in rows.values()}
+        series = [(by_id[tid], pts) for tid, pts in curves.items() if tid in by_id and pts]
+        if series:
+            def draw_curves(plt: Any) -> None:
+                for row, pts in series:
+                    label = f"#{row.number}" + (" best" if best and row.number == best.number else "")
+                    plt.plot([p[0] + 1 for p in pts], [p[1] for p in pts], label=label, marker="braille")
+                plt.xlabel("epoch")
+
+            curve_chart.plot(draw_curves, tuple((r.number, len(p), p[-1][1]) for r, p in series))
+        else:
+            curve_chart.plot(None, None)
+
+    # ------------------------------------------------------------ actions
+
+    def _require_sweep(self) -> StudyRow | None:
+        if self.study is None or self.study.state == "external":
+            self.notify("this study was not created by tui-hpo: it cannot be steered", severity="warning")
+            return None
+        return self.study
+
+    def action_pause(self) -> None:
+        study = self._require_sweep()
+        if study is None:
+            return
+        if study.state == "paused":
+            self.app.control.resume(study.study_id)
+            self.notify("resumed: new trials start again")
+        elif study.state == "running":
+            self.app.control.pause(study.study_id)
+            self.notify("paused: running trials finish, no new trial starts (p resumes)")
+        else:
+            self.notify(f"the sweep is {study.state}", severity="warning")
+
+    def action_stop(self) -> None:
+        study = self._require_sweep()
+        if study is not None and study.state in ("running", "paused"):
+            self.app.control.stop(study.study_id)
+            self.notify("stopping: running trials end now and rerun on resume")
+
+    def action_prune(self) -> None:
+        study = self._require_sweep()
+        number_ = self.query_one(TrialTable).selected_number()
+        if study is None or number_ is None or self.feed is None:
+            return
+        row = self.feed.rows.get(number_)
+        if row is None or row.state != "RUNNING":
+            self.notify("select a running trial to prune it", severity="warning")
+            return
+        self.app.control.prune(study.study_id, number_)
+        self.notify(f"trial {number_} will be pruned after its current epoch")
+
+    def action_budget(self, delta: int) -> None:
+        study = self._require_sweep()
+        if study is None:
+            return
+        floor = study.done + study.counts.get("RUNNING", 0)
+        n_trials = self.app.control.change_budget(study.study_id, delta, floor)
+        self.notify(f"budget: {n_trials} trials")
+
+    def action_sort(self) -> None:
+        self.notify(f"sorted by {self.query_one(TrialTable).cycle_sort()}")
+
+    def action_filter(self) -> None:
+        self.notify(f"showing {self.query_one(TrialTable).cycle_filter()} trials")
+
+    @on(TrialTable.RowSelected)
+    def open_trial(self, event: TrialTable.RowSelected) -> None:
+        if self.study is not None and event.row_key.value is not None:
+            from tui_hpo.screens.trial import TrialScreen
+
+            self.app.push_screen(TrialScreen(self.study, int(event.row_key.value)))
+
+
+def _best_row(rows: dict[int, TrialRow], study: StudyRow) -> TrialRow | None:
+    complete = [r for r in rows.values() if r.state == "COMPLETE" and r.values]
+    if not complete or len(study.directions) != 1:
+        return None
+    pick = max if study.directions[0] == "maximize" else min
+    return pick(complete, key=lambda r: r.values[0])
+
+
+def _total_epochs(config: dict[str, Any]) -> int:
+    train = config.get("train") or {}
+    folds = (config.get("data") or {}).get("folds", 1)
+    return int(train.get("epochs", 0)) * int(folds or 1)
+
+
+STATE_STYLE = {"running": "bold green", "paused": "bold yellow", "stopping": "bold red", "stopped": "red",
+               "finished": "bold cyan", "external": "dim"}
+
+
+def _header(study: StudyRow, best: TrialRow | None, rows: dict[int, TrialRow]) -> Text:
+    c = study.counts
+    text = Text()
+    text.append(f" {study.name} ", style="bold reverse")
+    text.append(f" {study.state} ", style=STATE_STYLE.get(study.state, ""))
+    total = f"/{study.n_trials}" if study.n_trials else ""
+    text.append(f" {study.done}{total} done  ")
+    text.append(f"{c.get('RUNNING', 0)} running  ", style="yellow")
+    text.append(f"{c.get('PRUNED', 0)} pruned  ", style="cyan")
+    text.append(f"{c.get('FAIL', 0)} failed  ", style="red")
+    now = time.time()
+    if study.created:
+        end = now if study.state in ("running", "paused", "stopping") else (study.updated or now)
+        text.append(f"elapsed {duration(end - study.created)}")
+    eta = _eta(study, rows)
+    if eta is not None:
+        text.append(f"  ETA {duration(eta)}")
+    text.append("\n")
+    if best is not None:
+        text.append(f" best {study.metrics[0] if study.metrics else 'value'} ", style="bold")
+        text.append(number(best.values[0]), style="bold green")
+        text.append(f" (trial {best.number})  ", style="bold")
+        text.append(params(best.params), style="dim")
+    elif len(study.directions) > 1:
+        text.append(" several objectives: see the Pareto front in the analysis", style="dim")
+    else:
+        text.append(" no completed trial yet", style="dim")
+    return text
+
+
+def _eta(study: StudyRow, rows: dict[int, TrialRow]) -> float | None:
+    if not study.n_trials or study.state not in ("running", "paused"):
+        return None
+    durations = [r.duration() for r in rows.values() if r.state in ("COMPLETE", "PRUNED")]
+    durations = [d for d in durations if d][-50:]
+    remaining = study.n_trials - study.done
+    if not durations or remaining <= 0:
+        return None
+    parallel = max(1, study.counts.get("RUNNING", 0))
+    return sum(durations) / len(durations) * remaining / parallel
+
+
+def _events_text(events: list[Event]) -> Text:
+    text = Text()
+    for event in events[-12:]:
+        stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
+        style = {"warning": "yellow", "error": "bold red"}.get(event.level, "")
+        text.append(f"{stamp} ", style="dim")
+        text.append(event.message + "\n", style=style)
+    return text

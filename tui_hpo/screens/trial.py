@@ -1,0 +1,138 @@
+"""One trial: params, per-epoch metrics (table and curves), system samples while it ran, its
+events, and why it failed."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from tui_hpo.db import Event, Sample, StudyRow, TrialRow
+from tui_hpo.format import duration, number
+from tui_hpo.widgets.chart import Chart
+
+METRICS = ("train_loss", "val_loss", "val_accuracy", "val_f1", "lr", "samples_per_s", "peak_mem_mb", "seconds")
+
+
+class TrialScreen(Screen):
+    BINDINGS = [Binding("escape,backspace", "app.pop_screen", "back")]
+
+    class Loaded(Message, bubble=False):
+        def __init__(self, row: TrialRow | None, epochs: list[dict[str, Any]], events: list[Event],
+                     samples: list[Sample]) -> None:
+            super().__init__()
+            self.row, self.epochs, self.events, self.samples = row, epochs, events, samples
+
+    def __init__(self, study: StudyRow, number_: int) -> None:
+        super().__init__()
+        self.study, self.number = study, number_
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="trial-header")
+        with Horizontal(id="trial-top"):
+            yield Static(id="trial-params")
+            yield Chart("metrics per epoch", id="trial-curves")
+        with VerticalScroll(id="trial-body"):
+            yield Static(id="trial-epochs")
+            yield Static(id="trial-system")
+            yield Static(id="trial-events")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#trial-params", Static).border_title = "params"
+        self.load()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="trial-load")
+    def load(self) -> None:
+        reader = self.app.reader
+        rows = [r for r in reader.trials(self.study.study_id, after_id=0) if r.number == self.number]
+        row = rows[0] if rows else None
+        epochs = reader.epochs(row.trial_id) if row else []
+        events = reader.events(self.study.study_id, trial_number=self.number, limit=100)
+        samples = reader.samples_between(row.start, row.complete or time.time()) if row and row.start else []
+        self.post_message(self.Loaded(row, epochs, events, samples))
+
+    @on(Loaded)
+    def show(self, message: Loaded) -> None:
+        row = message.row
+        header = self.query_one("#trial-header", Static)
+        if row is None:
+            header.update(Text(f"trial {self.number} not found", style="bold red"))
+            return
+        text = Text()
+        text.append(f" trial {row.number} ", style="bold reverse")
+        text.append(f" {row.state.lower()} ", style={"COMPLETE": "green", "PRUNED": "cyan", "FAIL": "red",
+                                                     "RUNNING": "yellow"}.get(row.state, ""))
+        if row.values:
+            metrics = self.study.metrics or ("value",)
+            text.append("  " + "  ".join(f"{m}={number(v)}" for m, v in zip(metrics, row.values, strict=False)))
+        text.append(f"  took {duration(row.duration())}  on {row.worker or '-'} ({row.device or '-'})")
+        if row.fail_reason:
+            text.append(f"\n failed: {row.fail_reason}", style="bold red")
+        header.update(text)
+        params = Table.grid(padding=(0, 1))
+        params.add_column(style="bold")
+        params.add_column()
+        for key, value in row.params.items():
+            params.add_row(key, number(value))
+        self.query_one("#trial-params", Static).update(params)
+        self._epochs(message.epochs)
+        self._system(message.samples)
+        events = Text()
+        for event in message.events:
+            events.append(time.strftime("%H:%M:%S ", time.localtime(event.ts)), style="dim")
+            events.append(event.message + "\n", style={"warning": "yellow", "error": "red"}.get(event.level, ""))
+        box = self.query_one("#trial-events", Static)
+        box.border_title = "events"
+        box.update(events if message.events else Text("no events", style="dim"))
+
+    def _epochs(self, epochs: list[dict[str, Any]]) -> None:
+        table = Table(box=None, header_style="bold", expand=False)
+        for column in ("fold", "epoch", *METRICS):
+            table.add_column(column, justify="right")
+        for e in epochs:
+            table.add_row(str(e["fold"]), str(e["epoch"] + 1), *(number(e[m]) if e[m] is not None else "-"
+                                                                  for m in METRICS))
+        box = self.query_one("#trial-epochs", Static)
+        box.border_title = "per-epoch metrics"
+        box.update(table if epochs else Text("no epoch finished", style="dim"))
+        chart = self.query_one("#trial-curves", Chart)
+        if not epochs:
+            chart.plot(None, None)
+            return
+
+        def draw(plt: Any) -> None:
+            xs = list(range(1, len(epochs) + 1))
+            for metric, color in (("val_f1", "green"), ("val_accuracy", "cyan"), ("val_loss", "red"),
+                                  ("train_loss", "orange")):
+                plt.plot(xs, [e[metric] for e in epochs], label=metric, color=color, marker="braille")
+            plt.xlabel("epoch (all folds)")
+
+        chart.plot(draw, len(epochs))
+
+    def _system(self, samples: list[Sample]) -> None:
+        box = self.query_one("#trial-system", Static)
+        box.border_title = "system while it ran"
+        if not samples:
+            box.update(Text("no samples", style="dim"))
+            return
+        cpu = [s.cpu_percent for s in samples]
+        ram = [s.ram_percent for s in samples]
+        text = Text()
+        text.append(f"{len(samples)} samples  CPU mean {sum(cpu) / len(cpu):.0f}% max {max(cpu):.0f}%  "
+                    f"RAM max {max(ram):.0f}%")
+        gpus = [g for s in samples for g in s.gpus]
+        if gpus:
+            utils = [g.get("util_percent") or 0 for g in gpus]
+            mems = [g.get("mem_used_mb") or 0 for g in gpus]
+            text.append(f"  GPU util mean {sum(utils) / len(utils):.0f}%  memory max {max(mems) / 1024:.1f} GiB")
+        box.update(text)
