@@ -6,27 +6,36 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from textual import on
 from textual.app import App
 from textual.binding import Binding
+from textual.worker import Worker, WorkerState
 
 from engine.store import default_url, mask_url
 from tui_hpo.db import Reader
 from tui_hpo.launch import EngineProcess, start_engine
+from tui_hpo.screens.analysis import AnalysisScreen
 from tui_hpo.screens.dashboard import DashboardScreen
 from tui_hpo.screens.dialogs import HelpScreen, QuitScreen
 from tui_hpo.screens.studies import StudiesScreen
 from tui_hpo.screens.system import SystemScreen
+from tui_hpo.screens.wizard import WizardScreen
+
+RETRY_S = 2.0
 
 
 class HpoApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "tui-hpo"
-    MODES = {"system": SystemScreen, "dashboard": DashboardScreen, "studies": StudiesScreen}
+    MODES = {"system": SystemScreen, "wizard": WizardScreen, "dashboard": DashboardScreen, "studies": StudiesScreen,
+             "analysis": AnalysisScreen}
     BINDINGS = [
         Binding("1", "switch_mode('system')", "system"),
+        Binding("2", "switch_mode('wizard')", "wizard"),
         Binding("3", "switch_mode('dashboard')", "dashboard"),
         Binding("4", "trial", "trial", show=False),
         Binding("5", "switch_mode('studies')", "studies"),
+        Binding("6", "switch_mode('analysis')", "analysis"),
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("q", "leave", "quit"),
     ]
@@ -42,6 +51,7 @@ class HpoApp(App[None]):
         self.engine = engine
         self.reader: Reader | None = Reader(self.url)
         self._control: Any = None
+        self.worker_errors: list[str] = []
 
     @property
     def control(self) -> Any:
@@ -77,10 +87,17 @@ class HpoApp(App[None]):
         self.study_name = name
         dashboard = self.get_screen("dashboard") if "dashboard" in self._screen_stacks else None
         if isinstance(dashboard, DashboardScreen):
-            dashboard.feed = None
             dashboard.study = None
             dashboard.events = []
         self.switch_mode("dashboard")
+
+    def start_sweep(self, config: Path, name: str) -> None:
+        """The wizard's Start: the engine in the background, the dashboard on its study."""
+        self.engine = start_engine(["--config", str(config)], self.workdir, name,
+                                   self.url if self.url != default_url(self.workdir) else None)
+        self.notify(f"sweep '{name}' starting in the background (its log: {self.workdir / name / 'engine.log'})")
+        self.set_timer(2.0, self._check_engine)
+        self.watch_study(name)
 
     def resume_study(self, name: str) -> None:
         """Start the engine on a stopped study: its saved config comes from the database."""
@@ -90,6 +107,18 @@ class HpoApp(App[None]):
         self.notify(f"resuming '{name}' in the background")
         self.set_timer(2.0, self._check_engine)
         self.watch_study(name)
+
+    @on(Worker.StateChanged)
+    def worker_failed(self, event: Worker.StateChanged) -> None:
+        """A failed read must not freeze the screen: say what failed, and keep polling."""
+        if event.state != WorkerState.ERROR:
+            return
+        self.worker_errors.append(f"{event.worker.name}: {event.worker.error!r}")
+        self.notify(f"{event.worker.error}", title=f"{event.worker.group} failed", severity="error", timeout=10)
+        node = event.worker.node
+        poll = getattr(node, "poll", None)
+        if callable(poll) and hasattr(node, "set_timer"):
+            node.set_timer(RETRY_S, poll)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

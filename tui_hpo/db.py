@@ -308,13 +308,15 @@ class TrialFeed:
     reader: Reader
     study_id: int
     rows: dict[int, TrialRow] = field(default_factory=dict)  # by number
+    version: int = 0  # bumped by each poll that changed something
+    _changed_at: dict[int, int] = field(default_factory=dict)  # number -> version of its last change
     _max_id: int = 0
     _open: set[int] = field(default_factory=set)  # trial ids not final yet
 
-    def poll(self) -> list[TrialRow]:
-        """Fetch what changed; returns the changed rows (new or different)."""
+    def poll(self) -> None:
+        """Fetch new trials and those that were not final last time."""
         fresh = self.reader.trials(self.study_id, self._open, self._max_id)
-        changed = []
+        bumped = False
         for row in fresh:
             self._max_id = max(self._max_id, row.trial_id)
             if row.state in FINAL:
@@ -322,6 +324,13 @@ class TrialFeed:
             else:
                 self._open.add(row.trial_id)
             if self.rows.get(row.number) != row:
+                if not bumped:
+                    self.version, bumped = self.version + 1, True
                 self.rows[row.number] = row
-                changed.append(row)
-        return changed
+                self._changed_at[row.number] = self.version
+
+    def since(self, version: int) -> list[TrialRow]:
+        """Rows changed after `version`: a viewer that missed a poll still catches up."""
+        if version >= self.version:
+            return []
+        return [self.rows[n] for n, v in self._changed_at.items() if v > version]

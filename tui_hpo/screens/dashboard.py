@@ -40,15 +40,16 @@ class Snapshot:
     total_epochs: int
     took_ms: float = 0.0
     rows: dict[int, TrialRow] = field(default_factory=dict)
+    version: int = 0
 
 
 class DashboardScreen(Screen):
     BINDINGS = [
-        Binding("p", "pause", "pause/resume"),
-        Binding("x", "stop", "stop sweep"),
-        Binding("k", "prune", "prune trial"),
-        Binding("plus,equals_sign", "budget(1)", "+1 trial", key_display="+"),
-        Binding("minus", "budget(-1)", "-1 trial", key_display="-"),
+        Binding("p", "pause", "pause"),
+        Binding("x", "stop", "stop"),
+        Binding("k", "prune", "prune"),
+        Binding("plus,equals_sign", "budget(1)", "budget", key_display="+"),
+        Binding("minus", "budget(-1)", "budget", key_display="-", show=False),
         Binding("s", "sort", "sort", show=False),
         Binding("f", "filter", "filter", show=False),
     ]
@@ -70,6 +71,7 @@ class DashboardScreen(Screen):
         self.last_event = 0
         self.events: list[Event] = []
         self.tick_ms = 0.0
+        self.applied: tuple[int, int] = (0, 0)  # (study id, feed version) the table shows
 
     def compose(self) -> ComposeResult:
         yield Static(id="dash-header")
@@ -96,10 +98,10 @@ class DashboardScreen(Screen):
     def poll(self) -> None:
         if not self.is_current or self.app.reader is None:
             return
-        self.fetch(self.app.study_name)
+        self.fetch(self.app.study_name, self.applied)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="dashboard-poll")
-    def fetch(self, study_name: str | None) -> None:
+    def fetch(self, study_name: str | None, applied: tuple[int, int]) -> None:
         started = time.perf_counter()
         reader: Reader = self.app.reader
         studies = reader.studies()
@@ -111,7 +113,9 @@ class DashboardScreen(Screen):
         if self.feed is None or self.feed.study_id != study.study_id:
             self.feed = TrialFeed(reader, study.study_id)
             self.last_event = 0
-        changed = self.feed.poll()
+        self.feed.poll()
+        applied_study, applied_version = applied
+        changed = self.feed.since(applied_version if applied_study == study.study_id else 0)
         rows = self.feed.rows
         running = [r.trial_id for r in rows.values() if r.state == "RUNNING"]
         best = _best_row(rows, study)
@@ -122,7 +126,8 @@ class DashboardScreen(Screen):
         events = reader.events(study.study_id, self.last_event, limit=50)
         self.post_message(self.Polled(Snapshot(
             study=study, changed=changed, samples=reader.latest_samples(), curves=reader.intermediate(curve_ids),
-            events=events, total_epochs=total_epochs, took_ms=(time.perf_counter() - started) * 1000, rows=rows)))
+            events=events, total_epochs=total_epochs, took_ms=(time.perf_counter() - started) * 1000, rows=rows,
+            version=self.feed.version)))
 
     _total_epochs = 0
 
@@ -147,11 +152,14 @@ class DashboardScreen(Screen):
         self.study = study
         self._total_epochs = snap.total_epochs
         table = self.query_one(TrialTable)
+        if self.applied[0] != study.study_id:
+            table.reset()
         table.setup(study.metrics if study.directions else ("value",), snap.total_epochs)
         best = _best_row(rows, study)
         running = [r for r in rows.values() if r.state == "RUNNING"]
         with self.app.batch_update():
             table.apply(snap.changed, best.number if best else None, running)
+        self.applied = (study.study_id, snap.version)
         header.update(_header(study, best, rows))
         if snap.events:
             self.last_event = snap.events[-1].id

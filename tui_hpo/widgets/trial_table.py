@@ -31,6 +31,14 @@ class TrialTable(DataTable):
         self._rows: dict[int, TrialRow] = {}
         self._cells: dict[int, tuple] = {}
 
+    def reset(self) -> None:
+        """Another study: forget every row and column."""
+        self._rows.clear()
+        self._cells.clear()
+        self.best = None
+        self.metrics = ()
+        self.clear(columns=True)
+
     def setup(self, metrics: tuple[str, ...], total_epochs: int) -> None:
         if metrics == self.metrics and total_epochs == self.total_epochs and self.columns:
             return
@@ -82,7 +90,7 @@ class TrialTable(DataTable):
         else:
             for column, before, after in zip(self.column_keys, old, cells, strict=True):
                 if str(before) != str(after):
-                    self.update_cell(key, column, after)
+                    self.update_cell(key, column, after, update_width=column != "params")
         self._cells[row.number] = cells
 
     def apply(self, changed: list[TrialRow], best: int | None, running: list[TrialRow]) -> None:

@@ -1,0 +1,100 @@
+"""Deterministic studies written straight into a database, in Optuna's schema and ours.
+
+For viewer tests and the TUI benchmark: no training, fixed numbers, any size (10,000 trials
+in a few seconds, by bulk SQL rather than one Optuna call per trial).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import datetime
+from pathlib import Path
+
+import optuna
+import sqlalchemy as sa
+
+from engine.config import resolve
+from engine.store import Store, default_url, optuna_storage
+
+T0 = datetime(2026, 11, 24, 9, 0, 0).timestamp()
+CHOICES = ["test_resnet", "test_efficientnet", "test_convnext"]
+
+
+def make_study(workdir: Path, name: str = "demo", n_trials: int = 12, running: int = 2, epochs: int = 4,
+               state: str = "running", live_worker: bool = True) -> str:
+    """A study of `n_trials` finished trials plus `running` running ones; returns the URL."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    url = default_url(workdir)
+    storage = optuna_storage(url, heartbeat=False)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    store = Store(url)
+    config = resolve({}, preset="quick", environ={}, platform="cpu")
+    config.train.epochs = epochs
+    config.name = name
+    store.create_sweep(study._study_id, name, config.to_dict(), n_trials + running)
+    sid = study._study_id
+    dist_model = json.dumps({"name": "CategoricalDistribution", "attributes": {"choices": CHOICES}})
+    dist_lr = json.dumps({"name": "FloatDistribution", "attributes": {"low": 0.0003, "high": 0.01, "log": True,
+                                                                       "step": None}})
+    trials, values, params, inter, attrs, epoch_rows = [], [], [], [], [], []
+    total = n_trials + running
+    for number in range(total):
+        tid = number + 1
+        start = T0 + number * 5
+        is_running = number >= n_trials
+        state_name = "RUNNING" if is_running else ("PRUNED" if number % 5 == 4 else
+                                                   ("FAIL" if number % 11 == 10 else "COMPLETE"))
+        done_epochs = 2 if is_running or state_name == "PRUNED" else (0 if state_name == "FAIL" else epochs)
+        value = 0.80 + 0.18 * (1 - math.exp(-number / 6)) * (0.9 + 0.1 * math.sin(number))
+        trials.append({"trial_id": tid, "number": number, "study_id": sid, "state": state_name,
+                       "datetime_start": datetime.fromtimestamp(start if not is_running else time.time() - 3),
+                       "datetime_complete": None if is_running else datetime.fromtimestamp(start + 4 + number % 3)})
+        if state_name in ("COMPLETE", "PRUNED"):
+            values.append({"trial_id": tid, "objective": 0, "value": value, "value_type": "FINITE"})
+        params.append({"trial_id": tid, "param_name": "model", "param_value": float(number % 3),
+                       "distribution_json": dist_model})
+        params.append({"trial_id": tid, "param_name": "lr", "param_value": 0.0003 * 1.3 ** (number % 13),
+                       "distribution_json": dist_lr})
+        worker = f"host:{1000 + number % 2}"
+        attrs.append({"trial_id": tid, "key": "worker", "value_json": json.dumps(worker)})
+        attrs.append({"trial_id": tid, "key": "device", "value_json": json.dumps("cpu")})
+        if state_name == "FAIL":
+            attrs.append({"trial_id": tid, "key": "fail_reason",
+                          "value_json": json.dumps("NonFiniteLoss: loss became nan in epoch 1")})
+        for epoch in range(done_epochs):
+            curve = value * (1 - 0.5 ** (epoch + 1))
+            inter.append({"trial_id": tid, "step": epoch, "intermediate_value": curve,
+                          "intermediate_value_type": "FINITE"})
+            epoch_rows.append({"trial_id": tid, "fold": 0, "epoch": epoch, "study_id": sid, "train_loss": 1 - curve,
+                               "val_loss": 1.1 - curve, "val_accuracy": curve, "val_f1": curve, "lr": 1e-3,
+                               "samples_per_s": 1200.0, "peak_mem_mb": 850.0, "seconds": 1.0,
+                               "ts": start + epoch + 1})
+    engine = sa.create_engine(url)
+    meta = sa.MetaData()
+    meta.reflect(engine, only=["trials", "trial_values", "trial_params", "trial_intermediate_values",
+                               "trial_user_attributes", "hpo_epoch"])
+    with engine.begin() as conn:
+        conn.execute(meta.tables["trials"].insert(), trials)
+        if values:
+            conn.execute(meta.tables["trial_values"].insert(), values)
+        conn.execute(meta.tables["trial_params"].insert(), params)
+        if inter:
+            conn.execute(meta.tables["trial_intermediate_values"].insert(), inter)
+        conn.execute(meta.tables["trial_user_attributes"].insert(), attrs)
+        if epoch_rows:
+            conn.execute(meta.tables["hpo_epoch"].insert(), epoch_rows)
+    engine.dispose()
+    store.update_sweep(sid, state=state, claimed=total)
+    if live_worker:
+        worker_id = store.register_worker(sid, "host", 1000, "cpu")
+        store.update_worker(worker_id, state="running", trial_number=total - 1)
+    store.add_sample({"host": "host", "ts": time.time(), "cpu_percent": 63.0, "cpu_per_core": [70.0, 56.0],
+                      "ram_percent": 41.0, "ram_used_mb": 9800.0, "disk_free_gb": 120.0,
+                      "gpus": [{"index": 0, "name": "NVIDIA H100", "util_percent": 87.0, "mem_used_mb": 30000.0,
+                                "mem_total_mb": 81559.0, "temperature_c": 61.0, "power_w": 410.0}]})
+    store.add_event(sid, "sweep", f"sweep '{name}' started on cpu: {total} trials, 2 worker(s)")
+    store.add_event(sid, "trial_complete", "trial 0 complete: val_f1=0.8000 in 4.0s", trial_number=0)
+    store.close()
+    return url

@@ -1,0 +1,247 @@
+"""Pilot tests of every screen and key, on fixture databases and on a real finished sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from textual.widgets import DataTable, Input, RadioButton, Static
+
+from engine.config import resolve
+from engine.store import Store
+from tests.studies import make_study
+from tui_hpo.app import make_app
+from tui_hpo.screens.analysis import AnalysisScreen
+from tui_hpo.screens.dashboard import DashboardScreen
+from tui_hpo.screens.dialogs import HelpScreen, QuitScreen
+from tui_hpo.screens.studies import StudiesScreen
+from tui_hpo.screens.system import SystemScreen
+from tui_hpo.screens.trial import TrialScreen
+from tui_hpo.screens.wizard import WizardScreen
+from tui_hpo.widgets.trial_table import TrialTable
+
+
+def text_of(widget: Static) -> str:
+    """What a Static shows, as plain text (its content may be any rich renderable)."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=200, record=True, file=io.StringIO(), color_system=None)
+    console.print(widget.content)
+    return console.export_text()
+
+
+async def wait_for(pilot, condition, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.1)):
+        if condition():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError(f"condition not met in time; worker errors: {pilot.app.worker_errors}")
+
+
+def run(coro) -> None:
+    import asyncio
+
+    asyncio.run(coro)
+
+
+def sweep_row(workdir: Path, name: str = "demo"):
+    store = Store(f"sqlite:///{workdir.resolve() / 'hpo.db'}")
+    try:
+        return store.sweep(name)
+    finally:
+        store.close()
+
+
+def test_dashboard_shows_the_study_and_steers_it(tmp_path: Path) -> None:
+    make_study(tmp_path, n_trials=12, running=2)
+
+    async def scenario() -> None:
+        app = make_app(workdir=tmp_path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = app.screen
+            assert isinstance(screen, DashboardScreen)
+            table = screen.query_one(TrialTable)
+            await wait_for(pilot, lambda: table.row_count == 14)
+            header = text_of(screen.query_one("#dash-header", Static))
+            assert "demo" in header and "running" in header and "best val_f1" in header
+            assert "2 running" in header
+            assert "CPU" in text_of(screen.query_one("#gauges", Static))
+            assert "GPU0" in text_of(screen.query_one("#gauges", Static))
+            # p pauses, p resumes, + and - change the budget, through the database
+            await pilot.press("p")
+            await wait_for(pilot, lambda: sweep_row(tmp_path).state == "paused")
+            await wait_for(pilot, lambda: screen.study.state == "paused", 5)
+            await pilot.press("p")
+            await wait_for(pilot, lambda: sweep_row(tmp_path).state == "running")
+            before = sweep_row(tmp_path).n_trials
+            await pilot.press("plus")
+            assert sweep_row(tmp_path).n_trials == before + 1
+            await pilot.press("minus", "minus")
+            assert sweep_row(tmp_path).n_trials == before - 1
+            # k prunes the selected running trial
+            table.move_cursor(row=table.get_row_index("13"))
+            await pilot.press("k")
+            store = Store(app.url)
+            assert store.take_command(1, "prune", 13)
+            store.close()
+            # s sorts, f filters
+            await pilot.press("f")
+            assert table.row_count == 2  # running only
+            await pilot.press("f", "f", "f", "f")
+            assert table.row_count == 14
+            await pilot.press("s", "s")
+            assert table.sort_by == "value"
+            # enter opens the trial detail
+            table.move_cursor(row=0)
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: isinstance(app.screen, TrialScreen))
+            detail = app.screen
+            await wait_for(pilot, lambda: "trial" in text_of(detail.query_one("#trial-header", Static)))
+            await pilot.press("escape")
+            assert isinstance(app.screen, DashboardScreen)
+            # x stops the sweep
+            await pilot.press("x")
+            assert sweep_row(tmp_path).state == "stopping"
+
+    run(scenario())
+
+
+def test_number_keys_help_and_every_screen(tmp_path: Path) -> None:
+    make_study(tmp_path, n_trials=20, running=0, state="finished", live_worker=False)
+
+    async def scenario() -> None:
+        app = make_app(workdir=tmp_path, mode="system")
+        async with app.run_test(size=(120, 40)) as pilot:
+            assert isinstance(app.screen, SystemScreen)
+            await wait_for(pilot, lambda: "cores" in text_of(app.screen.query_one("#system-info", Static)))
+            assert "platform" in text_of(app.screen.query_one("#system-profile", Static))
+            await pilot.press("2")
+            assert isinstance(app.screen, WizardScreen)
+            await pilot.press("3")
+            assert isinstance(app.screen, DashboardScreen)
+            await pilot.press("5")
+            assert isinstance(app.screen, StudiesScreen)
+            studies = app.screen.query_one(DataTable)
+            await wait_for(pilot, lambda: studies.row_count == 1)
+            await pilot.press("6")
+            assert isinstance(app.screen, AnalysisScreen)
+            analysis = app.screen
+            await wait_for(pilot, lambda: analysis.analysis is not None)
+            assert analysis.query_one(DataTable).row_count > 0
+            assert "lr" in text_of(analysis.query_one("#importance", Static))
+            await pilot.press("e")
+            await wait_for(pilot, lambda: (tmp_path / "demo" / "best_config.yaml").exists())
+            best = yaml.safe_load((tmp_path / "demo" / "best_config.yaml").read_text())
+            assert best["search_space"] == {} and best["train"]["model"] in ("test_resnet", "test_efficientnet",
+                                                                          "test_convnext")
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, HelpScreen)
+            await pilot.press("escape")
+            await pilot.press("3")
+            table = app.screen.query_one(TrialTable)
+            await wait_for(pilot, lambda: table.row_count == 20)
+            await pilot.press("4")
+            assert isinstance(app.screen, TrialScreen)
+            await pilot.press("escape")
+            await pilot.press("q")  # finished: no question asked
+        assert app.return_code in (0, None)
+
+    run(scenario())
+
+
+def test_studies_screen_switches_the_watched_study(tmp_path: Path) -> None:
+    make_study(tmp_path, name="first", n_trials=3, running=0, state="finished", live_worker=False)
+    url = f"sqlite:///{tmp_path.resolve() / 'hpo.db'}"
+    import optuna
+
+    optuna.create_study(study_name="external", storage=url)
+
+    async def scenario() -> None:
+        app = make_app(workdir=tmp_path, mode="studies")
+        async with app.run_test(size=(120, 40)) as pilot:
+            table = app.screen.query_one(DataTable)
+            await wait_for(pilot, lambda: table.row_count == 2)
+            table.move_cursor(row=table.get_row_index("first"))
+            await pilot.press("enter")
+            assert isinstance(app.screen, DashboardScreen)
+            assert app.study_name == "first"
+            header = app.screen.query_one("#dash-header", Static)
+            await wait_for(pilot, lambda: "first" in text_of(header))
+
+    run(scenario())
+
+
+def test_quit_while_running_asks_and_can_stop(tmp_path: Path) -> None:
+    make_study(tmp_path, n_trials=3, running=1)
+
+    async def leave() -> None:
+        app = make_app(workdir=tmp_path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("q")
+            await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen))
+            await pilot.press("escape")
+            assert isinstance(app.screen, DashboardScreen)
+            await pilot.press("q")
+            await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen))
+            await pilot.press("l")
+        assert sweep_row(tmp_path).state == "running"
+
+    async def stop() -> None:
+        app = make_app(workdir=tmp_path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("q")
+            await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen))
+            await pilot.press("s")
+        assert sweep_row(tmp_path).state == "stopping"
+
+    run(leave())
+    run(stop())
+
+
+def test_wizard_flags_bad_fields_and_saves_a_valid_config(tmp_path: Path, image_folder: Path) -> None:
+    async def scenario() -> None:
+        app = make_app(workdir=tmp_path, mode="wizard")
+        async with app.run_test(size=(120, 40)) as pilot:
+            wizard = app.screen
+            check = wizard.query_one("#budget-check", Static)
+            await wait_for(pilot, lambda: "ready" in text_of(check))
+            wizard.query_one("#n-trials", Input).value = "0"
+            await wait_for(pilot, lambda: "budget.n_trials" in text_of(check))
+            assert wizard.query_one("#start").disabled
+            wizard.query_one("#n-trials", Input).value = "3"
+            wizard.query_one("#epochs", Input).value = "1"
+            wizard.query_one("#name", Input).value = "from-wizard"
+            wizard.query_one("#folder", RadioButton).value = True
+            path = wizard.query_one("#data-path", Input)
+            path.value = str(tmp_path / "nowhere")
+            await wait_for(pilot, lambda: "no such file" in text_of(wizard.query_one("#data-check", Static)))
+            assert "data.path" in text_of(check)
+            path.value = str(image_folder)
+            await wait_for(pilot, lambda: "imagefolder: 48 images in 2 classes" in
+                           text_of(wizard.query_one("#data-check", Static)))
+            assert "skipped 4 file(s)" in text_of(wizard.query_one("#data-check", Static))
+            await wait_for(pilot, lambda: "ready" in text_of(check))
+            wizard.query_one("#tier-multi", RadioButton).value = True
+            await wait_for(pilot, lambda: "nsga2" in text_of(wizard.query_one("#preview", Static)))
+            await pilot.press("f2")
+            saved = tmp_path / "configs" / "from-wizard.yaml"
+            await wait_for(pilot, saved.exists)
+        config = resolve({}, config_file=str(saved), environ={})
+        assert config.budget.n_trials == 3 and config.train.epochs == 1
+        assert config.data.path == str(image_folder) and config.sampler.name == "nsga2"
+        assert config.objective.metrics() == ["val_f1", "train_time"]
+
+    run(scenario())
+
+
+def test_dashboard_on_an_empty_workspace(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        app = make_app(workdir=tmp_path / "new")
+        async with app.run_test(size=(80, 24)) as pilot:
+            header = app.screen.query_one("#dash-header", Static)
+            await wait_for(pilot, lambda: "No study" in text_of(header))
+            await pilot.press("q")
+
+    run(scenario())

@@ -1,0 +1,173 @@
+"""Analysis of the watched study: the top trials (or the Pareto front), parameter importance as
+bars (Optuna's evaluator: PED-ANOVA), and export of the best config as trainable files."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from engine.store import readonly_url
+from tui_hpo.db import StudyRow
+from tui_hpo.format import bar, duration, number, params
+
+POLL_S = 3.0
+TOP_N = 20
+
+
+@dataclass(frozen=True)
+class Analysis:
+    study: StudyRow | None
+    top: list[Any]  # FrozenTrial
+    importance: dict[str, float] | None
+    note: str = ""
+
+
+def load_study(url: str, name: str) -> Any:
+    """An Optuna study opened read-only: the viewer never writes to the engine's database."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        storage = optuna.storages.RDBStorage(readonly_url(url), skip_table_creation=True)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def analyse(url: str, study: StudyRow) -> Analysis:
+    import optuna
+
+    loaded = load_study(url, study.name)
+    complete = loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(loaded.directions) > 1:
+        top = sorted(loaded.best_trials, key=lambda t: t.number)
+        note = f"Pareto front: {len(top)} trial(s) trade {' against '.join(study.metrics)}"
+    else:
+        reverse = loaded.direction == optuna.study.StudyDirection.MAXIMIZE
+        top = sorted(complete, key=lambda t: t.value, reverse=reverse)[:TOP_N]
+        note = f"top {len(top)} of {len(complete)} completed trial(s)"
+    importance = None
+    if len(complete) >= 2 and len(loaded.directions) == 1:
+        try:
+            importance = optuna.importance.get_param_importances(loaded)
+        except (RuntimeError, ValueError) as exc:  # too few distinct values to tell
+            note += f"; importance: {exc}"
+    return Analysis(study, top, importance, note)
+
+
+class AnalysisScreen(Screen):
+    BINDINGS = [Binding("e", "export", "export best config"), Binding("r", "refresh", "recompute")]
+
+    class Done(Message, bubble=False):
+        def __init__(self, analysis: Analysis) -> None:
+            super().__init__()
+            self.analysis = analysis
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="analysis-header")
+        with Horizontal(id="analysis-top"):
+            yield DataTable(id="analysis-table", cursor_type="row", zebra_stripes=True)
+            yield Static(id="importance")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#analysis-table").border_title = "best trials"
+        self.query_one("#importance").border_title = "parameter importance (PED-ANOVA)"
+        self._key: Any = None
+        self.analysis: Analysis | None = None
+        self.poll()
+
+    def on_screen_resume(self) -> None:
+        self._key = None
+        self.poll()
+
+    def poll(self) -> None:
+        if self.is_current and self.app.reader is not None:
+            self.fetch(self.app.study_name)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="analysis")
+    def fetch(self, name: str | None) -> None:
+        studies = self.app.reader.studies()
+        study = next((s for s in studies if s.name == name), None) if name else (studies[-1] if studies else None)
+        key = (study.name, study.done, study.total) if study else None
+        if key == self._key:
+            self.post_message(self.Done(Analysis(None, [], None, "unchanged")))
+            return
+        self._key = key
+        self.post_message(self.Done(analyse(self.app.url, study) if study else Analysis(None, [], None)))
+
+    @on(Done)
+    def show(self, message: Done) -> None:
+        self.set_timer(POLL_S, self.poll)
+        result = message.analysis
+        if result.note == "unchanged":
+            return
+        header = self.query_one("#analysis-header", Static)
+        if result.study is None:
+            header.update(Text("No study yet: start one from the wizard (2).", style="bold"))
+            return
+        self.analysis = result
+        study = result.study
+        text = Text()
+        text.append(f" {study.name} ", style="bold reverse")
+        text.append(f"  {study.done} finished, {study.counts.get('PRUNED', 0)} pruned, "
+                    f"{study.counts.get('FAIL', 0)} failed  ")
+        text.append(result.note, style="dim")
+        text.append("\n e: write best_config.yaml, best_params.yaml and trials.csv to the study folder", style="dim")
+        header.update(text)
+        table = self.query_one("#analysis-table", DataTable)
+        table.clear(columns=True)
+        table.add_column("#", key="n")
+        for metric in study.metrics:
+            table.add_column(metric)
+        table.add_column("time")
+        table.add_column("params")
+        for trial in result.top:
+            table.add_row(str(trial.number), *(number(v) for v in trial.values),
+                          duration(trial.duration.total_seconds() if trial.duration else None), params(trial.params))
+        self.query_one("#importance", Static).update(_bars(result.importance, self.size.width // 2 - 30))
+
+    def action_refresh(self) -> None:
+        self._key = None
+        self.poll()
+
+    def action_export(self) -> None:
+        if self.analysis is None or self.analysis.study is None:
+            return
+        self.export(self.analysis.study)
+
+    @work(thread=True, exit_on_error=False, group="analysis-export")
+    def export(self, study: StudyRow) -> None:
+        from engine.config import SweepConfig
+        from engine.results import export_results
+
+        config = self.app.reader.sweep_config(study.study_id)
+        if not config:
+            self.app.call_from_thread(self.notify, "this study was not created by tui-hpo: no config to export",
+                                      severity="warning")
+            return
+        folder = self.app.workdir / study.name
+        written = export_results(load_study(self.app.url, study.name), SweepConfig.model_validate(config), folder)
+        self.app.call_from_thread(self.notify, "wrote " + ", ".join(p.name for p in written) + f" to {folder}")
+
+
+def _bars(importance: dict[str, float] | None, width: int) -> Table | Text:
+    if not importance:
+        return Text("needs at least two completed trials with different params", style="dim")
+    width = max(10, width)
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(no_wrap=True)
+    table.add_column(justify="right")
+    for name, value in importance.items():
+        table.add_row(name, Text(bar(value, width), style="cyan"), f"{value:.2f}")
+    return table
