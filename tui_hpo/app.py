@@ -84,11 +84,8 @@ class HpoApp(App[None]):
                         severity="error", timeout=30)
 
     def watch_study(self, name: str) -> None:
+        """Show this study on the dashboard (which notices the change and starts afresh)."""
         self.study_name = name
-        dashboard = self.get_screen("dashboard") if "dashboard" in self._screen_stacks else None
-        if isinstance(dashboard, DashboardScreen):
-            dashboard.study = None
-            dashboard.events = []
         self.switch_mode("dashboard")
 
     def start_sweep(self, config: Path, name: str) -> None:

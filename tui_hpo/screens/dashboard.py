@@ -154,6 +154,7 @@ class DashboardScreen(Screen):
         table = self.query_one(TrialTable)
         if self.applied[0] != study.study_id:
             table.reset()
+            self.events = []
         table.setup(study.metrics if study.directions else ("value",), snap.total_epochs)
         best = _best_row(rows, study)
         running = [r for r in rows.values() if r.state == "RUNNING"]

@@ -276,12 +276,14 @@ class WizardScreen(Screen):
 
         preview = dump_yaml(layer)
         self.query_one("#preview", Static).update(Syntax(preview, "yaml", background_color="default"))
-        check = self.query_one("#budget-check", Static)
-        check.update(Text("✗ " + problem, style="bold red") if problem else Text("✓ ready to start", style="green"))
+        status = Text("✗ " + problem, style="bold red") if problem else Text("✓ ready to start (F5)",
+                                                                                     style="bold green")
+        self.query_one("#budget-check", Static).update(status)
         self.query_one("#start", Button).disabled = problem is not None
         self.query_one("#save", Button).disabled = problem is not None
-        if problem is None:
-            self.query_one("#estimate", Static).update(self._estimate())
+        # The side panel is always in view, also when the field at fault is scrolled away.
+        self.query_one("#estimate", Static).update(Text.assemble(status, "\n", self._estimate()) if problem is None
+                                                   else status)
 
     def _estimate(self) -> Text:
         config = self._config

@@ -1,0 +1,98 @@
+"""End to end, as a person over SSH: the real app in a real terminal (tmux), a sweep started from
+the wizard with keys, trials finishing live, quitting while it runs, and attaching again."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+TMUX = shutil.which("tmux")
+pytestmark = pytest.mark.skipif(TMUX is None and os.environ.get("CI") != "true",
+                                reason="tmux is not installed (run_tests.sh installs it)")
+
+
+class Terminal:
+    def __init__(self, command: str, env: dict[str, str]) -> None:
+        self.socket = f"tui-hpo-test-{uuid.uuid4().hex[:8]}"
+        exports = " ".join(f"{k}={v}" for k, v in env.items())
+        subprocess.run([TMUX or "tmux", "-L", self.socket, "new-session", "-d", "-s", "main", "-x", "120", "-y", "40",
+                        f"cd {ROOT} && env -u COLUMNS -u LINES {exports} {command}; sleep 30"], check=True)
+
+    def screen(self) -> str:
+        out = subprocess.run([TMUX or "tmux", "-L", self.socket, "capture-pane", "-p", "-t", "main"],
+                             capture_output=True, text=True)
+        return out.stdout
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run([TMUX or "tmux", "-L", self.socket, "send-keys", "-t", "main", *keys], check=True)
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.3)
+        raise AssertionError(f"{text!r} never appeared; the screen was:\n{self.screen()}")
+
+    def close(self) -> None:
+        subprocess.run([TMUX or "tmux", "-L", self.socket, "kill-server"], capture_output=True)
+
+
+def sweep_state(db: Path) -> tuple[str, int]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        state = conn.execute("SELECT state FROM hpo_sweep").fetchone()[0]
+        done = conn.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchone()[0]
+    return state, done
+
+
+@pytest.fixture
+def workdir(tmp_path: Path):
+    """The workspace; any engine still running from it is ended afterwards (it outlives the app)."""
+    path = tmp_path / "runs"
+    yield path
+    subprocess.run(["pkill", "-f", str(path)], capture_output=True)
+
+
+def test_wizard_start_watch_leave_and_attach(workdir: Path) -> None:
+    cli = f"{sys.executable} -m tui_hpo.cli"
+    # The engine the wizard starts inherits the environment: a short sweep for the test.
+    env = {"TUI_HPO__BUDGET__N_TRIALS": "8", "TUI_HPO__TRAIN__EPOCHS": "4", "TUI_HPO__RESOURCES__PARALLEL": "1",
+           "TUI_HPO__PRUNER__NAME": "none"}
+    term = Terminal(f"{cli} --workdir {workdir}", env)
+    try:
+        term.wait_for("No study in this workspace yet")
+        term.keys("2")
+        term.wait_for("ready to start")
+        term.keys("F5")
+        term.wait_for("running", timeout=60)
+        screen = term.wait_for("1/8 done", timeout=120)  # a trial finished, live in the table
+        assert "best val_f1" in screen
+        term.keys("q")
+        term.wait_for("is still running")
+        term.keys("l")
+        term.wait_for("goes on. Attach again with")
+        db = workdir / "hpo.db"
+        state, done = sweep_state(db)
+        assert state == "running" and done < 8, "quitting the app must not stop the sweep"
+    finally:
+        term.close()
+    attached = Terminal(f"{cli} attach --workdir {workdir}", {})
+    try:
+        attached.wait_for("running")
+        screen = attached.wait_for("finished  8/8 done", timeout=180)
+        assert "best val_f1" in screen
+        attached.keys("q")  # finished: quits at once, no question
+    finally:
+        attached.close()
+    assert sweep_state(workdir / "hpo.db") == ("finished", 8)
