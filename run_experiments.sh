@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # tui-hpo: the main job. Modes, as the original script had them:
-#   ./run_experiments.sh              interactive (the quick preset, headless, until the TUI lands)
-#   ./run_experiments.sh quick [N]    quick preset, N trials (default 20)
-#   ./run_experiments.sh full [N]     full preset, N trials (default 50)
+#   ./run_experiments.sh              interactive: the app (system, wizard, dashboard, ...)
+#   ./run_experiments.sh quick [N]    quick preset, N trials (default 20), watched in the app
+#   ./run_experiments.sh full [N]     full preset, N trials (default 50), watched in the app
 #   ./run_experiments.sh info         platform report
 # Any other arguments pass through to `tui-hpo run`, e.g. --no-tui --data DIR --workdir DIR.
+# Headless (--no-tui, or output not a terminal): progress bar or one line per trial, for nohup/SLURM.
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/venv.sh
@@ -25,7 +26,10 @@ case "$mode" in
     exec "$cli" run --preset "$mode" --n-trials "$n" "$@"
     ;;
   "")
-    exec "$cli" run --preset quick
+    if [ -t 0 ] && [ -t 1 ]; then
+      exec "$cli"
+    fi
+    exec "$cli" run --preset quick --no-tui  # no terminal: the quick preset, headless
     ;;
   -h|--help)
     sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'

@@ -6,6 +6,26 @@ cd "$(dirname "$0")"
 source scripts/venv.sh
 ensure_venv "test,postgres"
 
+# Debian tools the tests drive: tmux runs the real app in a real terminal.
+need_tool() {
+  local tool="$1" package="$2"
+  command -v "$tool" >/dev/null 2>&1 && return 0
+  echo "==> installing $package (for $tool)"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package") >/dev/null 2>&1 || true
+  elif command -v sudo >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package") >/dev/null 2>&1 || true
+  fi
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    if [ "${CI:-}" = "true" ]; then
+      echo "error: $tool is needed by the tests and could not be installed" >&2
+      exit 1
+    fi
+    echo "warning: $tool is missing: the tests that need it are skipped" >&2
+  fi
+}
+need_tool tmux tmux
+
 echo "==> ruff"
 .venv/bin/ruff check engine tui_hpo tests benchmarks
 echo "==> import contracts (the engine never imports textual; the TUI never imports torch)"

@@ -10,8 +10,12 @@ ensure_venv() {
   local stamp=".venv/.installed-${extras:-base}"
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "==> installing tui-hpo${extras:+[$extras]} into .venv (first time: about a minute)"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras:+[$extras]}"
+    local log=.venv/install.log
+    if ! .venv/bin/python -m pip install --disable-pip-version-check -e ".${extras:+[$extras]}" >"$log" 2>&1; then
+      tail -n 30 "$log" >&2
+      echo "error: installing the project into .venv failed (full log: $log)" >&2
+      exit 1
+    fi
     touch "$stamp"
   fi
 }

@@ -46,3 +46,25 @@ def test_info_never_raises_and_reports_json() -> None:
     assert report["platform"] in ("cpu", "cuda", "mps") and "profile" in report
     table = subprocess.run([sys.executable, "-m", "tui_hpo.cli", "info"], capture_output=True, text=True, cwd=ROOT)
     assert table.returncode == 0 and "Profile:" in table.stdout
+
+
+def test_the_running_tui_never_imports_torch(tmp_path) -> None:
+    """Every screen visited in a real (headless) app process; torch must stay out of sys.modules."""
+    script = f"""
+import asyncio, sys
+from pathlib import Path
+from tests.studies import make_study
+make_study(Path({str(tmp_path)!r}), n_trials=6, running=1)
+from tui_hpo.app import make_app
+async def main():
+    app = make_app(workdir={str(tmp_path)!r})
+    async with app.run_test(size=(120, 40)) as pilot:
+        for key in "1234565":
+            await pilot.press(key)
+            await pilot.pause(1.0)
+asyncio.run(main())
+print(sorted(m for m in ("torch", "timm", "torchvision") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -165,7 +165,8 @@ class DashboardScreen(Screen):
         if snap.events:
             self.last_event = snap.events[-1].id
             # Trial starts are in the table already; the panel keeps outcomes and commands.
-            self.events = (self.events + [e for e in snap.events if e.kind != "trial"])[-50:]
+            merged = {e.id: e for e in self.events + [e for e in snap.events if e.kind != "trial"]}
+            self.events = sorted(merged.values(), key=lambda e: e.id)[-50:]
             self.query_one("#events", Static).update(_events_text(self.events))
         self._charts(study, rows, best, snap.curves)
 
@@ -327,8 +328,9 @@ def _eta(study: StudyRow, rows: dict[int, TrialRow]) -> float | None:
 
 
 def _events_text(events: list[Event]) -> Text:
+    """Newest first, so a short panel still shows what just happened."""
     text = Text()
-    for event in events[-12:]:
+    for event in reversed(events[-20:]):
         stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
         style = {"warning": "yellow", "error": "bold red"}.get(event.level, "")
         text.append(f"{stamp} ", style="dim")

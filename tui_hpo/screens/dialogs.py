@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -56,11 +59,15 @@ class QuitScreen(ModalScreen[str | None]):
         self.study = study
 
     def compose(self) -> ComposeResult:
+        keys = Table.grid(padding=(0, 2))
+        keys.add_column(style="bold yellow", justify="right")
+        keys.add_column()
+        keys.add_row("l", "leave it running and quit (attach again later)")
+        keys.add_row("s", "stop the sweep and quit")
+        keys.add_row("escape", "stay")
         with Vertical(id="quit-box"):
-            yield Static(f"[b]The sweep '{self.study}' is still running.[/b]\n\n"
-                         "  [b]l[/b]  leave it running and quit (attach again later)\n"
-                         "  [b]s[/b]  stop the sweep and quit\n"
-                         "  [b]escape[/b]  stay", id="quit-text")
+            yield Static(Group(Text(f"The sweep '{self.study}' is still running.\n", style="bold"), keys),
+                         id="quit-text")
 
     def action_choose(self, choice: str | None) -> None:
         self.dismiss(choice)

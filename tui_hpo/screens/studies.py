@@ -72,7 +72,8 @@ class StudiesScreen(Screen):
                     table.add_row(*cells, key=study.name)
                 self.studies[study.name] = study
         current = self.app.study_name or (message.studies[-1].name if message.studies else None)
-        header = Text(f" {len(message.studies)} studies in {self.app.storage_label}", style="bold")
+        plural = "study" if len(message.studies) == 1 else "studies"
+        header = Text(f" {len(message.studies)} {plural} in {self.app.storage_label}", style="bold")
         header.append(f"   watching: {current}" if current else "   no study yet", style="dim")
         header.append("\n enter: watch on the dashboard   r: resume a stopped sweep", style="dim")
         self.query_one("#studies-header", Static).update(header)

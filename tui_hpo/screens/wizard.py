@@ -292,8 +292,8 @@ class WizardScreen(Screen):
         per_trial = config.train.epochs * config.data.folds * SECONDS_PER_EPOCH.get(platform, 1.5)
         total = config.budget.n_trials * per_trial / parallel
         text = Text()
-        text.append(f"{config.budget.n_trials} trials", style="bold")
-        text.append(f"  of {config.train.epochs} epoch(s), {len(config.models())} model(s): "
+        text.append(f"{config.budget.n_trials} trials of ", style="bold")
+        text.append(f"{config.train.epochs} epoch(s), {len(config.models())} model(s): "
                     f"{', '.join(config.models()[:4])}\n")
         text.append(f"sampler {config.sampler.name}, pruner {config.pruner.name}, "
                     f"objective {', '.join(config.objective.metrics())}\n")
