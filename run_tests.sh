@@ -27,7 +27,7 @@ need_tool() {
 need_tool tmux tmux
 
 echo "==> ruff"
-.venv/bin/ruff check engine tui_hpo tests benchmarks
+.venv/bin/ruff check engine tui_hpo tests benchmarks scripts
 echo "==> import contracts (the engine never imports textual; the TUI never imports torch)"
 .venv/bin/lint-imports --config pyproject.toml
 echo "==> pytest"

@@ -23,8 +23,11 @@ CHOICES = ["test_resnet", "test_efficientnet", "test_convnext"]
 
 
 def make_study(workdir: Path, name: str = "demo", n_trials: int = 12, running: int = 2, epochs: int = 4,
-               state: str = "running", live_worker: bool = True) -> str:
-    """A study of `n_trials` finished trials plus `running` running ones; returns the URL."""
+               state: str = "running", live_worker: bool = True, now: float | None = None) -> str:
+    """A study of `n_trials` finished trials plus `running` running ones; returns the URL.
+
+    `now` fixes every timestamp that would otherwise come from the clock (for snapshots)."""
+    now = time.time() if now is None else now
     workdir.mkdir(parents=True, exist_ok=True)
     url = default_url(workdir)
     storage = optuna_storage(url, heartbeat=False)
@@ -49,7 +52,7 @@ def make_study(workdir: Path, name: str = "demo", n_trials: int = 12, running: i
         done_epochs = 2 if is_running or state_name == "PRUNED" else (0 if state_name == "FAIL" else epochs)
         value = 0.80 + 0.18 * (1 - math.exp(-number / 6)) * (0.9 + 0.1 * math.sin(number))
         trials.append({"trial_id": tid, "number": number, "study_id": sid, "state": state_name,
-                       "datetime_start": datetime.fromtimestamp(start if not is_running else time.time() - 3),
+                       "datetime_start": datetime.fromtimestamp(start if not is_running else now - 3),
                        "datetime_complete": None if is_running else datetime.fromtimestamp(start + 4 + number % 3)})
         if state_name in ("COMPLETE", "PRUNED"):
             values.append({"trial_id": tid, "objective": 0, "value": value, "value_type": "FINITE"})
@@ -90,11 +93,15 @@ def make_study(workdir: Path, name: str = "demo", n_trials: int = 12, running: i
     if live_worker:
         worker_id = store.register_worker(sid, "host", 1000, "cpu")
         store.update_worker(worker_id, state="running", trial_number=total - 1)
-    store.add_sample({"host": "host", "ts": time.time(), "cpu_percent": 63.0, "cpu_per_core": [70.0, 56.0],
+    store.add_sample({"host": "host", "ts": now - 1, "cpu_percent": 63.0, "cpu_per_core": [70.0, 56.0],
                       "ram_percent": 41.0, "ram_used_mb": 9800.0, "disk_free_gb": 120.0,
                       "gpus": [{"index": 0, "name": "NVIDIA H100", "util_percent": 87.0, "mem_used_mb": 30000.0,
                                 "mem_total_mb": 81559.0, "temperature_c": 61.0, "power_w": 410.0}]})
     store.add_event(sid, "sweep", f"sweep '{name}' started on cpu: {total} trials, 2 worker(s)")
     store.add_event(sid, "trial_complete", "trial 0 complete: val_f1=0.8000 in 4.0s", trial_number=0)
+    with store.tx() as conn:  # fixed times for everything the clock stamped
+        conn.execute(sa.text("UPDATE hpo_event SET ts = :t + id"), {"t": T0})
+        conn.execute(sa.text("UPDATE hpo_sweep SET created = :c, updated = :u"), {"c": T0, "u": T0 + total * 5 + 6})
+        conn.execute(sa.text("UPDATE hpo_worker SET started = :t, last_seen = :n"), {"t": T0, "n": now - 1})
     store.close()
     return url

@@ -45,7 +45,8 @@ class HpoApp(App[None]):
         super().__init__()
         self.workdir = Path(workdir)
         self.url = storage or default_url(self.workdir)
-        self.storage_label = mask_url(self.url)
+        # The workspace as the user named it (runs/hpo.db), or the URL with its password masked.
+        self.storage_label = mask_url(storage) if storage else str(self.workdir / "hpo.db")
         self.study_name = study
         self.start_mode = mode
         self.engine = engine

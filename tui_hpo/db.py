@@ -9,7 +9,6 @@ were still running, which keeps a tick cheap at 10,000 trials.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.store import make_engine
+from tui_hpo import clock
 
 FINAL = ("COMPLETE", "PRUNED", "FAIL")
 
@@ -73,7 +73,7 @@ class TrialRow:
     def duration(self, now: float | None = None) -> float | None:
         if self.start is None:
             return None
-        end = self.complete if self.complete is not None else (now or time.time())
+        end = self.complete if self.complete is not None else (now or clock.now())
         return max(0.0, end - self.start)
 
 
@@ -264,7 +264,7 @@ class Reader:
                 return []
             rows = conn.execute(sa.text(
                 "SELECT s.* FROM hpo_sample s JOIN (SELECT host, MAX(id) AS id FROM hpo_sample WHERE ts > :since "
-                "GROUP BY host) m ON s.id = m.id ORDER BY s.host"), {"since": time.time() - max_age_s}).mappings().all()
+                "GROUP BY host) m ON s.id = m.id ORDER BY s.host"), {"since": clock.now() - max_age_s}).mappings().all()
         return [_sample(r) for r in rows]
 
     def samples_between(self, start: float, end: float) -> list[Sample]:
@@ -291,7 +291,7 @@ class Reader:
                 return 0
             return int(conn.execute(sa.text(
                 "SELECT COUNT(*) FROM hpo_worker WHERE study_id = :s AND state != 'exited' AND last_seen > :t"),
-                {"s": study_id, "t": time.time() - max_age_s}).scalar() or 0)
+                {"s": study_id, "t": clock.now() - max_age_s}).scalar() or 0)
 
 
 def _sample(r: Any) -> Sample:

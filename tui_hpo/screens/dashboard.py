@@ -20,6 +20,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from tui_hpo import clock
 from tui_hpo.db import Event, Reader, Sample, StudyRow, TrialFeed, TrialRow
 from tui_hpo.format import duration, number, params
 from tui_hpo.widgets.chart import Chart
@@ -295,7 +296,7 @@ def _header(study: StudyRow, best: TrialRow | None, rows: dict[int, TrialRow]) -
     text.append(f"{c.get('RUNNING', 0)} running  ", style="yellow")
     text.append(f"{c.get('PRUNED', 0)} pruned  ", style="cyan")
     text.append(f"{c.get('FAIL', 0)} failed  ", style="red")
-    now = time.time()
+    now = clock.now()
     if study.created:
         end = now if study.state in ("running", "paused", "stopping") else (study.updated or now)
         text.append(f"elapsed {duration(end - study.created)}")
@@ -305,8 +306,8 @@ def _header(study: StudyRow, best: TrialRow | None, rows: dict[int, TrialRow]) -
     text.append("\n")
     if best is not None:
         text.append(f" best {study.metrics[0] if study.metrics else 'value'} ", style="bold")
-        text.append(number(best.values[0]), style="bold green")
-        text.append(f" (trial {best.number})  ", style="bold")
+        text.append(f"{number(best.values[0])} ", style="bold green")
+        text.append(f"(trial {best.number})  ", style="bold")
         text.append(params(best.params), style="dim")
     elif len(study.directions) > 1:
         text.append(" several objectives: see the Pareto front in the analysis", style="dim")

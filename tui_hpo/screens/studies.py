@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -12,6 +10,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from tui_hpo import clock
 from tui_hpo.db import StudyRow
 from tui_hpo.format import duration, number
 from tui_hpo.screens.dashboard import STATE_STYLE
@@ -54,7 +53,7 @@ class StudiesScreen(Screen):
     @on(Listed)
     def show(self, message: Listed) -> None:
         table = self.query_one(DataTable)
-        now = time.time()
+        now = clock.now()
         with self.app.batch_update():
             for study in message.studies:
                 total = f"/{study.n_trials}" if study.n_trials else ""

@@ -16,6 +16,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from tui_hpo import clock
 from tui_hpo.db import Event, Sample, StudyRow, TrialRow
 from tui_hpo.format import duration, number
 from tui_hpo.widgets.chart import Chart
@@ -58,7 +59,7 @@ class TrialScreen(Screen):
         row = rows[0] if rows else None
         epochs = reader.epochs(row.trial_id) if row else []
         events = reader.events(self.study.study_id, trial_number=self.number, limit=100)
-        samples = reader.samples_between(row.start, row.complete or time.time()) if row and row.start else []
+        samples = reader.samples_between(row.start, row.complete or clock.now()) if row and row.start else []
         self.post_message(self.Loaded(row, epochs, events, samples))
 
     @on(Loaded)

@@ -27,11 +27,12 @@ class Gauges(Static):
         if not samples:
             self.update(Text("no recent samples: the engine records one per second while it runs", style="dim"))
             return
-        width = max(6, self.size.width - 20) if self.size.width else 12
+        # label (5) + bar + value (9), two gaps: the bar takes what is left of the panel
+        width = max(4, self.content_size.width - 16) if self.content_size.width else 12
         table = Table.grid(padding=(0, 1))
-        table.add_column(style="bold", no_wrap=True)
+        table.add_column(style="bold", no_wrap=True, min_width=5)
         table.add_column(no_wrap=True)
-        table.add_column(no_wrap=True, justify="right")
+        table.add_column(no_wrap=True, justify="right", min_width=7)
         for sample in samples:
             if len(samples) > 1:
                 table.add_row(Text(sample.host, style="bold underline"), "", "")
@@ -44,12 +45,12 @@ class Gauges(Static):
                 used, total = gpu.get("mem_used_mb") or 0, gpu.get("mem_total_mb") or 0
                 _row(table, f"GPU{gpu['index']}", util, f"{util * 100:3.0f}%", width)
                 if total:
-                    _row(table, "  mem", used / total, f"{used / 1024:.1f}/{total / 1024:.0f}G", width)
+                    _row(table, "mem", used / total, f"{used / 1024:.0f}/{total / 1024:.0f}G", width)
                 extra = " ".join(p for p in (
                     f"{gpu['temperature_c']:.0f}C" if gpu.get("temperature_c") is not None else "",
                     f"{gpu['power_w']:.0f}W" if gpu.get("power_w") is not None else "") if p)
                 if extra:
                     table.add_row("", Text(extra, style="dim"), "")
             if sample.disk_free_gb is not None:
-                table.add_row("disk", Text(f"{sample.disk_free_gb:.1f} GiB free", style="dim"), "")
+                table.add_row("disk", Text(f"{sample.disk_free_gb:.0f} GiB free", style="dim"), "")
         self.update(table)

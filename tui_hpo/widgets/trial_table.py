@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from rich.text import Text
 from textual.widgets import DataTable
 
+from tui_hpo import clock
 from tui_hpo.db import TrialRow
 from tui_hpo.format import duration, number, params
 
@@ -77,7 +77,7 @@ class TrialTable(DataTable):
         return self.state_filter is None or row.state == self.state_filter
 
     def _place(self, row: TrialRow, now: float | None = None) -> None:
-        cells = self._cells_of(row, now or time.time())
+        cells = self._cells_of(row, now or clock.now())
         key = str(row.number)
         if not self._visible(row):
             if row.number in self._cells:
@@ -95,7 +95,7 @@ class TrialTable(DataTable):
 
     def apply(self, changed: list[TrialRow], best: int | None, running: list[TrialRow]) -> None:
         """New and changed trials, the best trial's number, and running trials (their clocks tick)."""
-        now = time.time()
+        now = clock.now()
         old_best, self.best = self.best, best
         for row in changed:
             self._rows[row.number] = row
@@ -123,7 +123,7 @@ class TrialTable(DataTable):
     def _rebuild(self) -> None:
         self.clear()
         self._cells.clear()
-        now = time.time()
+        now = clock.now()
         for row in sorted(self._rows.values(), key=lambda r: r.number):
             self._place(row, now)
         self._sort()
