@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from textual.widgets import DataTable, Input, RadioButton, Static
 
@@ -243,5 +244,22 @@ def test_dashboard_on_an_empty_workspace(tmp_path: Path) -> None:
             header = app.screen.query_one("#dash-header", Static)
             await wait_for(pilot, lambda: "No study" in text_of(header))
             await pilot.press("q")
+
+    run(scenario())
+
+
+def test_no_color_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_study(tmp_path, n_trials=8, running=0, state="finished", live_worker=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+
+    async def scenario() -> None:
+        app = make_app(workdir=tmp_path)
+        async with app.run_test(size=(80, 24)) as pilot:
+            assert app.no_color
+            table = app.screen.query_one(TrialTable)
+            await wait_for(pilot, lambda: table.row_count == 8)
+            chart = app.screen.query_one("#history")
+            await wait_for(pilot, lambda: "trial" in text_of(chart))
+            assert "\x1b[" not in text_of(chart)
 
     run(scenario())

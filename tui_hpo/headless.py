@@ -6,7 +6,6 @@ each finished trial printed above it. Not on a terminal: one line per event, nev
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -14,17 +13,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tui_hpo.format import duration
+
 LEVEL_STYLE = {"warning": "yellow", "error": "bold red"}
 KIND_STYLE = {"trial_complete": "green", "trial_pruned": "cyan", "trial_failed": "red"}
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or math.isnan(seconds):
-        return "-"
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class HeadlessReporter:
@@ -66,7 +58,7 @@ class HeadlessReporter:
             return
         self.bar.update(self.task, description=status.study_name, total=status.n_trials,
                              completed=min(status.done, status.n_trials), detail=self._summary(status),
-                             eta=fmt_duration(status.eta_seconds()))
+                             eta=duration(status.eta_seconds()))
 
     def _summary(self, status: Any) -> str:
         c = status.counts
@@ -94,5 +86,5 @@ def top_table(rows: list[dict[str, Any]], metrics: list[str], title: str) -> Tab
     for row in rows:
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["params"].items())
         table.add_row(str(row["number"]), *(f"{v:.4f}" for v in row["values"]), params,
-                      str(row["epochs"]), fmt_duration(row["seconds"]))
+                      str(row["epochs"]), duration(row["seconds"]))
     return table

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -44,7 +43,8 @@ class Chart(Static):
             return
         plt.clf()
         plt.plotsize(width - 1, height)  # one column spare: a full-width line would wrap
-        plt.theme("clear" if os.environ.get("NO_COLOR") else "dark")
+        # Textual takes NO_COLOR out of the environment and sets app.no_color instead.
+        plt.theme("clear" if self.app.no_color else "dark")
         plt.canvas_color("default")
         plt.axes_color("default")
         plt.ticks_color("default")
