@@ -228,3 +228,17 @@ def test_timeout_stops_starting_trials(tmp_path: Path, tiny_config: Path) -> Non
     study = load(workdir, "tiny")
     assert 1 <= len(finished(study)) < 50
     assert query(workdir, "SELECT state FROM hpo_sweep") == [("stopped",)]
+
+
+def test_resume_takes_the_saved_config_and_the_current_budget(tmp_path: Path, tiny_config: Path) -> None:
+    workdir = tmp_path / "runs"
+    assert_ok(run_cli("run", "--config", str(tiny_config), "--workdir", str(workdir), "--no-tui", "--n-trials", "1",
+                      env={"TUI_HPO__TRAIN__EPOCHS": "1"}))
+    with sqlite3.connect(workdir / "hpo.db") as conn:  # what the TUI's "+" and a stop leave behind
+        conn.execute("UPDATE hpo_sweep SET n_trials = 2, state = 'stopped'")
+    result = run_cli("run", "--resume", "--study", "tiny", "--workdir", str(workdir), "--no-tui")
+    assert_ok(result)
+    assert "sweep 'tiny' resumed" in result.stdout
+    assert len(finished(load(workdir, "tiny"))) == 2
+    missing = run_cli("run", "--resume", "--study", "nope", "--workdir", str(workdir), "--no-tui")
+    assert missing.returncode == 2 and "no sweep named 'nope'" in missing.stderr

@@ -110,8 +110,10 @@ def _saved_config(url: str, workdir: Path, study_name: str | None) -> str:
     row = Store(url).sweep(study_name)
     if row is None:
         raise UserError(f"no sweep named '{study_name}' in this storage", key="--study")
+    # The budget may have been changed since (the TUI's +/-): the storage's n_trials wins.
+    config = {**row.config, "budget": {**row.config.get("budget", {}), "n_trials": row.n_trials}}
     path = workdir / study_name / "resume.yaml"
-    write_atomic(path, dump_yaml(row.config, f"# The saved config of sweep '{study_name}', used by --resume."))
+    write_atomic(path, dump_yaml(config, f"# The saved config of sweep '{study_name}', used by --resume."))
     return str(path)
 
 
