@@ -50,3 +50,36 @@ def platform_tables(info: Any, prof: dict[str, Any]) -> list[Table]:
         profile.add_row(key, str(value))
     tables.append(profile)
     return tables
+
+
+def summary_table(report: dict[str, Any]) -> Table:
+    """`tui-hpo summary` as one table."""
+    from tui_hpo.format import duration, params
+
+    table = Table(title=f"Study '{report['study']}' ({report['state']})", title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    counts = report["counts"]
+    total = f" of {report['n_trials']}" if report["n_trials"] else ""
+    done = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+    table.add_row("trials", f"{done} finished{total}: {counts.get('COMPLETE', 0)} complete, "
+                            f"{counts.get('PRUNED', 0)} pruned, {counts.get('FAIL', 0)} failed, "
+                            f"{counts.get('RUNNING', 0)} running")
+    metric = ", ".join(report["metrics"])
+    if report.get("pareto_front"):
+        table.add_row("Pareto front", f"{len(report['pareto_front'])} trial(s) trading {metric}")
+        for point in report["pareto_front"][:5]:
+            values = ", ".join(f"{k}={v:.4g}" for k, v in point["values"].items())
+            table.add_row(f"  trial {point['trial']}", f"{values}  {params(point['params'])}")
+    elif report["best"] is not None:
+        best = report["best"]
+        table.add_row(f"best {metric}", f"{best['value']:.4f} (trial {best['trial']})")
+        table.add_row("best params", params(best["params"]))
+    else:
+        table.add_row("best", "no completed trial yet")
+    table.add_row("compute", duration(report["compute_seconds"]))
+    table.add_row("saved by pruning", f"{duration(report['pruning_saved_seconds'])} (pruned trials against "
+                                      "their full length)")
+    for failure in report["failures"][:5]:
+        table.add_row("failed", f"{failure['count']}x {failure['reason']}")
+    return table

@@ -1,0 +1,86 @@
+"""Answers about a finished (or running) study: how it went, which trials won.
+
+Plain functions over an Optuna study and our tables, shared by the CLI commands and, later, the
+TUI's Analysis screen, so both show the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+
+from engine.errors import UserError
+from engine.store import Store
+
+States = optuna.trial.TrialState
+
+
+def open_study(url: str, name: str | None) -> optuna.Study:
+    """The named study, or the most recent one; a clear error when there is none."""
+    from engine.store import optuna_storage
+
+    try:
+        summaries = optuna.get_all_study_summaries(optuna_storage(url, heartbeat=False), include_best_trial=False)
+    except Exception as exc:  # no database, or not an Optuna one
+        raise UserError(f"cannot open the storage ({exc.__class__.__name__})", key="--storage") from None
+    if not summaries:
+        raise UserError("no study in this storage yet: run a sweep first", key="--study")
+    if name is None:
+        name = max(summaries, key=lambda s: s._study_id).study_name
+    elif name not in {s.study_name for s in summaries}:
+        known = ", ".join(sorted(s.study_name for s in summaries)[:10])
+        raise UserError(f"no study named '{name}' (known: {known})", key="--study")
+    return optuna.load_study(study_name=name, storage=optuna_storage(url, heartbeat=False))
+
+
+def _seconds(trial: optuna.trial.FrozenTrial) -> float:
+    return trial.duration.total_seconds() if trial.duration else 0.0
+
+
+def summary(study: optuna.Study, url: str) -> dict[str, Any]:
+    """Counts by state, best value(s) and params, compute time, compute saved by pruning, and
+    failures grouped by reason."""
+    trials = study.get_trials(deepcopy=False)
+    counts = Counter(t.state.name for t in trials)
+    store = Store(url, readonly=True)
+    try:
+        row = store.sweep(study.study_name)
+    except sa.exc.DBAPIError:  # a database Optuna wrote without tui-hpo: no tables of ours
+        row = None
+    finally:
+        store.close()
+    config = row.config if row else {}
+    metrics = (config.get("objective") or {}).get("metric", "value")
+    metrics = metrics if isinstance(metrics, list) else [metrics]
+    total_steps = int((config.get("train") or {}).get("epochs", 0)) * int((config.get("data") or {}).get("folds", 1))
+    saved = 0.0
+    for trial in trials:
+        if trial.state == States.PRUNED and trial.intermediate_values and total_steps:
+            done = len(trial.intermediate_values)
+            saved += _seconds(trial) * (total_steps / done - 1) if done < total_steps else 0.0
+    failures = Counter(str(t.user_attrs.get("fail_reason", "unknown")) for t in trials if t.state == States.FAIL)
+    out: dict[str, Any] = {
+        "study": study.study_name,
+        "state": row.state if row else "external",
+        "n_trials": row.n_trials if row else None,
+        "counts": {state.name: counts.get(state.name, 0) for state in States},
+        "metrics": metrics,
+        "directions": [d.name.lower() for d in study.directions],
+        "compute_seconds": round(sum(_seconds(t) for t in trials), 3),
+        "pruning_saved_seconds": round(saved, 3),
+        "failures": [{"reason": reason, "count": n} for reason, n in failures.most_common()],
+    }
+    complete = [t for t in trials if t.state == States.COMPLETE]
+    if not complete:
+        out["best"] = None
+    elif len(study.directions) > 1:
+        out["pareto_front"] = [{"trial": t.number, "values": dict(zip(metrics, t.values, strict=False)),
+                                "params": t.params} for t in study.best_trials]
+        out["best"] = None
+    else:
+        best = study.best_trial
+        out["best"] = {"trial": best.number, "value": best.value, "params": best.params}
+    return out
