@@ -84,3 +84,28 @@ def summary(study: optuna.Study, url: str) -> dict[str, Any]:
         best = study.best_trial
         out["best"] = {"trial": best.number, "value": best.value, "params": best.params}
     return out
+
+
+EVALUATORS = ("ped-anova", "fanova")
+
+
+def importance(study: optuna.Study, evaluator: str = "ped-anova") -> dict[str, float]:
+    """Parameter importance of the first objective, most important first.
+
+    PED-ANOVA (Optuna's default) needs nothing more; fANOVA needs scikit-learn. Raises UserError
+    when the study cannot tell (fewer than two completed trials, or nothing varied)."""
+    complete = study.get_trials(deepcopy=False, states=(States.COMPLETE,))
+    if len(complete) < 2:
+        raise UserError(f"study '{study.study_name}' has {len(complete)} completed trial(s): importance needs two "
+                        "or more", key="--study")
+    if evaluator == "fanova":
+        try:
+            chosen: Any = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        except ImportError:
+            raise UserError("fANOVA needs scikit-learn: pip install scikit-learn", key="--evaluator") from None
+    else:
+        chosen = optuna.importance.PedAnovaImportanceEvaluator()
+    try:
+        return optuna.importance.get_param_importances(study, evaluator=chosen, target=lambda t: t.values[0])
+    except (RuntimeError, ValueError) as exc:
+        raise UserError(f"importance cannot be computed: {exc}", key="--study") from None

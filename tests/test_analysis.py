@@ -56,3 +56,21 @@ def test_missing_workspace_or_study_is_one_line_exit_2(tmp_path: Path) -> None:
     make_study(tmp_path, n_trials=3, running=0)
     unknown = run_cli("top", "--workdir", str(tmp_path), "--study", "nope")
     assert unknown.returncode == 2 and "no study named 'nope' (known: demo)" in unknown.stderr
+
+
+def test_importance_bars_json_and_evaluators(tmp_path: Path) -> None:
+    make_study(tmp_path, n_trials=24, running=0, state="finished")
+    result = run_cli("importance", "--workdir", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)["importance"]
+    assert set(scores) == {"model", "lr"} and abs(sum(scores.values()) - 1) < 1e-6
+    fanova = run_cli("importance", "--workdir", str(tmp_path), "--evaluator", "fanova", "--json")
+    assert fanova.returncode == 0 and set(json.loads(fanova.stdout)["importance"]) == {"model", "lr"}
+    bars = run_cli("importance", "--workdir", str(tmp_path))
+    assert bars.returncode == 0 and "█" in bars.stdout and "lr" in bars.stdout
+
+
+def test_importance_needs_two_completed_trials(tmp_path: Path) -> None:
+    optuna.create_study(study_name="empty", storage=f"sqlite:///{tmp_path / 'hpo.db'}")
+    result = run_cli("importance", "--workdir", str(tmp_path))
+    assert result.returncode == 2 and "importance needs two or more" in result.stderr

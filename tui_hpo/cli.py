@@ -284,6 +284,27 @@ def top(n: int, workdir: str, storage: str | None, study_name: str | None, as_js
     Console().print(top_table(rows, metrics, f"Top {len(rows)} trials of '{study.study_name}'"))
 
 
+@main.command(name="importance")
+@click.option("--evaluator", type=click.Choice(["ped-anova", "fanova"]), default="ped-anova", show_default=True,
+              help="PED-ANOVA (Optuna's default) or fANOVA (needs scikit-learn).")
+@_study_options
+def importance_command(evaluator: str, workdir: str, storage: str | None, study_name: str | None,
+                       as_json: bool) -> None:
+    """Which parameters mattered for the first objective, as bars (or JSON)."""
+    from engine.analysis import importance
+
+    study, _url = _open(workdir, storage, study_name)
+    scores = importance(study, evaluator)
+    if as_json:
+        click.echo(json.dumps({"study": study.study_name, "evaluator": evaluator, "importance": scores}, indent=2))
+        return
+    from rich.console import Console
+
+    from tui_hpo.report import importance_table
+
+    Console().print(importance_table(scores, f"Parameter importance in '{study.study_name}' ({evaluator})"))
+
+
 @main.command()
 @click.option("--storage", required=True, metavar="URL", help="The sweep's storage URL.")
 @click.option("--study", "study_name", required=True, help="The sweep to join.")

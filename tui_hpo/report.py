@@ -83,3 +83,20 @@ def summary_table(report: dict[str, Any]) -> Table:
     for failure in report["failures"][:5]:
         table.add_row("failed", f"{failure['count']}x {failure['reason']}")
     return table
+
+
+def importance_table(scores: dict[str, float], title: str, width: int = 40) -> Table:
+    """Importance as horizontal bars, most important first (also used by the Analysis screen)."""
+    from rich.text import Text
+
+    from tui_hpo.format import bar
+
+    table = Table.grid(padding=(0, 1))
+    table.title = title
+    table.title_justify = "left"
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(no_wrap=True)
+    table.add_column(justify="right")
+    for name, value in scores.items():
+        table.add_row(name, Text(bar(value, width), style="cyan"), f"{value:.2f}")
+    return table

@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from engine.store import readonly_url
 from tui_hpo.db import StudyRow
-from tui_hpo.format import bar, duration, number, params
+from tui_hpo.format import duration, number, params
 
 POLL_S = 3.0
 TOP_N = 20
@@ -57,10 +57,13 @@ def analyse(url: str, study: StudyRow) -> Analysis:
         note = f"top {len(top)} of {len(complete)} completed trial(s)"
     importance = None
     if len(complete) >= 2 and len(loaded.directions) == 1:
-        try:
-            importance = optuna.importance.get_param_importances(loaded)
-        except (RuntimeError, ValueError) as exc:  # too few distinct values to tell
-            note += f"; importance: {exc}"
+        from engine.analysis import importance as param_importance
+        from engine.errors import UserError
+
+        try:  # the same function `tui-hpo importance` uses, so both show the same numbers
+            importance = param_importance(loaded)
+        except UserError as exc:
+            note += f"; importance: {exc.detail}"
     return Analysis(study, top, importance, note)
 
 
@@ -163,11 +166,6 @@ class AnalysisScreen(Screen):
 def _bars(importance: dict[str, float] | None, width: int) -> Table | Text:
     if not importance:
         return Text("needs at least two completed trials with different params", style="dim")
-    width = max(10, width)
-    table = Table.grid(padding=(0, 1))
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column(no_wrap=True)
-    table.add_column(justify="right")
-    for name, value in importance.items():
-        table.add_row(name, Text(bar(value, width), style="cyan"), f"{value:.2f}")
-    return table
+    from tui_hpo.report import importance_table
+
+    return importance_table(importance, "", max(10, width))
