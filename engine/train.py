@@ -168,8 +168,6 @@ def train_one_epoch(loop: _Loop, data: ImageData, idx: np.ndarray, cfg: TrainCon
         y = yb.to(loop.device, non_blocking=loop.runtime.pin_memory)
         with _autocast(loop.runtime, loop.device):
             loss = loop.loss_fn(loop.model(x), y)
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"loss became {loss.item()} in epoch {epoch + 1}")
         scaled = loss / cfg.accum_steps
         (loop.scaler.scale(scaled) if loop.scaler else scaled).backward()
         micro += 1
@@ -180,7 +178,11 @@ def train_one_epoch(loop: _Loop, data: ImageData, idx: np.ndarray, cfg: TrainCon
     if micro % cfg.accum_steps:
         _step(loop)
     elapsed = time.perf_counter() - started
-    return float(total_loss) / max(1, seen), seen / max(elapsed, 1e-9)
+    # Checked once per epoch, not per step: a per-step check would sync the GPU every batch.
+    mean_loss = float(total_loss) / max(1, seen)
+    if not math.isfinite(mean_loss):
+        raise NonFiniteLoss(f"loss became {mean_loss} in epoch {epoch + 1}")
+    return mean_loss, seen / max(elapsed, 1e-9)
 
 
 def _step(loop: _Loop) -> None:
