@@ -22,7 +22,8 @@ pytestmark = pytest.mark.skipif(TMUX is None and os.environ.get("CI") != "true",
 
 
 class Terminal:
-    def __init__(self, command: str, env: dict[str, str]) -> None:
+    def __init__(self, command: str, env: dict[str, str], logs: Path | None = None) -> None:
+        self.logs = logs  # the workspace, whose engine output a failure shows
         self.socket = f"tui-hpo-test-{uuid.uuid4().hex[:8]}"
         exports = " ".join(f"{k}={v}" for k, v in env.items())
         subprocess.run([TMUX or "tmux", "-L", self.socket, "new-session", "-d", "-s", "main", "-x", "120", "-y", "40",
@@ -43,7 +44,9 @@ class Terminal:
             if text in screen:
                 return screen
             time.sleep(0.3)
-        raise AssertionError(f"{text!r} never appeared; the screen was:\n{self.screen()}")
+        engine = "".join(f"\n{p.name}:\n{p.read_text(errors='replace')[-3000:]}"
+                         for p in sorted(self.logs.glob(".engine-*.out"))) if self.logs else ""
+        raise AssertionError(f"{text!r} never appeared; the screen was:\n{self.screen()}{engine}")
 
     def close(self) -> None:
         subprocess.run([TMUX or "tmux", "-L", self.socket, "kill-server"], capture_output=True)
@@ -69,13 +72,13 @@ def test_wizard_start_watch_leave_and_attach(workdir: Path) -> None:
     # The engine the wizard starts inherits the environment: a short sweep for the test.
     env = {"TUI_HPO__BUDGET__N_TRIALS": "8", "TUI_HPO__TRAIN__EPOCHS": "4", "TUI_HPO__RESOURCES__PARALLEL": "1",
            "TUI_HPO__PRUNER__NAME": "none"}
-    term = Terminal(f"{cli} --workdir {workdir}", env)
+    term = Terminal(f"{cli} --workdir {workdir}", env, logs=workdir)
     try:
         term.wait_for("No study in this workspace yet")
         term.keys("2")
         term.wait_for("ready to start")
         term.keys("F5")
-        term.wait_for("running", timeout=60)
+        term.wait_for("starting in the background", timeout=30)
         screen = term.wait_for("1/8 done", timeout=120)  # a trial finished, live in the table
         assert "best val_f1" in screen
         term.keys("q")
@@ -87,7 +90,7 @@ def test_wizard_start_watch_leave_and_attach(workdir: Path) -> None:
         assert state == "running" and done < 8, "quitting the app must not stop the sweep"
     finally:
         term.close()
-    attached = Terminal(f"{cli} attach --workdir {workdir}", {})
+    attached = Terminal(f"{cli} attach --workdir {workdir}", {}, logs=workdir)
     try:
         attached.wait_for("running")
         screen = attached.wait_for("finished  8/8 done", timeout=180)

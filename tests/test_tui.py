@@ -263,3 +263,31 @@ def test_no_color_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
             assert "\x1b[" not in text_of(chart)
 
     run(scenario())
+
+
+def test_a_failed_read_is_shown_and_polling_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read that raises (the engine still creating its tables, a locked file) must not freeze the
+    dashboard: the error is shown and the next poll finds the study."""
+    from tui_hpo import screens
+    from tui_hpo.db import Reader
+
+    monkeypatch.setattr(screens.base, "RETRY_S", 0.2)
+    make_study(tmp_path, n_trials=3)
+    real = Reader.studies
+    failures = iter([RuntimeError("no such table: trials")] * 3)
+
+    def flaky(self: Reader):
+        for error in failures:
+            raise error
+        return real(self)
+
+    monkeypatch.setattr(Reader, "studies", flaky)
+
+    async def scenario() -> None:
+        app = make_app(workdir=tmp_path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = app.screen
+            await wait_for(pilot, lambda: "demo" in text_of(screen.query_one("#dash-header", Static)))
+            assert app.worker_errors and "no such table" in app.worker_errors[0]
+
+    run(scenario())

@@ -6,10 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from textual import on
 from textual.app import App
 from textual.binding import Binding
-from textual.worker import Worker, WorkerState
 
 from engine.store import default_url, mask_url
 from tui_hpo.db import Reader
@@ -20,8 +18,6 @@ from tui_hpo.screens.dialogs import HelpScreen, QuitScreen
 from tui_hpo.screens.studies import StudiesScreen
 from tui_hpo.screens.system import SystemScreen
 from tui_hpo.screens.wizard import WizardScreen
-
-RETRY_S = 2.0
 
 
 class HpoApp(App[None]):
@@ -105,18 +101,6 @@ class HpoApp(App[None]):
         self.notify(f"resuming '{name}' in the background")
         self.set_timer(2.0, self._check_engine)
         self.watch_study(name)
-
-    @on(Worker.StateChanged)
-    def worker_failed(self, event: Worker.StateChanged) -> None:
-        """A failed read must not freeze the screen: say what failed, and keep polling."""
-        if event.state != WorkerState.ERROR:
-            return
-        self.worker_errors.append(f"{event.worker.name}: {event.worker.error!r}")
-        self.notify(f"{event.worker.error}", title=f"{event.worker.group} failed", severity="error", timeout=10)
-        node = event.worker.node
-        poll = getattr(node, "poll", None)
-        if callable(poll) and hasattr(node, "set_timer"):
-            node.set_timer(RETRY_S, poll)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -122,9 +122,12 @@ class Reader:
         self.engine.dispose()
 
     def has_schema(self) -> bool:
+        """Optuna writes its version_info row after creating every table: before that row exists
+        the engine is still creating the schema, and reading `trials` could fail."""
         try:
-            return sa.inspect(self.engine).has_table("studies")
-        except sa.exc.OperationalError:
+            with self.engine.connect() as conn:
+                return conn.execute(sa.text("SELECT COUNT(*) FROM version_info")).scalar() > 0
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError):  # no table yet (SQLite, PostgreSQL)
             return False
 
     # ------------------------------------------------------------ studies

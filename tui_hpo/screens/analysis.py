@@ -14,12 +14,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from engine.store import readonly_url
 from tui_hpo.db import StudyRow
 from tui_hpo.format import duration, number, params
+from tui_hpo.screens.base import LiveScreen
 
 POLL_S = 3.0
 TOP_N = 20
@@ -67,7 +67,9 @@ def analyse(url: str, study: StudyRow) -> Analysis:
     return Analysis(study, top, importance, note)
 
 
-class AnalysisScreen(Screen):
+class AnalysisScreen(LiveScreen):
+    POLL_GROUP = "analysis"
+
     BINDINGS = [Binding("e", "export", "export best config"), Binding("r", "refresh", "recompute")]
 
     class Done(Message, bubble=False):

@@ -17,12 +17,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from tui_hpo import clock
 from tui_hpo.db import Event, Reader, Sample, StudyRow, TrialFeed, TrialRow
 from tui_hpo.format import duration, number, params
+from tui_hpo.screens.base import LiveScreen
 from tui_hpo.widgets.chart import Chart
 from tui_hpo.widgets.gauges import Gauges
 from tui_hpo.widgets.trial_table import TrialTable
@@ -44,7 +44,9 @@ class Snapshot:
     version: int = 0
 
 
-class DashboardScreen(Screen):
+class DashboardScreen(LiveScreen):
+    POLL_GROUP = "dashboard-poll"
+
     BINDINGS = [
         Binding("p", "pause", "pause"),
         Binding("x", "stop", "stop"),

@@ -7,18 +7,20 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from tui_hpo import clock
 from tui_hpo.db import StudyRow
 from tui_hpo.format import duration, number
+from tui_hpo.screens.base import LiveScreen
 from tui_hpo.screens.dashboard import STATE_STYLE
 
 POLL_S = 2.0
 
 
-class StudiesScreen(Screen):
+class StudiesScreen(LiveScreen):
+    POLL_GROUP = "studies-poll"
+
     BINDINGS = [Binding("r", "resume", "resume sweep")]
 
     class Listed(Message, bubble=False):

@@ -12,11 +12,11 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from engine.platform import PlatformInfo, probe_without_torch, profile
 from tui_hpo.db import Sample
+from tui_hpo.screens.base import LiveScreen
 from tui_hpo.widgets.gauges import Gauges
 
 TICK_S = 1.0
@@ -26,7 +26,9 @@ PROFILE_TEXT = {
 }
 
 
-class SystemScreen(Screen):
+class SystemScreen(LiveScreen):
+    POLL_GROUP = "system-tick"
+
     class Probed(Message, bubble=False):
         def __init__(self, info: PlatformInfo) -> None:
             super().__init__()
@@ -54,17 +56,17 @@ class SystemScreen(Screen):
         from engine import monitor
 
         monitor.sample()  # prime psutil: its first CPU reading is always 0
-        self.tick()
+        self.poll()
 
     @work(thread=True, exit_on_error=False, group="system-probe")
     def probe(self) -> None:
         self.post_message(self.Probed(probe_without_torch()))
 
-    def tick(self) -> None:
+    def poll(self) -> None:
         if self.is_current:
             self.read()
         else:
-            self.set_timer(TICK_S, self.tick)
+            self.set_timer(TICK_S, self.poll)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="system-tick")
     def read(self) -> None:
@@ -80,7 +82,7 @@ class SystemScreen(Screen):
             host=s["host"], ts=s["ts"], cpu_percent=s["cpu_percent"], cpu_per_core=tuple(s["cpu_per_core"]),
             ram_percent=s["ram_percent"], ram_used_mb=s["ram_used_mb"], disk_free_gb=s["disk_free_gb"],
             gpus=tuple(s["gpus"]))])
-        self.set_timer(TICK_S, self.tick)
+        self.set_timer(TICK_S, self.poll)
 
     @on(Probed)
     def show_info(self, message: Probed) -> None:

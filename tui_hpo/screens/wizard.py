@@ -17,11 +17,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, RadioButton, RadioSet, Select, SelectionList, Static
 
 from engine import config as cfg
 from engine.errors import UserError
+from tui_hpo.screens.base import LiveScreen
 
 TIERS = {
     "basic": ("Basic: random search, no pruning", {"sampler": {"name": "random"}, "pruner": {"name": "none"}}),
@@ -38,7 +38,7 @@ def preset_layer(name: str) -> dict[str, Any]:
     return cfg.load_layer(cfg.preset_path(name), "cpu")
 
 
-class WizardScreen(Screen):
+class WizardScreen(LiveScreen):
     BINDINGS = [Binding("f2", "save", "save YAML"), Binding("f5", "start", "start sweep")]
 
     class Checked(Message, bubble=False):
