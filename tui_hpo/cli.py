@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from engine.errors import UserError
+from tui_hpo.commands import results
 
 EXIT_BAD_INPUT = 2
 
@@ -216,95 +217,6 @@ def train(config_file: str, seed: int | None, data: str | None, as_json: bool) -
         click.echo(f"  {key:13} {final[key]:.4f}")
 
 
-def _study_options(func: Any) -> Any:
-    """--workdir/--storage/--study/--json, shared by the commands that read a study."""
-    for option in reversed([
-        click.option("--workdir", default="runs", show_default=True, help="Workspace holding hpo.db."),
-        click.option("--storage", metavar="URL", help="Any SQLAlchemy URL instead of sqlite:///WORKDIR/hpo.db."),
-        click.option("--study", "study_name", help="The study (default: the most recent)."),
-        click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
-    ]):
-        func = option(func)
-    return func
-
-
-def _open(workdir: str, storage: str | None, study_name: str | None) -> tuple[Any, str]:
-    import optuna
-
-    from engine.analysis import open_study
-    from engine.store import default_url
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = storage or default_url(workdir)
-    if storage is None and not (Path(workdir) / "hpo.db").exists():
-        from engine.errors import UserError
-
-        raise UserError(f"no database at {Path(workdir) / 'hpo.db'}: run a sweep first", key="--workdir")
-    return open_study(url, study_name), url
-
-
-@main.command()
-@_study_options
-def summary(workdir: str, storage: str | None, study_name: str | None, as_json: bool) -> None:
-    """How a study went: trials by state, best, compute time, what pruning saved, failures."""
-    from engine.analysis import summary as make_summary
-
-    study, url = _open(workdir, storage, study_name)
-    report = make_summary(study, url)
-    if as_json:
-        click.echo(json.dumps(report, indent=2, default=str))
-        return
-    from rich.console import Console
-
-    from tui_hpo.report import summary_table
-
-    Console().print(summary_table(report))
-
-
-@main.command()
-@click.option("--n", "n", type=click.IntRange(min=1), default=10, show_default=True, help="How many trials.")
-@_study_options
-def top(n: int, workdir: str, storage: str | None, study_name: str | None, as_json: bool) -> None:
-    """The best trials of a study: value(s), params, epochs, duration."""
-    from engine.results import top_rows
-
-    study, _url = _open(workdir, storage, study_name)
-    rows = top_rows(study, n)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
-        return
-    if not rows:
-        click.echo(f"study '{study.study_name}' has no completed trial yet")
-        return
-    from rich.console import Console
-
-    from tui_hpo.headless import top_table
-
-    metrics = study.user_attrs.get("tui_hpo", {}).get("metrics") or ["value"] * len(study.directions)
-    Console().print(top_table(rows, metrics, f"Top {len(rows)} trials of '{study.study_name}'"))
-
-
-@main.command(name="importance")
-@click.option("--evaluator", type=click.Choice(["ped-anova", "fanova"]), default="ped-anova", show_default=True,
-              help="PED-ANOVA (Optuna's default) or fANOVA (needs scikit-learn).")
-@_study_options
-def importance_command(evaluator: str, workdir: str, storage: str | None, study_name: str | None,
-                       as_json: bool) -> None:
-    """Which parameters mattered for the first objective, as bars (or JSON)."""
-    from engine.analysis import importance
-
-    study, _url = _open(workdir, storage, study_name)
-    scores = importance(study, evaluator)
-    if as_json:
-        click.echo(json.dumps({"study": study.study_name, "evaluator": evaluator, "importance": scores}, indent=2))
-        return
-    from rich.console import Console
-
-    from tui_hpo.report import importance_table
-
-    Console().print(importance_table(scores, f"Parameter importance in '{study.study_name}' ({evaluator})"))
-
-
 @main.command()
 @click.option("--storage", required=True, metavar="URL", help="The sweep's storage URL.")
 @click.option("--study", "study_name", required=True, help="The sweep to join.")
@@ -323,6 +235,9 @@ def worker(storage: str, study_name: str, workdir: str, device: str, threads: in
             "--threads", str(threads), "--index", str(os.getpid() % 1000)]
     sys.exit(worker_main(argv))
 
+
+for _command in (results.summary, results.top, results.importance_command):
+    main.add_command(_command)
 
 if __name__ == "__main__":
     main()
