@@ -6,14 +6,16 @@ TUI's Analysis screen, so both show the same numbers.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from typing import Any
 
 import optuna
 import sqlalchemy as sa
 
+from engine.config import SweepConfig
 from engine.errors import UserError
-from engine.store import Store
+from engine.store import Store, SweepRow
 
 States = optuna.trial.TrialState
 
@@ -36,6 +38,30 @@ def open_study(url: str, name: str | None) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=optuna_storage(url, heartbeat=False))
 
 
+def sweep_row(url: str, name: str) -> SweepRow | None:
+    """Our record of the sweep, or None for a study Optuna wrote without tui-hpo (no tables of ours)."""
+    store = Store(url, readonly=True)
+    try:
+        return store.sweep(name)
+    except sa.exc.DBAPIError:
+        return None
+    finally:
+        store.close()
+
+
+def saved_config(url: str, name: str) -> SweepConfig | None:
+    """The resolved config the sweep ran with, as saved in the storage (None for a plain Optuna study)."""
+    row = sweep_row(url, name)
+    return SweepConfig.model_validate(row.config) if row else None
+
+
+def metric_names(config: dict[str, Any], n_objectives: int) -> list[str]:
+    """The objectives' names from the saved config; value, value1, ... for a plain Optuna study."""
+    metric = (config.get("objective") or {}).get("metric")
+    names = metric if isinstance(metric, list) else [metric] if metric else []
+    return names if len(names) == n_objectives else [f"value{i}" if i else "value" for i in range(n_objectives)]
+
+
 def _seconds(trial: optuna.trial.FrozenTrial) -> float:
     return trial.duration.total_seconds() if trial.duration else 0.0
 
@@ -45,16 +71,9 @@ def summary(study: optuna.Study, url: str) -> dict[str, Any]:
     failures grouped by reason."""
     trials = study.get_trials(deepcopy=False)
     counts = Counter(t.state.name for t in trials)
-    store = Store(url, readonly=True)
-    try:
-        row = store.sweep(study.study_name)
-    except sa.exc.DBAPIError:  # a database Optuna wrote without tui-hpo: no tables of ours
-        row = None
-    finally:
-        store.close()
+    row = sweep_row(url, study.study_name)
     config = row.config if row else {}
-    metrics = (config.get("objective") or {}).get("metric", "value")
-    metrics = metrics if isinstance(metrics, list) else [metrics]
+    metrics = metric_names(config, len(study.directions))
     total_steps = int((config.get("train") or {}).get("epochs", 0)) * int((config.get("data") or {}).get("folds", 1))
     saved = 0.0
     for trial in trials:
@@ -105,7 +124,12 @@ def importance(study: optuna.Study, evaluator: str = "ped-anova") -> dict[str, f
             raise UserError("fANOVA needs scikit-learn: pip install scikit-learn", key="--evaluator") from None
     else:
         chosen = optuna.importance.PedAnovaImportanceEvaluator()
+    # PED-ANOVA asks which params lead to LOW target values: a maximised objective is negated.
+    sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
     try:
-        return optuna.importance.get_param_importances(study, evaluator=chosen, target=lambda t: t.values[0])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*computes the importances of params to achieve low")
+            return optuna.importance.get_param_importances(study, evaluator=chosen,
+                                                           target=lambda t: sign * t.values[0])
     except (RuntimeError, ValueError) as exc:
         raise UserError(f"importance cannot be computed: {exc}", key="--study") from None

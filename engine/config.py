@@ -109,6 +109,13 @@ class ResourcesConfig(Section):
     gpus: list[int] | None = None
 
 
+class CheckpointsConfig(Section):
+    """Trial weights kept in DIR/<study>/checkpoints/: the best `keep`, within `budget_mb`."""
+
+    keep: int = Field(1, ge=0, le=1000)
+    budget_mb: float | None = Field(None, gt=0)
+
+
 class ObjectiveConfig(Section):
     metric: str | list[str] = "val_f1"
     direction: Literal["maximize", "minimize"] | list[Literal["maximize", "minimize"]] | None = None
@@ -154,6 +161,7 @@ class SweepConfig(Section):
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    checkpoints: CheckpointsConfig = Field(default_factory=CheckpointsConfig)
     search_space: dict[str, ParamSpec] = Field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

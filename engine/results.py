@@ -1,14 +1,18 @@
-"""Results of a study as files: the best config (trainable as it is), best params, all trials."""
+"""Results of a study as files: report.json, the best config (trainable as it is), best params, all trials."""
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import optuna
 
+from engine.analysis import importance, metric_names, summary
 from engine.artifacts import dump_yaml, write_atomic
 from engine.config import SweepConfig
+from engine.errors import UserError
 
 
 def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -30,10 +34,28 @@ def best_config(config: SweepConfig, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def export_results(study: optuna.Study, config: SweepConfig, folder: Path) -> list[Path]:
-    """Write best_config.yaml, best_params.yaml and trials.csv; returns the paths written."""
+def report(study: optuna.Study, url: str, n_top: int = 10) -> dict[str, Any]:
+    """Everything a script or a notebook wants from a study, as one JSON document: the summary,
+    the top trials, and parameter importance (when two or more trials completed)."""
+    out = summary(study, url)
+    out["top"] = top_rows(study, n_top)
+    try:
+        out["importance"] = importance(study)
+    except UserError as exc:
+        out["importance"] = None
+        out["importance_note"] = str(exc)
+    out["exported"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return out
+
+
+def export_results(study: optuna.Study, config: SweepConfig | None, folder: Path, url: str) -> list[Path]:
+    """Write report.json, trials.csv, best_params.yaml (when a trial completed) and
+    best_config.yaml (also needs the sweep's config: a plain Optuna study has none); returns the
+    paths written."""
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
+    report_json = folder / "report.json"
+    write_atomic(report_json, json.dumps(report(study, url), indent=2, default=str) + "\n")
+    written = [report_json]
     trials_csv = folder / "trials.csv"
     frame = study.trials_dataframe(attrs=("number", "value", "values", "params", "state", "duration",
                                           "datetime_start", "datetime_complete", "user_attrs"))
@@ -42,17 +64,19 @@ def export_results(study: optuna.Study, config: SweepConfig, folder: Path) -> li
     best = best_trials(study)
     if not best:
         return written
-    metrics = config.objective.metrics()
+    metrics = metric_names(config.to_dict() if config else {}, len(study.directions))
     if len(best) == 1:
         trial = best[0]
         header = (f"# Best trial {trial.number} of study '{study.study_name}': "
                   + ", ".join(f"{m}={v:.4f}" for m, v in zip(metrics, trial.values, strict=True))
                   + "\n# Train it again: tui-hpo train --config best_config.yaml")
-        write_atomic(folder / "best_config.yaml", dump_yaml(best_config(config, trial.params), header))
         write_atomic(folder / "best_params.yaml", dump_yaml({
             "study": study.study_name, "trial": trial.number,
             "values": dict(zip(metrics, trial.values, strict=True)), "params": trial.params}))
-        written += [folder / "best_config.yaml", folder / "best_params.yaml"]
+        written.append(folder / "best_params.yaml")
+        if config is not None:
+            write_atomic(folder / "best_config.yaml", dump_yaml(best_config(config, trial.params), header))
+            written.append(folder / "best_config.yaml")
     else:
         front = [{"trial": t.number, "values": dict(zip(metrics, t.values, strict=True)), "params": t.params}
                  for t in best]

@@ -169,7 +169,7 @@ def sample_order(space: Mapping[str, ParamSpec]) -> list[str]:
     return order
 
 
-def _matches(expected: Any, actual: Any) -> bool:
+def matches(expected: Any, actual: Any) -> bool:
     options = expected if isinstance(expected, list) else [expected]
     return any(str(option) == str(actual) for option in options)
 
@@ -180,7 +180,7 @@ def suggest(trial: Any, space: Mapping[str, ParamSpec], fixed: Mapping[str, Any]
     for name in sample_order(space):
         spec = space[name]
         context = {**fixed, **values}
-        if spec.when and not all(_matches(v, context.get(canonical_param(k))) for k, v in spec.when.items()):
+        if spec.when and not all(matches(v, context.get(canonical_param(k))) for k, v in spec.when.items()):
             continue
         low, high, step, choices = spec.low, spec.high, spec.step, spec.choices
         for other, cases in (spec.by or {}).items():

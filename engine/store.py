@@ -16,7 +16,7 @@ import json
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -289,6 +289,19 @@ class Store:
                 "WHERE t.study_id = :s AND t.state = 'COMPLETE' AND v.objective = 0"), {"s": study_id}).scalar()
         return None if value is None else [float(value)]
 
+    def values_of(self, study_id: int, numbers: Iterable[int]) -> dict[int, float]:
+        """First-objective values of those of the given trials that completed (one query, however
+        long the study)."""
+        wanted = sorted({int(n) for n in numbers})
+        if not wanted:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT t.number, v.value FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id "
+                "WHERE t.study_id = :s AND t.state = 'COMPLETE' AND v.objective = 0 "
+                f"AND t.number IN ({','.join(map(str, wanted))})"), {"s": study_id}).all()
+        return {int(n): float(v) for n, v in rows if v is not None}
+
     def durations(self, study_id: int, last: int = 50) -> list[float]:
         """Seconds taken by the most recent finished trials (for the ETA)."""
         with self.engine.connect() as conn:
@@ -357,9 +370,15 @@ class Store:
         return [{**r, "gpus": json.loads(r["gpus"] or "[]"), "cpu_per_core": json.loads(r["cpu_per_core"] or "[]")}
                 for r in rows]
 
-    def prune_samples(self, older_than: float) -> None:
+    def prune_samples(self, older_than: float) -> int:
+        """Delete system samples taken before `older_than`; returns how many went."""
         with self.tx() as conn:
-            conn.execute(samples.delete().where(samples.c.ts < older_than))
+            return conn.execute(samples.delete().where(samples.c.ts < older_than)).rowcount or 0
+
+    def count_samples(self, before: float) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(samples)
+                                    .where(samples.c.ts < before)).scalar() or 0)
 
     # ------------------------------------------------------------ workers and commands
 

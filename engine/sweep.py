@@ -367,7 +367,7 @@ class Engine:
                                  "no new trials were started")
         self.store.update_sweep(sid, state=final)
         study = optuna.load_study(study_name=self.study_name, storage=optuna_storage(self.url, heartbeat=False))
-        export_results(study, self.config, self.study.folder)
+        export_results(study, self.config, self.study.folder, self.url)
         self.store.add_event(sid, "sweep", f"sweep '{self.study_name}' {final}: {done}/{n_trials} trials "
                              f"finished; results in {self.study.folder}")
         self._drain_events()

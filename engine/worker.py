@@ -25,7 +25,7 @@ import optuna
 import timm  # noqa: F401 - imported once here, not inside the first trial's timing
 import torch
 
-from engine.artifacts import save_best_checkpoint
+from engine import checkpoints
 from engine.config import SweepConfig
 from engine.data import scan, splits
 from engine.monitor import hostname
@@ -263,14 +263,14 @@ class Worker:
             self._event("trial_failed", f"trial {number} failed: {reason}", number, level="warning")
 
     def _maybe_checkpoint(self, number: int, value: float, model: torch.nn.Module, params: dict[str, Any]) -> None:
+        """Keep this trial's weights if they rank among the study's best `checkpoints.keep`."""
         maximize = self.config.objective.directions()[0] == "maximize"
-        best = self.study.best_trial
-        if best.number != number:
-            return
-        save_best_checkpoint(self.artifacts, model, {
-            "trial": number, "value": value, "maximize": maximize, "params": params,
-            "config": self.config.to_dict(), "classes": self.data.scan.classes,
-        })
+        meta = {"trial": number, "value": value, "maximize": maximize, "params": params,
+                "config": self.config.to_dict(), "classes": self.data.scan.classes}
+        keep = self.config.checkpoints
+        if checkpoints.save(self.artifacts, number, model, meta, lambda numbers: self.store.values_of(
+                self.study_id, numbers), maximize, keep.keep, keep.budget_mb):
+            log.info("trial %s: checkpoint kept (one of the best %s)", number, keep.keep)
 
 
 def _fmt_params(params: dict[str, Any]) -> str:

@@ -59,7 +59,7 @@ def test_sweep_trains_records_exports_and_reproduces(tmp_path: Path, tiny_config
     assert query(workdir, "SELECT COUNT(*) FROM hpo_worker WHERE state = 'exited'")[0][0] == 1
     folder = workdir / "tiny"
     for name in ("config.yaml", "best_config.yaml", "best_params.yaml", "trials.csv", "engine.log",
-                 "best_model.pt"):
+                 "best_model.pt", "report.json", f"checkpoints/trial_{best.number}.pt"):
         assert (folder / name).is_file(), name
     params = yaml.safe_load((folder / "best_params.yaml").read_text())
     assert params["trial"] == best.number and params["params"] == best.params

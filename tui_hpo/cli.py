@@ -15,9 +15,10 @@ from typing import Any
 import click
 
 from engine.errors import UserError
-from tui_hpo.commands import results
+from tui_hpo.commands import cleanup, results, visualize
 
 EXIT_BAD_INPUT = 2
+ACTIONS = ("summary", "top", "visualize", "recommend", "cleanup")  # the original tracker's
 
 
 class Group(click.Group):
@@ -35,14 +36,26 @@ class Group(click.Group):
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--workdir", default="runs", show_default=True, help="Workspace the app opens.")
 @click.option("--storage", metavar="URL", help="Any SQLAlchemy URL instead of sqlite:///WORKDIR/hpo.db.")
+@click.option("--action", type=click.Choice(ACTIONS),
+              help="The original tracker's spelling: `--action top --n 5` runs `top --n 5`.")
+@click.option("--n", "n", type=click.IntRange(min=1), help="With --action top: how many trials.")
+@click.option("--days", type=click.FloatRange(min=0), help="With --action cleanup: the age in days.")
+@click.option("--study", "study_name", help="With --action: the study (default: the most recent).")
 @click.version_option(package_name="tui-hpo")
 @click.pass_context
-def main(ctx: click.Context, workdir: str, storage: str | None) -> None:
+def main(ctx: click.Context, workdir: str, storage: str | None, action: str | None, n: int | None,
+         days: float | None, study_name: str | None) -> None:
     """Hyperparameter optimisation of PyTorch/timm image classifiers, from the terminal.
 
     Without a command, opens the app on the workspace."""
-    if ctx.invoked_subcommand is None:
+    if ctx.invoked_subcommand is not None:
+        return
+    if action is None:
         _open_app(workdir=workdir, storage=storage)
+        return
+    command = main.get_command(ctx, action)
+    extra = {"n": n} if action == "top" and n else {"days": days} if action == "cleanup" and days is not None else {}
+    ctx.invoke(command, workdir=workdir, storage=storage, study_name=study_name, **extra)
 
 
 def _open_app(**kwargs: Any) -> None:
@@ -236,7 +249,8 @@ def worker(storage: str, study_name: str, workdir: str, device: str, threads: in
     sys.exit(worker_main(argv))
 
 
-for _command in (results.summary, results.top, results.importance_command):
+for _command in (results.summary, results.top, results.importance_command, results.export_command,
+                 results.recommend, cleanup.cleanup, visualize.visualize):
     main.add_command(_command)
 
 if __name__ == "__main__":

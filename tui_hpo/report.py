@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 
 def _fmt(value: Any, suffix: str = "") -> str:
@@ -100,3 +101,47 @@ def importance_table(scores: dict[str, float], title: str, width: int = 40) -> T
     for name, value in scores.items():
         table.add_row(name, Text(bar(value, width), style="cyan"), f"{value:.2f}")
     return table
+
+
+def recommendation_table(result: Any) -> Table:
+    """`tui-hpo recommend`: each parameter's range before and after, and the best trial's value."""
+    from tui_hpo.format import number
+
+    table = Table(title=f"Next sweep after '{result.study}': the ranges of its top {result.top} of "
+                        f"{result.completed} completed trials (best {result.metric} {number(result.best_value)})",
+                  title_justify="left")
+    for column in ("parameter", "searched", "next", "best", "why"):
+        table.add_column(column, overflow="fold")
+    for change in result.changes:
+        best = number(change.best) if isinstance(change.best, float) else str(change.best)
+        table.add_row(change.name, change.before, change.after, best, change.note)
+    return table
+
+
+def summary_text(report: dict[str, Any]) -> Text:
+    """`tui-hpo summary` in two lines, for the Analysis screen's header: the same numbers."""
+    from tui_hpo.format import duration, number
+
+    counts = report["counts"]
+    done = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+    total = f" of {report['n_trials']}" if report["n_trials"] else ""
+    text = Text()
+    text.append(f" {report['study']} ", style="bold reverse")
+    text.append(f" {report['state']}  ", style="bold")
+    text.append(f"{done} finished{total}: {counts.get('COMPLETE', 0)} complete, {counts.get('PRUNED', 0)} pruned, "
+                f"{counts.get('FAIL', 0)} failed, {counts.get('RUNNING', 0)} running\n ")
+    if report.get("pareto_front"):
+        text.append(f"Pareto front of {len(report['pareto_front'])} trial(s)", style="bold")
+    elif report["best"] is not None:
+        best = report["best"]
+        text.append(f"best {report['metrics'][0]} {number(best['value'])}", style="bold green")
+        text.append(f" (trial {best['trial']})")
+    else:
+        text.append("no completed trial yet", style="dim")
+    text.append(f"   compute {duration(report['compute_seconds'])}   saved by pruning "
+                f"{duration(report['pruning_saved_seconds'])}")
+    failures = report["failures"]
+    if failures:
+        reasons = ", ".join(f"{f['count']}x {f['reason'].split(':')[0]}" for f in failures[:3])
+        text.append(f"   failed: {reasons}", style="red")
+    return text

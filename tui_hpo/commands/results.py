@@ -69,3 +69,76 @@ def importance_command(evaluator: str, workdir: str, storage: str | None, study_
     from tui_hpo.report import importance_table
 
     Console().print(importance_table(scores, f"Parameter importance in '{study.study_name}' ({evaluator})"))
+
+
+@click.command(name="export")
+@click.option("--out", metavar="DIR", help="Where to write (default: WORKDIR/<study>/).")
+@study_options
+def export_command(out: str | None, workdir: str, storage: str | None, study_name: str | None, as_json: bool) -> None:
+    """Write report.json, trials.csv, best_params.yaml and a trainable best_config.yaml."""
+    from pathlib import Path
+
+    from engine.analysis import saved_config
+    from engine.results import export_results
+
+    study, url = open_study(workdir, storage, study_name)
+    config = saved_config(url, study.study_name)
+    folder = Path(out) if out else Path(workdir) / study.study_name
+    written = export_results(study, config, folder, url)
+    notes = []
+    if not any(p.name == "best_params.yaml" for p in written):
+        notes.append("no completed trial yet: no best config")
+    elif config is None:
+        notes.append("a plain Optuna study: no sweep config, so no best_config.yaml")
+    if as_json:
+        click.echo(json.dumps({"study": study.study_name, "files": [str(p) for p in written], "notes": notes},
+                              indent=2))
+        return
+    for path in written:
+        click.echo(f"wrote {path}")
+    for note in notes:
+        click.echo(note)
+    if config is not None and notes == []:
+        click.echo(f"train it again: tui-hpo train --config {folder / 'best_config.yaml'}")
+
+
+@click.command()
+@click.option("--top-fraction", type=click.FloatRange(0.01, 1.0), default=0.2, show_default=True,
+              help="The share of completed trials whose ranges are kept.")
+@click.option("--fix-below", type=click.FloatRange(0.0, 1.0), metavar="IMPORTANCE",
+              help="Fix parameters less important than this at the best trial's value (fine-tuning).")
+@click.option("--out", metavar="FILE", help="The focused sweep YAML (default: WORKDIR/<study>/recommended.yaml).")
+@study_options
+def recommend(top_fraction: float, fix_below: float | None, out: str | None, workdir: str, storage: str | None,
+              study_name: str | None, as_json: bool) -> None:
+    """The next sweep: the search space narrowed to where the best trials fell, as a YAML file."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from engine.analysis import saved_config
+    from engine.artifacts import dump_yaml, write_atomic
+    from engine.errors import UserError
+    from engine.recommend import recommend as make
+
+    study, url = open_study(workdir, storage, study_name)
+    config = saved_config(url, study.study_name)
+    if config is None:
+        raise UserError(f"'{study.study_name}' is a plain Optuna study: it has no search space of ours to narrow",
+                        key="--study")
+    result = make(study, config, top_fraction, fix_below)
+    path = Path(out) if out else Path(workdir) / study.study_name / "recommended.yaml"
+    header = (f"# The focused sweep after '{study.study_name}': ranges of its top {result.top} of "
+              f"{result.completed} completed trials.\n# Run it: tui-hpo run --config {path.name}")
+    write_atomic(path, dump_yaml(result.config, header))
+    if as_json:
+        click.echo(json.dumps({**asdict(result), "file": str(path)}, indent=2, default=str))
+        return
+    from rich.console import Console
+
+    from tui_hpo.report import recommendation_table
+
+    console = Console()
+    console.print(recommendation_table(result))
+    for note in result.notes:
+        console.print(f"note: {note}", style="yellow")
+    console.print(f"wrote {path}\nrun it: tui-hpo run --config {path}")

@@ -7,18 +7,20 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
+from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 
 from engine.store import readonly_url
 from tui_hpo.db import StudyRow
 from tui_hpo.format import duration, number, params
+from tui_hpo.report import summary_text
 from tui_hpo.screens.base import LiveScreen
 
 POLL_S = 3.0
@@ -31,6 +33,8 @@ class Analysis:
     top: list[Any]  # FrozenTrial
     importance: dict[str, float] | None
     note: str = ""
+    summary: dict[str, Any] | None = None  # engine.analysis.summary(): what `tui-hpo summary` prints
+    next_sweep: Any = None  # engine.recommend.Recommendation: what `tui-hpo recommend` writes
 
 
 def load_study(url: str, name: str) -> Any:
@@ -44,7 +48,12 @@ def load_study(url: str, name: str) -> Any:
 
 
 def analyse(url: str, study: StudyRow) -> Analysis:
+    """The same functions as `tui-hpo summary`, `top` and `importance`, so screen and CLI agree."""
     import optuna
+
+    from engine.analysis import importance as param_importance
+    from engine.analysis import summary
+    from engine.errors import UserError
 
     loaded = load_study(url, study.name)
     complete = loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -57,20 +66,30 @@ def analyse(url: str, study: StudyRow) -> Analysis:
         note = f"top {len(top)} of {len(complete)} completed trial(s)"
     importance = None
     if len(complete) >= 2 and len(loaded.directions) == 1:
-        from engine.analysis import importance as param_importance
-        from engine.errors import UserError
-
-        try:  # the same function `tui-hpo importance` uses, so both show the same numbers
+        try:
             importance = param_importance(loaded)
         except UserError as exc:
             note += f"; importance: {exc.detail}"
-    return Analysis(study, top, importance, note)
+    return Analysis(study, top, importance, note, summary(loaded, url), _recommendation(url, loaded))
+
+
+def _recommendation(url: str, study: Any) -> Any:
+    from engine.analysis import saved_config
+    from engine.errors import UserError
+    from engine.recommend import recommend
+
+    config = saved_config(url, study.study_name)
+    try:
+        return recommend(study, config) if config is not None else None
+    except UserError:  # no completed trial yet
+        return None
 
 
 class AnalysisScreen(LiveScreen):
     POLL_GROUP = "analysis"
 
-    BINDINGS = [Binding("e", "export", "export best config"), Binding("r", "refresh", "recompute")]
+    BINDINGS = [Binding("e", "export", "export results"), Binding("n", "next_sweep", "next sweep"),
+                Binding("r", "refresh", "recompute")]
 
     class Done(Message, bubble=False):
         def __init__(self, analysis: Analysis) -> None:
@@ -81,12 +100,15 @@ class AnalysisScreen(LiveScreen):
         yield Static(id="analysis-header")
         with Horizontal(id="analysis-top"):
             yield DataTable(id="analysis-table", cursor_type="row", zebra_stripes=True)
-            yield Static(id="importance")
+            with Vertical(id="analysis-side"):
+                yield Static(id="importance")
+                yield Static(id="next-sweep")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#analysis-table").border_title = "best trials"
         self.query_one("#importance").border_title = "parameter importance (PED-ANOVA)"
+        self.query_one("#next-sweep").border_title = "next sweep (n writes it)"
         self._key: Any = None
         self.analysis: Analysis | None = None
         self.poll()
@@ -122,12 +144,8 @@ class AnalysisScreen(LiveScreen):
             return
         self.analysis = result
         study = result.study
-        text = Text()
-        text.append(f" {study.name} ", style="bold reverse")
-        text.append(f"  {study.done} finished, {study.counts.get('PRUNED', 0)} pruned, "
-                    f"{study.counts.get('FAIL', 0)} failed  ")
-        text.append(result.note, style="dim")
-        text.append("\n e: write best_config.yaml, best_params.yaml and trials.csv to the study folder", style="dim")
+        text = summary_text(result.summary) if result.summary else Text(f" {study.name}", style="bold")
+        text.append(f"\n {result.note}", style="dim")
         header.update(text)
         table = self.query_one("#analysis-table", DataTable)
         table.clear(columns=True)
@@ -140,6 +158,7 @@ class AnalysisScreen(LiveScreen):
             table.add_row(str(trial.number), *(number(v) for v in trial.values),
                           duration(trial.duration.total_seconds() if trial.duration else None), params(trial.params))
         self.query_one("#importance", Static).update(_bars(result.importance, self.size.width // 2 - 30))
+        self.query_one("#next-sweep", Static).update(_next(result.next_sweep))
 
     def action_refresh(self) -> None:
         self._key = None
@@ -152,17 +171,42 @@ class AnalysisScreen(LiveScreen):
 
     @work(thread=True, exit_on_error=False, group="analysis-export")
     def export(self, study: StudyRow) -> None:
-        from engine.config import SweepConfig
+        """What `tui-hpo export` writes, into the study's folder."""
+        from engine.analysis import saved_config
         from engine.results import export_results
 
-        config = self.app.reader.sweep_config(study.study_id)
-        if not config:
-            self.app.call_from_thread(self.notify, "this study was not created by tui-hpo: no config to export",
+        folder = self.app.workdir / study.name
+        written = export_results(load_study(self.app.url, study.name), saved_config(self.app.url, study.name),
+                                 folder, self.app.url)
+        self.app.call_from_thread(self.notify, "wrote " + ", ".join(p.name for p in written) + f" to {folder}")
+
+    def action_next_sweep(self) -> None:
+        if self.analysis is not None and self.analysis.study is not None:
+            self.next_sweep(self.analysis.study)
+
+    @work(thread=True, exit_on_error=False, group="analysis-export")
+    def next_sweep(self, study: StudyRow) -> None:
+        """What `tui-hpo recommend` writes: the search space narrowed to the top trials' ranges."""
+        from engine.analysis import saved_config
+        from engine.artifacts import dump_yaml, write_atomic
+        from engine.errors import UserError
+        from engine.recommend import recommend
+
+        config = saved_config(self.app.url, study.name)
+        if config is None:
+            self.app.call_from_thread(self.notify, "a plain Optuna study: no search space to narrow",
                                       severity="warning")
             return
-        folder = self.app.workdir / study.name
-        written = export_results(load_study(self.app.url, study.name), SweepConfig.model_validate(config), folder)
-        self.app.call_from_thread(self.notify, "wrote " + ", ".join(p.name for p in written) + f" to {folder}")
+        try:
+            result = recommend(load_study(self.app.url, study.name), config)
+        except UserError as exc:
+            self.app.call_from_thread(self.notify, exc.detail, severity="warning")
+            return
+        path = self.app.workdir / study.name / "recommended.yaml"
+        write_atomic(path, dump_yaml(result.config, f"# The focused sweep after '{study.name}'. "
+                                                    f"Run it: tui-hpo run --config {path}"))
+        changed = "; ".join(f"{c.name} {c.after}" for c in result.changes)
+        self.app.call_from_thread(self.notify, f"{changed}\nwrote {path}", title="next sweep", timeout=15)
 
 
 def _bars(importance: dict[str, float] | None, width: int) -> Table | Text:
@@ -171,3 +215,16 @@ def _bars(importance: dict[str, float] | None, width: int) -> Table | Text:
     from tui_hpo.report import importance_table
 
     return importance_table(importance, "", max(10, width))
+
+
+def _next(result: Any) -> Group | Text:
+    """The focused ranges `tui-hpo recommend` would write, parameter by parameter."""
+    if result is None:
+        return Text("a focused sweep needs a completed trial of a tui-hpo sweep", style="dim")
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for change in result.changes:
+        table.add_row(change.name, Text(change.after, style="green" if change.after != change.before else ""))
+    return Group(Text(f"the ranges of the top {result.top} of {result.completed} completed trials", style="dim"),
+                 table)

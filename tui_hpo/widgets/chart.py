@@ -12,6 +12,19 @@ from textual.widgets import Static
 Draw = Callable[[Any], None]  # gets the plotext module, adds series to the current figure
 
 
+def render(draw: Draw, width: int, height: int, theme: str = "clear") -> str:
+    """The figure `draw` makes, `width` x `height` cells, as ANSI text: the one place plotext is set
+    up, shared by the widget and the command line (`tui-hpo visualize`)."""
+    plt.clf()
+    plt.plotsize(width - 1, height)  # one column spare: a full-width line would wrap
+    plt.theme(theme)
+    plt.canvas_color("default")
+    plt.axes_color("default")
+    plt.ticks_color("default")
+    draw(plt)
+    return plt.build()
+
+
 class Chart(Static):
     """A plotext figure. `draw` is kept, so a resize redraws without new data."""
 
@@ -41,12 +54,5 @@ class Chart(Static):
         if self._draw is None:
             self.update(Text("no data yet", style="dim"))
             return
-        plt.clf()
-        plt.plotsize(width - 1, height)  # one column spare: a full-width line would wrap
         # Textual takes NO_COLOR out of the environment and sets app.no_color instead.
-        plt.theme("clear" if self.app.no_color else "dark")
-        plt.canvas_color("default")
-        plt.axes_color("default")
-        plt.ticks_color("default")
-        self._draw(plt)
-        self.update(Text.from_ansi(plt.build()))
+        self.update(Text.from_ansi(render(self._draw, width, height, "clear" if self.app.no_color else "dark")))

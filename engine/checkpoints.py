@@ -1,0 +1,133 @@
+"""Trial checkpoints in `DIR/<study>/checkpoints/trial_<n>.pt`: the best K kept, within a disk budget.
+
+Which checkpoints to keep is decided from the trials' values in the storage, which is the truth
+about the study; the files carry no index of their own that a crash could leave stale.
+`best_model.pt` is a hard link to the best kept checkpoint (a copy where links are not
+supported), so it costs no extra disk. Workers on one machine share the folder under a file lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from engine.artifacts import write_atomic
+
+FOLDER = "checkpoints"
+BEST = "best_model.pt"
+NAME = re.compile(r"trial_(\d+)\.pt")
+
+
+@contextlib.contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / FOLDER).mkdir(parents=True, exist_ok=True)
+    with open(folder / FOLDER / ".lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def path_of(folder: Path, number: int) -> Path:
+    return folder / FOLDER / f"trial_{number}.pt"
+
+
+def on_disk(folder: Path) -> dict[int, Path]:
+    """Trial number -> checkpoint file, for the files that are there."""
+    found = {}
+    for path in (folder / FOLDER).glob("trial_*.pt"):
+        match = NAME.fullmatch(path.name)
+        if match:
+            found[int(match.group(1))] = path
+    return found
+
+
+def ranked(values: dict[int, float], maximize: bool) -> list[int]:
+    """Trial numbers, best first (ties: the earlier trial first)."""
+    return sorted(values, key=lambda n: (-values[n] if maximize else values[n], n))
+
+
+def plan(values: dict[int, float], sizes: dict[int, int], maximize: bool, keep: int,
+         budget_mb: float | None) -> list[int]:
+    """The checkpoints to keep, best first: the best `keep` with a value, fewer if the disk budget
+    is exceeded, but never fewer than the best one (a budget smaller than one checkpoint keeps it)."""
+    kept = [n for n in ranked({n: v for n, v in values.items() if n in sizes}, maximize)][:keep]
+    if budget_mb is not None:
+        budget = budget_mb * 1024 * 1024
+        while len(kept) > 1 and sum(sizes[n] for n in kept) > budget:
+            kept.pop()
+    return kept
+
+
+def serialize(model: Any, meta: dict[str, Any]) -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    state = {k: v.detach().cpu() for k, v in getattr(model, "_orig_mod", model).state_dict().items()}
+    torch.save({"meta": meta, "state_dict": state}, buffer)
+    return buffer.getvalue()
+
+
+def save(folder: Path, number: int, model: Any, meta: dict[str, Any],
+         values_of: Callable[[Iterable[int]], dict[int, float]], maximize: bool, keep: int,
+         budget_mb: float | None) -> bool:
+    """Keep trial `number`'s weights if they rank among the best `keep` of the checkpoints on disk
+    (`values_of` gives completed trials' first-objective values from the storage); then trim the
+    others. True when the file was written."""
+    if keep < 1:
+        return False
+    with locked(folder):
+        files = on_disk(folder)
+        values = values_of([*files, number])
+        if number not in ranked(values, maximize)[:keep]:
+            return False
+        data = serialize(model, meta)
+        sizes = {n: p.stat().st_size for n, p in files.items()} | {number: len(data)}
+        if number not in plan(values, sizes, maximize, keep, budget_mb):
+            return False
+        write_atomic(path_of(folder, number), data)
+        trim(folder, values, maximize, keep, budget_mb)
+    return True
+
+
+def trim(folder: Path, values: dict[int, float], maximize: bool, keep: int, budget_mb: float | None) -> list[Path]:
+    """Delete the checkpoints `plan` does not keep (and those of trials without a value: failed,
+    pruned or gone from the storage), and point best_model.pt at the best kept one. The caller
+    holds the lock. Returns the files removed."""
+    files = on_disk(folder)
+    sizes = {n: p.stat().st_size for n, p in files.items()}
+    kept = plan(values, sizes, maximize, keep, budget_mb) if keep > 0 else []
+    removed = []
+    for number, path in files.items():
+        if number not in kept:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    best = folder / BEST
+    if kept:
+        _link(files[kept[0]], best)
+    elif best.exists() and files:
+        best.unlink()
+        removed.append(best)
+    return removed
+
+
+def _link(source: Path, target: Path) -> None:
+    """Make `target` the same file as `source`, replacing it in one step."""
+    if target.exists() and os.path.samefile(source, target):
+        return
+    tmp = target.with_name(f".{target.name}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:  # a filesystem without hard links: copy
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)

@@ -1,0 +1,202 @@
+"""After a sweep: recommend, export, cleanup and checkpoints, and the original tracker's --action
+spelling. One real tiny sweep is shared (copied per test), so each test sees real trials."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import yaml
+
+from engine import checkpoints
+from engine.store import Store
+from tests.conftest import ROOT, run_cli
+from tests.studies import make_study
+
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny sweep of 6 trials that kept the best 3 checkpoints."""
+    workdir = tmp_path_factory.mktemp("swept") / "runs"
+    result = run_cli("run", "--config", str(TINY), "--n-trials", "6", "--workdir", str(workdir), "--no-tui",
+                     env={"TUI_HPO__CHECKPOINTS__KEEP": "3"})
+    assert result.returncode == 0, result.stderr
+    return workdir
+
+
+@pytest.fixture
+def workdir(swept: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "runs"
+    shutil.copytree(swept, copy)
+    return copy
+
+
+def load(workdir: Path, name: str = "tiny") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{workdir / 'hpo.db'}")
+
+
+def test_the_best_three_checkpoints_are_kept_and_best_model_is_the_best(swept: Path) -> None:
+    study = load(swept)  # read only: the shared sweep itself, whose hard links a copy would lose
+    folder = swept / "tiny"
+    ranked = sorted(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: -t.value)
+    assert set(checkpoints.on_disk(folder)) == {t.number for t in ranked[:3]}
+    best = torch.load(folder / "best_model.pt", map_location="cpu", weights_only=False)["meta"]
+    assert best["trial"] == ranked[0].number and best["value"] == pytest.approx(ranked[0].value)
+    assert os.path.samefile(folder / "best_model.pt", checkpoints.path_of(folder, ranked[0].number))
+
+
+def test_checkpoint_plan_keeps_the_best_within_the_budget() -> None:
+    values = {0: 0.5, 1: 0.9, 2: 0.7, 3: 0.8}
+    sizes = dict.fromkeys(values, 1024 * 1024)
+    assert checkpoints.plan(values, sizes, maximize=True, keep=3, budget_mb=None) == [1, 3, 2]
+    assert checkpoints.plan(values, sizes, maximize=True, keep=3, budget_mb=2.5) == [1, 3]
+    assert checkpoints.plan(values, sizes, maximize=False, keep=2, budget_mb=None) == [0, 2]
+    # A budget smaller than one checkpoint still keeps the best one.
+    assert checkpoints.plan(values, sizes, maximize=True, keep=3, budget_mb=0.1) == [1]
+    # Files of trials without a value (failed, pruned, deleted) are never kept.
+    assert checkpoints.plan({1: 0.9}, sizes, maximize=True, keep=3, budget_mb=None) == [1]
+
+
+def test_recommend_narrows_to_the_top_trials_and_the_yaml_runs(workdir: Path) -> None:
+    result = run_cli("recommend", "--workdir", str(workdir), "--top-fraction", "0.5", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    study = load(workdir)
+    top = sorted((t for t in study.trials if t.value is not None), key=lambda t: -t.value)[:3]
+    assert report["top"] == 3 and report["completed"] == 6
+    lr = report["config"]["search_space"]["lr"]
+    assert lr["log"] and 1e-3 <= lr["low"] <= min(t.params["lr"] for t in top)
+    assert max(t.params["lr"] for t in top) <= lr["high"] <= 1e-2
+    path = Path(report["file"])
+    assert path == workdir / "tiny" / "recommended.yaml"
+    config = yaml.safe_load(path.read_text())
+    assert config["name"] == "tiny-focused" and config["resources"] == {"batch_multiplier": 1.0}
+    # The focused sweep is a valid config that trains.
+    run = run_cli("run", "--config", str(path), "--n-trials", "1", "--workdir", str(workdir), "--no-tui")
+    assert run.returncode == 0, run.stderr
+    assert len(load(workdir, "tiny-focused").trials) == 1
+    table = run_cli("recommend", "--workdir", str(workdir), "--study", "tiny", "--fix-below", "1.0")
+    assert table.returncode == 0 and "fixed at" in table.stdout
+
+
+def test_recommend_on_fixture_plain_and_running_studies(tmp_path: Path) -> None:
+    make_study(tmp_path, n_trials=12, running=0, state="finished")
+    result = run_cli("recommend", "--workdir", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    changes = {c["name"]: c for c in json.loads(result.stdout)["changes"]}
+    assert changes["lr"]["after"].startswith("[") and changes["batch_size"]["after"] == "dropped"
+    url = f"sqlite:///{tmp_path / 'plain.db'}"
+    optuna.create_study(study_name="plain", storage=url).optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    plain = run_cli("recommend", "--storage", url)
+    assert plain.returncode == 2 and "plain Optuna study" in plain.stderr and "Traceback" not in plain.stderr
+    make_study(tmp_path / "running", n_trials=0, running=1)
+    empty = run_cli("recommend", "--workdir", str(tmp_path / "running"))
+    assert empty.returncode == 2 and "no completed trial yet" in empty.stderr
+
+
+def test_recommend_keeps_conditions_and_fixes_what_the_top_agrees_on() -> None:
+    from engine.config import SweepConfig
+    from engine.recommend import recommend
+
+    config = SweepConfig.model_validate({"search_space": {
+        "optimizer": {"choices": ["sgd", "adamw"]},
+        "momentum": {"low": 0.5, "high": 0.99, "when": {"optimizer": "sgd"}},
+        "lr": {"low": 1e-4, "high": 1e-1, "log": True},
+        "batch_size": {"choices": [32, 64, 128]},
+    }})
+    study = optuna.create_study(direction="maximize")
+
+    def objective(trial: optuna.Trial) -> float:
+        optimizer = trial.suggest_categorical("optimizer", ["sgd", "adamw"])
+        momentum = trial.suggest_float("momentum", 0.5, 0.99) if optimizer == "sgd" else 0.0
+        lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        trial.suggest_categorical("batch_size", [32, 64, 128])
+        return (optimizer == "sgd") + momentum - abs(lr - 0.01)
+
+    study.optimize(objective, n_trials=40)
+    result = recommend(study, config, fraction=0.1)
+    changes = {c.name: c for c in result.changes}
+    assert changes["optimizer"].after == "fixed at sgd" and result.config["train"]["optimizer"] == "sgd"
+    # momentum's condition holds for good now that sgd is fixed: it stays, unconditional and narrower.
+    momentum = result.config["search_space"]["momentum"]
+    assert "when" not in momentum and 0.5 <= momentum["low"] < momentum["high"] <= 0.99
+    assert momentum["high"] - momentum["low"] < 0.49
+    assert result.top == 4 and result.best == study.best_params
+    SweepConfig.model_validate(result.config)  # a config the next sweep can load
+
+
+def test_export_writes_every_file_and_report_json(workdir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    result = run_cli("export", "--workdir", str(workdir), "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    files = {Path(p).name for p in json.loads(result.stdout)["files"]}
+    assert files == {"report.json", "trials.csv", "best_params.yaml", "best_config.yaml"}
+    report = json.loads((out / "report.json").read_text())
+    study = load(workdir)
+    assert report["best"]["trial"] == study.best_trial.number and len(report["top"]) == 6
+    assert set(report["importance"]) == {"lr", "batch_size"}
+    assert report["counts"]["COMPLETE"] == 6
+    # A plain Optuna study: no sweep config, so no best_config.yaml, and it says so.
+    url = f"sqlite:///{tmp_path / 'plain.db'}"
+    optuna.create_study(study_name="plain", storage=url).optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    plain = run_cli("export", "--storage", url, "--out", str(tmp_path / "plain"))
+    assert plain.returncode == 0 and "no best_config.yaml" in plain.stdout
+    assert not (tmp_path / "plain" / "best_config.yaml").exists()
+
+
+def test_cleanup_trims_old_studies_and_leaves_running_ones(workdir: Path, tmp_path: Path) -> None:
+    folder = workdir / "tiny"
+    best = load(workdir).best_trial.number
+    stray = checkpoints.path_of(folder, 99)  # a trial the storage has no value for
+    stray.write_bytes(b"x" * 1000)
+    (folder / "resume.yaml").write_text("x: 1\n")
+    recent = run_cli("cleanup", "--workdir", str(workdir), "--json")  # the sweep is minutes old
+    assert recent.returncode == 0, recent.stderr
+    removed = json.loads(recent.stdout)["removed"]
+    assert [Path(r["path"]).name for r in removed] == ["trial_99.pt"] and not stray.exists()
+    dry = run_cli("cleanup", "--workdir", str(workdir), "--days", "0", "--keep", "1", "--dry-run")
+    assert dry.returncode == 0 and "would remove" in dry.stdout and len(checkpoints.on_disk(folder)) == 3
+    old = run_cli("--workdir", str(workdir), "--action", "cleanup", "--days", "0")  # the tracker's spelling
+    assert old.returncode == 0, old.stderr
+    assert len(checkpoints.on_disk(folder)) == 3  # the study's own checkpoints.keep
+    assert not (folder / "resume.yaml").exists()
+    one = run_cli("cleanup", "--workdir", str(workdir), "--days", "0", "--keep", "1")
+    assert one.returncode == 0 and set(checkpoints.on_disk(folder)) == {best}
+    assert os.path.samefile(folder / "best_model.pt", checkpoints.path_of(folder, best))
+    for name in ("config.yaml", "best_config.yaml", "best_params.yaml", "trials.csv", "report.json"):
+        assert (folder / name).is_file(), name
+    # A study with live workers is left alone.
+    make_study(tmp_path / "live", n_trials=3, running=1)
+    live = run_cli("cleanup", "--workdir", str(tmp_path / "live"), "--days", "0")
+    assert live.returncode == 0 and "left alone: demo: running" in live.stdout
+
+
+def test_the_original_tracker_actions(workdir: Path) -> None:
+    summary = run_cli("--workdir", str(workdir), "--action", "summary")
+    assert summary.returncode == 0 and "best val_f1" in summary.stdout
+    top = run_cli("--workdir", str(workdir), "--action", "top", "--n", "2")
+    assert top.returncode == 0 and "Top 2 trials" in top.stdout
+    recommend = run_cli("--workdir", str(workdir), "--action", "recommend")
+    assert recommend.returncode == 0 and "recommended.yaml" in recommend.stdout
+    bad = run_cli("--workdir", str(workdir), "--action", "nope")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_samples_older_than_the_cutoff_are_pruned(workdir: Path) -> None:
+    store = Store(f"sqlite:///{workdir / 'hpo.db'}")
+    try:
+        before = store.count_samples(time.time() + 1)
+        assert before >= 1
+        store.add_sample({"host": "old", "ts": time.time() - 30 * 86400, "cpu_percent": 1.0})
+    finally:
+        store.close()
+    result = run_cli("cleanup", "--workdir", str(workdir), "--days", "7", "--json")
+    assert json.loads(result.stdout)["samples"] == 1
