@@ -91,6 +91,11 @@ def summary(study: optuna.Study, url: str) -> dict[str, Any]:
         "compute_seconds": round(sum(_seconds(t) for t in trials), 3),
         "pruning_saved_seconds": round(saved, 3),
         "failures": [{"reason": reason, "count": n} for reason, n in failures.most_common()],
+        # Reruns of trials whose worker died, and trials that ran out of memory and went on smaller.
+        "retried": [{"trial": t.number, "retry_of": t.user_attrs["retry_of"], "state": t.state.name}
+                    for t in trials if "retry_of" in t.user_attrs],
+        "oom_retries": [{"trial": t.number, "steps": t.user_attrs["oom_retries"]}
+                        for t in trials if t.user_attrs.get("oom_retries")],
     }
     complete = [t for t in trials if t.state == States.COMPLETE]
     if not complete:

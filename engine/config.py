@@ -149,6 +149,7 @@ class BudgetConfig(Section):
     n_trials: int = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0)
     max_consecutive_failures: int = Field(5, ge=1)
+    max_retries: int = Field(1, ge=0, le=10)  # reruns of a trial whose worker died, same params
 
 
 class SweepConfig(Section):

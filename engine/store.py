@@ -157,14 +157,16 @@ def make_engine(url: str, readonly: bool = False) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def optuna_storage(url: str, heartbeat: bool = True) -> Any:
-    """Optuna's RDBStorage on `url`, with heartbeats so dead workers' trials can be failed."""
+def optuna_storage(url: str, heartbeat: bool = True, stale_callback: Callable[..., None] | None = None) -> Any:
+    """Optuna's RDBStorage on `url`, with heartbeats so dead workers' trials can be failed
+    (`stale_callback` runs for each trial `fail_stale_trials` fails)."""
     import optuna
 
     kwargs: dict[str, Any] = {"engine_kwargs": {"connect_args": {"timeout": BUSY_TIMEOUT_S}}} \
         if url.startswith("sqlite") else {"engine_kwargs": {"pool_pre_ping": True}}
     if heartbeat:
-        kwargs.update(heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S)
+        kwargs.update(heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S,
+                      heartbeat_stale_trial_callback=stale_callback)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(url, **kwargs)

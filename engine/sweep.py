@@ -27,6 +27,7 @@ from engine.config import SweepConfig
 from engine.data import Scan, scan
 from engine.errors import ConfigError
 from engine.platform import PlatformInfo, usable_cores
+from engine.recovery import recover_dead_trials
 from engine.resolve import Resolved
 from engine.results import export_results
 from engine.space import grid_values
@@ -126,8 +127,7 @@ def open_study(config: SweepConfig, url: str, name: str, workdir: Path) -> Study
             if old.get(section) != config_dict.get(section):
                 raise ConfigError(f"study '{name}' exists with a different '{section}' section: resume it with "
                                   "the same config, or name a new study with --study", key=section)
-        study = optuna.load_study(study_name=name, storage=storage)
-        recover_dead_trials(study, store, existing.study_id)
+        recover_dead_trials(url, name, store, existing.study_id, config.budget.max_retries)
         store.update_sweep(existing.study_id, config=config_dict, n_trials=config.budget.n_trials,
                            state="running", claimed=_live_or_done(store, existing.study_id))
         return Study(existing.study_id, name, True, folder)
@@ -139,39 +139,10 @@ def open_study(config: SweepConfig, url: str, name: str, workdir: Path) -> Study
 
 
 def _live_or_done(store: Store, study_id: int) -> int:
+    """Budget slots in use: finished and running trials. Queued (WAITING) trials hold no slot:
+    the worker that runs one claims a slot first."""
     counts = store.state_counts(study_id)
-    return sum(counts.get(s, 0) for s in ("COMPLETE", "PRUNED", "RUNNING", "WAITING"))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def recover_dead_trials(study: optuna.Study, store: Store, study_id: int, labels: set[str] | None = None) -> int:
-    """Fail RUNNING trials whose worker is gone: on this host by pid (or `labels`), elsewhere by
-    heartbeat. Their budget slots become free again, so the study still reaches n_trials."""
-    host = monitor.hostname()
-    failed = 0
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        label = str(trial.user_attrs.get("worker", ""))
-        worker_host, _, pid = label.rpartition(":")
-        dead = (labels is not None and label in labels) or (
-            labels is None and worker_host == host and pid.isdigit() and not _pid_alive(int(pid)))
-        if dead:
-            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "worker died")
-            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-            store.add_event(study_id, "trial_interrupted", f"trial {trial.number}: its worker {label} died; "
-                            "it will run again", level="warning", trial_number=trial.number)
-            failed += 1
-    if labels is None:
-        failed += len(optuna.storages.fail_stale_trials(study) or [])
-    return failed
+    return sum(counts.get(s, 0) for s in ("COMPLETE", "PRUNED", "RUNNING"))
 
 
 def worker_plan(config: SweepConfig, info: PlatformInfo, platform: str) -> list[tuple[str, dict[str, str], int]]:
@@ -202,6 +173,9 @@ class Engine:
         self.url, self.workdir, self.reporter = url, workdir, reporter
         self.study_name = study_name
         self.procs: list[subprocess.Popen] = []
+        self.plan: list[tuple[str, dict[str, str], int]] = []
+        self.respawns = 0
+        self.retired: set[int] = set()  # worker slots that died and were not restarted
         self.interrupts = 0
         self.last_event = 0
 
@@ -271,19 +245,53 @@ class Engine:
         self.log_path = path
 
     def _launch(self) -> None:
-        plan = worker_plan(self.config, self.info, self.platform)
-        logfile = open(self.log_path, "ab")  # noqa: SIM115 - shared by the children, closed in _reap
-        self._logfile = logfile
-        for index, (device, env, threads) in enumerate(plan):
+        self.plan = worker_plan(self.config, self.info, self.platform)
+        self._logfile = open(self.log_path, "ab")  # noqa: SIM115 - shared by the children, closed in _reap
+        for index in range(len(self.plan)):
             if index:
                 time.sleep(STAGGER_S)  # stagger starts: workers do not all decode data at once
-            cmd = [sys.executable, "-m", "engine.worker", "--storage", self.url, "--study", self.study_name,
-                   "--workdir", str(self.workdir), "--device", device, "--threads", str(threads),
-                   "--index", str(index)]
-            child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads)}
-            self.procs.append(subprocess.Popen(cmd, env=child_env, stdout=logfile, stderr=subprocess.STDOUT,
-                                               stdin=subprocess.DEVNULL))
-            log.info("worker %d: pid %d on %s, %d thread(s)", index, self.procs[-1].pid, device, threads)
+            self.procs.append(self._spawn(index))
+
+    def _spawn(self, slot: int) -> subprocess.Popen:
+        """A worker for plan slot `slot`. Each gets a new index (it seeds the worker's sampler), so a
+        replacement does not repeat its predecessor's first samples."""
+        device, env, threads = self.plan[slot]
+        index = slot + len(self.plan) * self.respawns
+        cmd = [sys.executable, "-m", "engine.worker", "--storage", self.url, "--study", self.study_name,
+               "--workdir", str(self.workdir), "--device", device, "--threads", str(threads),
+               "--index", str(index), "--exit-with-parent"]
+        child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads)}
+        proc = subprocess.Popen(cmd, env=child_env, stdout=self._logfile, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        log.info("worker %d: pid %d on %s, %d thread(s)", index, proc.pid, device, threads)
+        return proc
+
+    def _replace_dead_workers(self) -> None:
+        """A worker that died mid-sweep (killed, out of memory) loses nothing: its trial is failed
+        and queued again, and a new worker takes its place; a few times at most, so a crash loop
+        ends the sweep instead of spinning."""
+        if self.interrupts:
+            return
+        sid = self.study.study_id
+        for index, proc in enumerate(self.procs):
+            code = proc.poll()
+            if code is None or code == 0 or index in self.retired:
+                continue
+            label = f"{monitor.hostname()}:{proc.pid}"
+            for _ in range(recover_dead_trials(self.url, self.study_name, self.store, sid,
+                                               self.config.budget.max_retries, {label})):
+                self.store.release(sid)
+            how = f"signal {-code}" if code < 0 else f"code {code}"
+            running = self.store.sweep_state(sid) in ("running", "paused")
+            if running and self.respawns < max(3, len(self.procs)):
+                self.respawns += 1
+                self.procs[index] = self._spawn(index)
+                then = f"worker {index} restarted as pid {self.procs[index].pid}"
+            else:
+                self.retired.add(index)
+                then = "not restarted" + (f" ({self.respawns} restarts already)" if running else "")
+            self.store.add_event(sid, "worker", f"worker pid {proc.pid} died ({how}): {then}; see {self.log_path}",
+                                 level="error")
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.interrupts += 1
@@ -306,6 +314,7 @@ class Engine:
             tick = time.monotonic()
             self.store.add_sample(monitor.sample(self.workdir))
             self._drain_events(self.status(started))
+            self._replace_dead_workers()
             if all(p.poll() is not None for p in self.procs):
                 break
             if self.interrupts and time.monotonic() - self.stop_requested > STOP_GRACE_S:
@@ -346,10 +355,12 @@ class Engine:
             self._logfile.close()
         labels = {f"{monitor.hostname()}:{p.pid}" for p in self.procs}
         if self.procs and hasattr(self, "study"):
-            study = optuna.load_study(study_name=self.study_name, storage=optuna_storage(self.url, heartbeat=False))
-            recover_dead_trials(study, self.store, self.study.study_id, labels)
+            recover_dead_trials(self.url, self.study_name, self.store, self.study.study_id,
+                                self.config.budget.max_retries, labels)
             self.store.update_sweep(self.study.study_id, claimed=_live_or_done(self.store, self.study.study_id))
-            for proc in self.procs:
+            for index, proc in enumerate(self.procs):
+                if index in self.retired:  # reported when it died
+                    continue
                 if proc.returncode not in (0, -signal.SIGINT, -signal.SIGKILL) and not self.interrupts:
                     self.store.add_event(self.study.study_id, "worker", f"worker pid {proc.pid} exited with code "
                                          f"{proc.returncode}: see {self.log_path}", level="error")

@@ -10,6 +10,7 @@ reason "interrupted" and its budget slot is given back); the worker then exits.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ from engine import checkpoints
 from engine.config import SweepConfig
 from engine.data import scan, splits
 from engine.monitor import hostname
+from engine.recovery import requeue
 from engine.samplers import make_pruner, make_sampler
 from engine.space import suggest
 from engine.store import HEARTBEAT_INTERVAL_S, Store, optuna_storage
@@ -39,6 +41,7 @@ log = logging.getLogger("tui_hpo.worker")
 CONTROL_POLL_S = 1.0
 INTERRUPTED = "interrupted"
 IDLE_POLL_S = 0.5
+PARENT_POLL_S = 1.0
 
 
 @dataclass
@@ -211,6 +214,8 @@ class Worker:
         self.study.tell(trial, values if state == optuna.trial.TrialState.COMPLETE else None, state=state)
         if state == optuna.trial.TrialState.FAIL:
             self.store.release(self.study_id)
+        if reason == INTERRUPTED:  # not the trial's fault: the same params run again on resume
+            requeue(self.study, self.storage.get_trial(trial._trial_id), self.config.budget.max_retries, counts=False)
         self._report(number, state, values, reason, seconds)
         if state == optuna.trial.TrialState.COMPLETE and model is not None and len(values or []) == 1:
             self._maybe_checkpoint(number, values[0], model, trial.params)
@@ -233,7 +238,7 @@ class Worker:
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"pruned in epoch {m.epoch + 1} ({metric}={getattr(m, metric):.4f})")
 
-            model, history = fit(cfg, self.data, split, self.runtime, on_epoch, self.stop)
+            model, history, cfg = self._fit_fitting_memory(trial, cfg, split, on_epoch)
             finals.append(history[-1])
             if single and folds > 1:
                 trial.report(getattr(history[-1], metric), fold)
@@ -242,6 +247,32 @@ class Worker:
         assert model is not None
         trial.set_user_attr("epochs", cfg.epochs * folds)
         return model, finals
+
+    def _fit_fitting_memory(self, trial: optuna.Trial, cfg: Any, split: Any,
+                            on_epoch: Any) -> tuple[torch.nn.Module, list[EpochMetrics], Any]:
+        """`fit`, and on running out of memory (CUDA OOM, or MemoryError on the CPU) again with half
+        the batch and twice the gradient accumulation: the same effective batch, so the same
+        experiment. Each step down is recorded on the trial. Returns the config that fitted."""
+        while True:
+            try:
+                model, history = fit(cfg, self.data, split, self.runtime, on_epoch, self.stop)
+                return model, history, cfg
+            except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+                if cfg.batch_size < 2:
+                    raise
+                smaller = cfg.model_copy(update={"batch_size": cfg.batch_size // 2,
+                                                 "accum_steps": cfg.accum_steps * 2})
+                del exc  # its traceback holds the failed step's tensors
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                steps = [*trial.user_attrs.get("oom_retries", []),
+                         {"batch_size": smaller.batch_size, "accum_steps": smaller.accum_steps}]
+                trial.set_user_attr("oom_retries", steps)
+                self._event("trial_oom", f"trial {trial.number}: out of memory at batch {cfg.batch_size}; again with "
+                            f"batch {smaller.batch_size} x {smaller.accum_steps} accumulation steps (same "
+                            f"effective batch)", trial.number, level="warning")
+                cfg = smaller
 
     def _event(self, kind: str, message: str, number: int, level: str = "info") -> None:
         """An event in the database (what viewers show) and a line in this worker's log."""
@@ -273,6 +304,17 @@ class Worker:
             log.info("trial %s: checkpoint kept (one of the best %s)", number, keep.keep)
 
 
+def _watch_parent(parent: int, signalled: threading.Event) -> None:
+    """An engine killed with SIGKILL cannot stop its workers: each notices it is orphaned and
+    stops as on Ctrl-C (its trial is failed and queued again), instead of running on unseen."""
+    while not signalled.is_set():
+        if os.getppid() != parent:
+            log.warning("the engine (pid %d) is gone: stopping", parent)
+            signalled.set()
+            return
+        time.sleep(PARENT_POLL_S)
+
+
 def _fmt_params(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
@@ -285,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="stop as on Ctrl-C when the engine that started this worker dies")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{args.index} %(levelname)s %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -295,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     signalled = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: signalled.set())
+    if args.exit_with_parent:
+        threading.Thread(target=_watch_parent, args=(os.getppid(), signalled), daemon=True).start()
     worker = Worker(args.storage, args.study, Path(args.workdir), args.device, args.index, signalled)
     worker.run()
     return 0

@@ -178,8 +178,8 @@ def _run_headless(resolved: Any, url: str, workdir: Path, name: str) -> int:
     rows = top_rows(study, 10)
     if rows:
         console.print(top_table(rows, resolved.config.objective.metrics(), f"Top trials of '{name}'"))
-    console.print(f"Results: {workdir / name}/ (report.json, best_config.yaml, best_params.yaml, trials.csv, engine.log); "
-                  "next: tui-hpo summary, recommend, visualize")
+    console.print(f"Results: {workdir / name}/ (report.json, best_config.yaml, best_params.yaml, trials.csv, "
+                  "engine.log); next: tui-hpo summary, recommend, visualize")
     return code
 
 

@@ -69,6 +69,7 @@ class TrialRow:
     device: str | None = None
     fail_reason: str | None = None
     epoch: int = 0  # epochs finished so far (across folds)
+    retry_of: int | None = None  # the trial whose worker died, run again with these params
 
     def duration(self, now: float | None = None) -> float | None:
         if self.start is None:
@@ -213,7 +214,7 @@ class Reader:
             attrs: dict[int, dict[str, Any]] = {}
             for tid, key, value in conn.execute(sa.text(
                     "SELECT trial_id, key, value_json FROM trial_user_attributes "
-                    f"WHERE trial_id IN ({wanted}) AND key IN ('worker', 'device', 'fail_reason')")):
+                    f"WHERE trial_id IN ({wanted}) AND key IN ('worker', 'device', 'fail_reason', 'retry_of')")):
                 attrs.setdefault(tid, {})[key] = json.loads(value)
             epochs: dict[int, int] = {}
             if sa.inspect(conn).has_table("hpo_epoch"):
@@ -229,7 +230,7 @@ class Reader:
                 values=tuple(vals[k] for k in sorted(vals)) if vals else None,
                 params=params.get(tid, {}), start=_ts(start), complete=_ts(complete),
                 worker=a.get("worker"), device=a.get("device"), fail_reason=a.get("fail_reason"),
-                epoch=epochs.get(tid, 0)))
+                epoch=epochs.get(tid, 0), retry_of=a.get("retry_of")))
         return rows
 
     def _dist(self, text: str) -> dict[str, Any]:

@@ -83,6 +83,13 @@ def summary_table(report: dict[str, Any]) -> Table:
                                       "their full length)")
     for failure in report["failures"][:5]:
         table.add_row("failed", f"{failure['count']}x {failure['reason']}")
+    if report.get("retried"):
+        reruns = ", ".join(f"#{r['trial']} of #{r['retry_of']} ({r['state'].lower()})" for r in report["retried"][:8])
+        table.add_row("retried", f"{len(report['retried'])} rerun(s) after a worker died: {reruns}")
+    for oom in report.get("oom_retries", [])[:5]:
+        last = oom["steps"][-1]
+        table.add_row("out of memory", f"trial {oom['trial']} went on with batch {last['batch_size']} x "
+                                       f"{last['accum_steps']} accumulation steps")
     return table
 
 

@@ -77,6 +77,8 @@ class TrialScreen(LiveScreen):
             metrics = self.study.metrics or ("value",)
             text.append("  " + "  ".join(f"{m}={number(v)}" for m, v in zip(metrics, row.values, strict=False)))
         text.append(f"  took {duration(row.duration())}  on {row.worker or '-'} ({row.device or '-'})")
+        if row.retry_of is not None:
+            text.append(f"\n a rerun of trial {row.retry_of}, whose worker died or was interrupted", style="cyan")
         if row.fail_reason:
             text.append(f"\n failed: {row.fail_reason}", style="bold red")
         header.update(text)

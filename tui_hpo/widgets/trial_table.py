@@ -64,6 +64,8 @@ class TrialTable(DataTable):
 
     def _cells_of(self, row: TrialRow, now: float) -> tuple:
         state = Text(row.state.lower(), style=STATE_STYLE.get(row.state, ""))
+        if row.retry_of is not None:
+            state.append(f" ↻{row.retry_of}", style="cyan")  # a rerun of that trial: its worker died
         values = [Text(number(v), justify="right") for v in (row.values or ())]
         values += [Text("-", style="dim", justify="right")] * (len(self.metrics) - len(values))
         epoch = f"{row.epoch}/{self.total_epochs}" if self.total_epochs else str(row.epoch)

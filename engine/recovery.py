@@ -1,0 +1,103 @@
+"""Trials whose worker died (SIGKILL, the OOM killer, a lost machine) or was interrupted: failed
+with a reason, and queued again with the same parameters, so the study still reaches n_trials.
+
+Death is noticed two ways: on this host by the worker's pid (at once), anywhere by Optuna's
+heartbeat going stale (after the grace period). A retry is an Optuna WAITING trial carrying the
+same params and Optuna's own `failed_trial`/`retry_history` system attributes, so
+`RetryHeartbeatStaleTrialCallback.retry_history()` reads it; the next `ask()` of any worker takes
+it. A trial that keeps killing its worker is retried `budget.max_retries` times, then left failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import optuna
+
+from engine import monitor
+from engine.store import Store, optuna_storage
+
+log = logging.getLogger("tui_hpo.recovery")
+States = optuna.trial.TrialState
+WORKER_DIED = "worker died"
+HEARTBEAT_LOST = "heartbeat lost: its worker or machine went away"
+UNLABELLED_S = 60.0  # a live worker labels its trial within milliseconds of asking for it
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retries: int, counts: bool = True) -> bool:
+    """Queue `trial`'s params again; False when its retries are used up. An interruption (Ctrl-C,
+    a stop) is not the trial's fault: with `counts=False` it does not use up a retry."""
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    retries = int(trial.user_attrs.get("retries", 0)) + (1 if counts else 0)
+    if retries > max_retries:
+        return False
+    study.add_trial(optuna.create_trial(
+        state=States.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs={"retry_of": history[0], "retries": retries},
+        system_attrs={"failed_trial": history[0], "retry_history": history}))
+    return True
+
+
+def fail_and_requeue(study: optuna.Study, store: Store, study_id: int, trial: optuna.trial.FrozenTrial, reason: str,
+                     max_retries: int, already_failed: bool = False) -> bool:
+    """Fail a trial whose worker is gone (unless someone else did first) and queue it again.
+    Returns True when this call failed it (so its budget slot may be released)."""
+    storage = study._storage
+    if not already_failed:
+        try:
+            storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+            if not storage.set_trial_state_values(trial._trial_id, States.FAIL):
+                return False
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False  # another process recovered it, or the worker finished after all
+    requeued = requeue(study, trial, max_retries)
+    then = "it runs again with the same params" if requeued else f"not retried: {max_retries} retry(ies) used"
+    store.add_event(study_id, "trial_interrupted", f"trial {trial.number}: {reason}; {then}", level="warning",
+                    trial_number=trial.number)
+    log.warning("trial %s: %s; %s", trial.number, reason, then)
+    return True
+
+
+def recover_dead_trials(url: str, study_name: str, store: Store, study_id: int, max_retries: int,
+                        labels: set[str] | None = None) -> int:
+    """Fail and requeue RUNNING trials whose worker is gone: those of the workers named in
+    `labels` (host:pid), or, without labels, any on this host whose pid is dead and any whose
+    heartbeat went stale. Returns how many were failed here."""
+    recovered = 0
+
+    def on_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal recovered
+        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", HEARTBEAT_LOST)
+        fail_and_requeue(study, store, study_id, trial, HEARTBEAT_LOST, max_retries, already_failed=True)
+        recovered += 1
+
+    storage: Any = optuna_storage(url, stale_callback=on_stale)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    host = monitor.hostname()
+    for trial in study.get_trials(deepcopy=False, states=(States.RUNNING,)):
+        label = str(trial.user_attrs.get("worker", ""))
+        worker_host, _, pid = label.rpartition(":")
+        if labels is not None:
+            dead = label in labels
+        elif not label:  # killed between ask() and labelling the trial: no pid, no heartbeat
+            dead = trial.datetime_start is not None and time.time() - trial.datetime_start.timestamp() > UNLABELLED_S
+        else:
+            dead = worker_host == host and pid.isdigit() and not pid_alive(int(pid))
+        if dead and fail_and_requeue(study, store, study_id, trial, WORKER_DIED, max_retries):
+            recovered += 1
+    if labels is None:
+        optuna.storages.fail_stale_trials(study)
+    return recovered

@@ -1,0 +1,205 @@
+"""Crashes lose nothing: the engine SIGKILLed again and again, a worker killed mid-trial, SIGTERM,
+and running out of memory. Every test runs the real engine on the embedded digits."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+States = optuna.trial.TrialState
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+FIXED_BATCH = {"TUI_HPO__SEARCH_SPACE__BATCH_SIZE": "null", "TUI_HPO__TRAIN__BATCH_SIZE": "128"}
+
+
+def load(workdir: Path) -> optuna.Study:
+    return optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir / 'hpo.db'}")
+
+
+def integrity(workdir: Path) -> str:
+    with sqlite3.connect(f"file:{workdir / 'hpo.db'}?mode=ro", uri=True) as conn:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def start(workdir: Path, n_trials: int, parallel: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    args = [sys.executable, "-m", "tui_hpo.cli", "run", "--config", str(TINY), "--workdir", str(workdir), "--no-tui",
+            "--n-trials", str(n_trials), "--parallel", str(parallel)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUI_HPO__")} | FIXED_BATCH | (extra_env or {})
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def completed(study: optuna.Study) -> dict[int, float]:
+    return {t.number: t.value for t in study.trials if t.state == States.COMPLETE}
+
+
+def lineage(trial: optuna.trial.FrozenTrial) -> int:
+    """The first trial of a chain of reruns (itself when it is not a rerun)."""
+    return int(trial.user_attrs.get("retry_of", trial.number))
+
+
+def test_sigkill_twenty_times_loses_nothing(tmp_path: Path) -> None:
+    """SIGKILL at random moments, 20 times, alternately the whole process group (a lost machine)
+    and the engine alone (its workers must notice and stop); each time the same command resumes."""
+    workdir, n_trials = tmp_path / "runs", 20
+    rng = random.Random(20261124)
+    kept: dict[int, float] = {}
+    for cycle in range(20):
+        proc = start(workdir, n_trials, parallel=2, extra_env={"TUI_HPO__BUDGET__MAX_RETRIES": "3"})
+        time.sleep(rng.uniform(0.5, 6.0))
+        if cycle % 2 == 0:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        # Orphaned workers stop by themselves within seconds (they watch their engine).
+        wait_until(lambda pid=proc.pid: not group_alive(pid), 30, "the killed engine's workers to exit")
+        if not (workdir / "hpo.db").exists():
+            continue
+        assert integrity(workdir) == "ok"
+        try:
+            now = completed(load(workdir))
+        except KeyError:  # killed before the study existed
+            continue
+        for number, value in kept.items():
+            assert now[number] == value, f"cycle {cycle}: trial {number} lost or changed"
+        kept = now
+    final = run_cli("run", "--config", str(TINY), "--workdir", str(workdir), "--no-tui", "--n-trials", str(n_trials),
+                    "--parallel", "2", env=FIXED_BATCH | {"TUI_HPO__BUDGET__MAX_RETRIES": "3"})
+    assert final.returncode == 0, final.stderr
+    study = load(workdir)
+    done = [t for t in study.trials if t.state in (States.COMPLETE, States.PRUNED)]
+    assert len(done) == n_trials, "exactly n_trials finished trials"
+    assert not [t for t in study.trials if t.state in (States.RUNNING, States.WAITING)]
+    for number, value in kept.items():
+        assert study.trials[number].value == value
+    lineages = [lineage(t) for t in done]
+    assert len(lineages) == len(set(lineages)), "a rerun and its original both finished"
+    assert integrity(workdir) == "ok"
+    assert all(t.value > 0.3 for t in done), "real training, real accuracy"
+
+
+def test_a_worker_killed_mid_trial_is_rerun_with_the_same_params(tmp_path: Path) -> None:
+    workdir = tmp_path / "runs"
+    proc = start(workdir, n_trials=6, parallel=2, extra_env={"TUI_HPO__TRAIN__EPOCHS": "6"})
+
+    def running_trial() -> tuple[int, str] | None:
+        try:
+            for t in load(workdir).trials:
+                if t.state == States.RUNNING and "worker" in t.user_attrs:
+                    return t.number, t.user_attrs["worker"]
+        except Exception:  # the study is still being created
+            return None
+        return None
+
+    wait_until(lambda: running_trial() is not None, 90, "a running trial")
+    number, worker = running_trial()  # type: ignore[misc]
+    victim_params = load(workdir).trials[number].params
+    os.kill(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)
+    _out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    study = load(workdir)
+    assert study.trials[number].state == States.FAIL
+    assert study.trials[number].user_attrs["fail_reason"] == "worker died"
+    reruns = [t for t in study.trials if t.user_attrs.get("retry_of") == number]
+    assert len(reruns) == 1 and reruns[0].params == victim_params and reruns[0].state == States.COMPLETE
+    assert reruns[0].system_attrs["failed_trial"] == number  # Optuna's own retry attributes
+    assert len([t for t in study.trials if t.state == States.COMPLETE]) == 6
+    summary = run_cli("summary", "--workdir", str(workdir))
+    assert f"#{reruns[0].number} of #{number}" in summary.stdout
+    with sqlite3.connect(f"file:{workdir / 'hpo.db'}?mode=ro", uri=True) as conn:
+        events = [m for (m,) in conn.execute("SELECT message FROM hpo_event WHERE kind = 'worker'")]
+    assert any("died (signal 9): worker" in m and "restarted as pid" in m for m in events), events
+
+
+def test_sigterm_stops_gracefully_and_the_interrupted_trial_reruns(tmp_path: Path) -> None:
+    workdir = tmp_path / "runs"
+    proc = start(workdir, n_trials=3, parallel=1, extra_env={"TUI_HPO__TRAIN__EPOCHS": "30"})
+
+    def running() -> bool:
+        try:
+            return any(t.state == States.RUNNING and "worker" in t.user_attrs for t in load(workdir).trials)
+        except Exception:
+            return False
+
+    wait_until(running, 90, "a running trial")
+    stopped_at = time.time()
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert time.time() - stopped_at < 20 and proc.returncode == 130, err
+    study = load(workdir)
+    interrupted = [t for t in study.trials if t.state == States.FAIL]
+    assert [t.user_attrs["fail_reason"] for t in interrupted] == ["interrupted"]
+    queued = [t for t in study.trials if t.state == States.WAITING]
+    assert len(queued) == 1 and queued[0].params == interrupted[0].params
+    assert integrity(workdir) == "ok"
+    again = start(workdir, n_trials=3, parallel=1, extra_env={"TUI_HPO__TRAIN__EPOCHS": "30"})
+    _out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    rerun = load(workdir).trials[queued[0].number]
+    assert rerun.state == States.COMPLETE and rerun.user_attrs["retry_of"] == interrupted[0].number
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_out_of_memory_retries_with_half_the_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection on the CPU: any training batch above 32 images raises MemoryError (as a CUDA
+    OOM would); the trial goes on with the same effective batch and finishes."""
+    from engine import train
+    from engine.resolve import resolve_run
+    from engine.store import default_url
+    from engine.sweep import open_study
+    from engine.worker import Worker
+
+    resolved = resolve_run(None, str(TINY), {"budget": {"n_trials": 2},
+                                             "search_space": {"batch_size": {"choices": [128]}}})
+    url = default_url(tmp_path)
+    open_study(resolved.config, url, "tiny", tmp_path)
+    real = train.train_one_epoch
+    seen: list[tuple[int, int]] = []
+
+    def tight_memory(loop, data, idx, cfg, *args, **kwargs):
+        seen.append((cfg.batch_size, cfg.accum_steps))
+        if cfg.batch_size > 32:
+            raise MemoryError("injected: batch too large for this device")
+        return real(loop, data, idx, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(train, "train_one_epoch", tight_memory)
+    Worker(url, "tiny", tmp_path, "cpu", 0, threading.Event()).run()
+    study = load(tmp_path)
+    assert [t.state for t in study.trials] == [States.COMPLETE, States.COMPLETE]
+    for trial in study.trials:
+        assert trial.params["batch_size"] == 128
+        assert trial.user_attrs["oom_retries"] == [{"batch_size": 64, "accum_steps": 2},
+                                                   {"batch_size": 32, "accum_steps": 4}]
+        assert trial.value > 0.3
+    assert (128, 1) in seen and (64, 2) in seen and (32, 4) in seen
+    summary = run_cli("summary", "--workdir", str(tmp_path))
+    assert "went on with batch 32 x 4 accumulation steps" in summary.stdout
