@@ -328,7 +328,8 @@ def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def flags_layer(n_trials: int | None = None, timeout: float | None = None, data: str | None = None,
-                labels: str | None = None, parallel: int | None = None) -> dict[str, Any]:
+                labels: str | None = None, parallel: int | None = None,
+                trials_per_gpu: int | None = None) -> dict[str, Any]:
     layer: dict[str, Any] = {}
     if n_trials is not None:
         layer.setdefault("budget", {})["n_trials"] = n_trials
@@ -340,6 +341,8 @@ def flags_layer(n_trials: int | None = None, timeout: float | None = None, data:
         layer.setdefault("data", {})["labels"] = labels
     if parallel is not None:
         layer.setdefault("resources", {})["parallel"] = parallel
+    if trials_per_gpu is not None:
+        layer.setdefault("resources", {})["trials_per_gpu"] = trials_per_gpu
     return layer
 
 

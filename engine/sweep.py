@@ -150,13 +150,18 @@ def worker_plan(config: SweepConfig, info: PlatformInfo, platform: str) -> list[
     res = config.resources
     parallel = res.parallel or 1
     if platform == "cuda":
+        # Indices in resources.gpus and in the probe count the devices this process sees, which
+        # CUDA_VISIBLE_DEVICES may have narrowed; each worker gets the physical id of one.
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        ids = visible.split(",") if visible else [str(g.index) for g in info.gpus]
-        chosen = [ids[i] for i in (res.gpus if res.gpus is not None else range(len(ids))) if i < len(ids)]
+        ids = [v.strip() for v in visible.split(",")] if visible else [str(g.index) for g in info.gpus]
+        chosen = [i for i in (res.gpus if res.gpus is not None else range(len(ids))) if 0 <= i < len(ids)]
         if not chosen:
             raise ConfigError("none of these GPUs exists here", key="resources.gpus")
+        # Freest GPU first: with fewer workers than trials_per_gpu x GPUs, the fullest ones wait.
+        free = {g.index: g.free_mb or 0.0 for g in info.gpus}
+        chosen.sort(key=lambda i: -free.get(i, 0.0))
         threads = res.threads_per_worker or max(1, usable_cores() // parallel)
-        return [("cuda:0", {"CUDA_VISIBLE_DEVICES": chosen[i % len(chosen)]}, threads) for i in range(parallel)]
+        return [("cuda:0", {"CUDA_VISIBLE_DEVICES": ids[chosen[i % len(chosen)]]}, threads) for i in range(parallel)]
     threads = res.threads_per_worker or max(1, usable_cores() // parallel)
     device = "mps" if platform == "mps" else "cpu"
     return [(device, {"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {}, threads) for _ in range(parallel)]

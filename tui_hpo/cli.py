@@ -87,11 +87,12 @@ def attach(workdir: str, storage: str | None, study_name: str | None) -> None:
 @click.option("--study", "study_name", help="Study name; an existing study of that name is resumed.")
 @click.option("--storage", metavar="URL", help="Any SQLAlchemy URL instead of sqlite:///WORKDIR/hpo.db.")
 @click.option("--parallel", type=int, help="Worker processes (default: from the platform profile).")
+@click.option("--trials-per-gpu", type=int, metavar="K", help="Trials sharing each GPU (default 1).")
 @click.option("--resume", is_flag=True, help="Continue --study with the config saved in the storage.")
 @click.option("--no-tui", is_flag=True, help="Headless: progress on a terminal, one line per trial otherwise.")
 def run(preset: str | None, config_file: str | None, n_trials: int | None, timeout: float | None,
         data: str | None, labels: str | None, workdir: str, study_name: str | None, storage: str | None,
-        parallel: int | None, resume: bool, no_tui: bool) -> None:
+        parallel: int | None, trials_per_gpu: int | None, resume: bool, no_tui: bool) -> None:
     """Run a sweep (or resume one): real training in persistent worker processes.
 
     On a terminal, the sweep starts in the background and the app opens on its dashboard;
@@ -107,7 +108,8 @@ def run(preset: str | None, config_file: str | None, n_trials: int | None, timeo
                              preset, config_file))
     from engine.resolve import resolve_run
 
-    flags = cfg.flags_layer(n_trials=n_trials, timeout=timeout, data=data, labels=labels, parallel=parallel)
+    flags = cfg.flags_layer(n_trials=n_trials, timeout=timeout, data=data, labels=labels, parallel=parallel,
+                            trials_per_gpu=trials_per_gpu)
     resolved = resolve_run(preset, config_file, flags)
     name = study_name or resolved.config.name or "sweep"
     sys.exit(_run_headless(resolved, url, Path(workdir), name))
