@@ -14,7 +14,7 @@ import optuna
 import sqlalchemy as sa
 
 from engine.config import SweepConfig
-from engine.errors import UserError
+from engine.errors import UserError, disk_problem
 from engine.store import Store, SweepRow
 
 States = optuna.trial.TrialState
@@ -26,8 +26,9 @@ def open_study(url: str, name: str | None) -> optuna.Study:
 
     try:
         summaries = optuna.get_all_study_summaries(optuna_storage(url, heartbeat=False), include_best_trial=False)
-    except Exception as exc:  # no database, or not an Optuna one
-        raise UserError(f"cannot open the storage ({exc.__class__.__name__})", key="--storage") from None
+    except Exception as exc:  # no database, not an Optuna one, a server that is down
+        reason = disk_problem(exc) or str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+        raise UserError(f"cannot open the storage: {reason}", key="--storage") from None
     if not summaries:
         raise UserError("no study in this storage yet: run a sweep first", key="--study")
     if name is None:

@@ -35,3 +35,15 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 def dump_yaml(data: Any, header: str | None = None) -> str:
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     return f"{header.rstrip()}\n{text}" if header else text
+
+
+def ensure_writable(folder: Path) -> None:
+    """Fail before anything starts when the workspace cannot be written (read-only, full): the
+    OSError says which, and the CLI turns it into one line."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".write-check.")
+    try:
+        os.write(fd, b"x" * 4096)
+    finally:
+        os.close(fd)
+        os.unlink(tmp)

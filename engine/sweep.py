@@ -22,10 +22,10 @@ from typing import Any, Protocol
 import optuna
 
 from engine import monitor
-from engine.artifacts import dump_yaml, write_atomic
-from engine.config import SweepConfig
+from engine.artifacts import dump_yaml, ensure_writable, write_atomic
+from engine.config import SweepConfig, check_study_name
 from engine.data import Scan, scan
-from engine.errors import ConfigError
+from engine.errors import DISK_EXIT, DISK_FULL, ConfigError, DiskError, disk_problem
 from engine.platform import PlatformInfo, usable_cores
 from engine.recovery import recover_dead_trials
 from engine.resolve import Resolved
@@ -186,6 +186,7 @@ class Engine:
 
     def prepare(self) -> Scan:
         """Every check that can fail on bad input, before anything is written."""
+        check_study_name(self.study_name, "--study")  # its folder is DIR/<study>/
         try:
             check_models(self.config)
             check_buildable(self.config)
@@ -200,7 +201,7 @@ class Engine:
 
     def run(self) -> int:
         found = self.prepare()
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        ensure_writable(self.workdir)
         study = open_study(self.config, self.url, self.study_name, self.workdir)
         self.study = study
         self.store = Store(self.url)
@@ -222,17 +223,27 @@ class Engine:
             self.store.add_event(study.study_id, "sweep", note)
         if found.skipped:
             self.store.add_event(study.study_id, "data", found.skipped_summary() or "", level="warning")
+            for path, why in found.skipped:  # the event names a few; the log names every one
+                log.warning("data: skipped %s (%s)", path, why)
         previous = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
         for signum in previous:
             signal.signal(signum, self._on_signal)
         try:
             self._launch()
             self._supervise()
+        except BaseException:
+            self._stop_workers()  # the engine cannot go on (a full disk): neither can its workers
+            raise
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self._reap()
         return self._finish()
+
+    def _stop_workers(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
 
     def _header(self) -> str:
         res = self.config.resources
@@ -243,6 +254,8 @@ class Engine:
                 f"channels_last {res.channels_last}.")
 
     def _log_to(self, path: Path) -> None:
+        # A log line that cannot be written (a full disk) is dropped, not printed with a traceback.
+        logging.raiseExceptions = False
         handler = logging.FileHandler(path)
         handler.setFormatter(logging.Formatter("%(asctime)s engine %(levelname)s %(message)s"))
         logging.getLogger("tui_hpo").addHandler(handler)
@@ -282,6 +295,8 @@ class Engine:
             code = proc.poll()
             if code is None or code == 0 or index in self.retired:
                 continue
+            if code == DISK_EXIT:
+                raise DiskError(f"{DISK_FULL} (worker pid {proc.pid} could not write)", key=str(self.workdir))
             label = f"{monitor.hostname()}:{proc.pid}"
             for _ in range(recover_dead_trials(self.url, self.study_name, self.store, sid,
                                                self.config.budget.max_retries, {label})):
@@ -360,16 +375,25 @@ class Engine:
             self._logfile.close()
         labels = {f"{monitor.hostname()}:{p.pid}" for p in self.procs}
         if self.procs and hasattr(self, "study"):
-            recover_dead_trials(self.url, self.study_name, self.store, self.study.study_id,
-                                self.config.budget.max_retries, labels)
-            self.store.update_sweep(self.study.study_id, claimed=_live_or_done(self.store, self.study.study_id))
-            for index, proc in enumerate(self.procs):
-                if index in self.retired:  # reported when it died
-                    continue
-                if proc.returncode not in (0, -signal.SIGINT, -signal.SIGKILL) and not self.interrupts:
-                    self.store.add_event(self.study.study_id, "worker", f"worker pid {proc.pid} exited with code "
-                                         f"{proc.returncode}: see {self.log_path}", level="error")
-            self._drain_events()
+            try:
+                self._recover_after(labels)
+            except Exception as exc:  # a full disk: these trials are recovered on resume instead
+                if disk_problem(exc) is None:
+                    raise
+                log.warning("could not record the workers' end (%s): resume recovers their trials", disk_problem(exc))
+
+    def _recover_after(self, labels: set[str]) -> None:
+        """Workers gone: their RUNNING trials failed and queued again, the budget recounted."""
+        recover_dead_trials(self.url, self.study_name, self.store, self.study.study_id,
+                            self.config.budget.max_retries, labels)
+        self.store.update_sweep(self.study.study_id, claimed=_live_or_done(self.store, self.study.study_id))
+        for index, proc in enumerate(self.procs):
+            if index in self.retired:  # reported when it died
+                continue
+            if proc.returncode not in (0, -signal.SIGINT, -signal.SIGKILL) and not self.interrupts:
+                self.store.add_event(self.study.study_id, "worker", f"worker pid {proc.pid} exited with code "
+                                     f"{proc.returncode}: see {self.log_path}", level="error")
+        self._drain_events()
 
     def _finish(self) -> int:
         sid = self.study.study_id

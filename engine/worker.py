@@ -29,6 +29,7 @@ import torch
 from engine import checkpoints
 from engine.config import SweepConfig
 from engine.data import scan, splits
+from engine.errors import DISK_EXIT, disk_problem
 from engine.monitor import hostname
 from engine.recovery import requeue
 from engine.samplers import make_pruner, make_sampler
@@ -299,9 +300,13 @@ class Worker:
         meta = {"trial": number, "value": value, "maximize": maximize, "params": params,
                 "config": self.config.to_dict(), "classes": self.data.scan.classes}
         keep = self.config.checkpoints
-        if checkpoints.save(self.artifacts, number, model, meta, lambda numbers: self.store.values_of(
-                self.study_id, numbers), maximize, keep.keep, keep.budget_mb):
-            log.info("trial %s: checkpoint kept (one of the best %s)", number, keep.keep)
+        try:
+            if checkpoints.save(self.artifacts, number, model, meta, lambda numbers: self.store.values_of(
+                    self.study_id, numbers), maximize, keep.keep, keep.budget_mb):
+                log.info("trial %s: checkpoint kept (one of the best %s)", number, keep.keep)
+        except OSError as exc:  # the trial's result is in the database already: only its weights are lost
+            self._event("checkpoint", f"trial {number}: checkpoint not saved ({exc.strerror or exc})", number,
+                        level="warning")
 
 
 def _watch_parent(parent: int, signalled: threading.Event) -> None:
@@ -341,8 +346,14 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: signalled.set())
     if args.exit_with_parent:
         threading.Thread(target=_watch_parent, args=(os.getppid(), signalled), daemon=True).start()
-    worker = Worker(args.storage, args.study, Path(args.workdir), args.device, args.index, signalled)
-    worker.run()
+    try:
+        Worker(args.storage, args.study, Path(args.workdir), args.device, args.index, signalled).run()
+    except Exception as exc:
+        problem = disk_problem(exc)
+        if problem is None:
+            raise
+        log.error("stopping: cannot write (%s)", problem)  # the engine stops the sweep with one clear line
+        return DISK_EXIT
     return 0
 
 

@@ -10,11 +10,11 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
-from engine.errors import UserError
+from engine.errors import DISK_FULL, DiskError, UserError, disk_problem, one_line
 from tui_hpo.commands import cleanup, results, visualize
 
 EXIT_BAD_INPUT = 2
@@ -22,14 +22,32 @@ ACTIONS = ("summary", "top", "visualize", "recommend", "cleanup")  # the origina
 
 
 class Group(click.Group):
-    """Turns every UserError into `tui-hpo: error: ...` and exit 2, without a traceback."""
+    """Turns every UserError, and click's usage errors, into one line `tui-hpo: error: ...` and
+    exit 2, without a traceback. (Click itself prints usage, a hint and the error: three lines.)"""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:  # the group's own options
+            _fail(ctx, _usage_message(exc))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            click.echo(f"tui-hpo: error: {exc}", err=True)
-            ctx.exit(EXIT_BAD_INPUT)
+            _fail(ctx, str(exc))
+        except click.UsageError as exc:  # an unknown command, or a command's options
+            _fail(ctx, _usage_message(exc))
+
+
+def _usage_message(exc: click.UsageError) -> str:
+    where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+    return one_line(exc.format_message()) + where
+
+
+def _fail(ctx: click.Context, message: str) -> NoReturn:
+    click.echo(f"tui-hpo: error: {message}", err=True)
+    ctx.exit(EXIT_BAD_INPUT)
 
 
 @click.group(cls=Group, invoke_without_command=True,
@@ -100,6 +118,8 @@ def run(preset: str | None, config_file: str | None, n_trials: int | None, timeo
     from engine import config as cfg
     from engine.store import default_url
 
+    if study_name is not None:  # before anything uses it: --resume writes to DIR/<study>/
+        cfg.check_study_name(study_name, "--study")
     url = storage or default_url(workdir)
     if resume:
         config_file = _saved_config(url, Path(workdir), study_name)
@@ -118,7 +138,6 @@ def run(preset: str | None, config_file: str | None, n_trials: int | None, timeo
 def _saved_config(url: str, workdir: Path, study_name: str | None) -> str:
     """The resolved config a study was started with, from the storage (so any machine can resume)."""
     from engine.artifacts import dump_yaml, write_atomic
-    from engine.errors import UserError
     from engine.store import Store
 
     if not study_name:
@@ -172,9 +191,17 @@ def _run_headless(resolved: Any, url: str, workdir: Path, name: str) -> int:
     from tui_hpo.headless import HeadlessReporter, top_table
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with HeadlessReporter() as reporter:
-        engine = Engine(resolved, url, workdir, name, reporter)
-        code = engine.run()
+    try:
+        with HeadlessReporter() as reporter:
+            engine = Engine(resolved, url, workdir, name, reporter)
+            code = engine.run()
+    except Exception as exc:
+        problem = disk_problem(exc)
+        if problem is None:
+            raise
+        advice = "free some space" if problem == DISK_FULL else "choose a writable --workdir"
+        raise DiskError(f"{problem}: the sweep stopped (every finished trial is safe in the database); {advice} "
+                        "and run the same command to resume", key=str(workdir)) from None
     console = reporter.console
     study = optuna.load_study(study_name=name, storage=optuna_storage(url, heartbeat=False))
     rows = top_rows(study, 10)
