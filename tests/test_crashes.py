@@ -105,6 +105,12 @@ def test_sigkill_twenty_times_loses_nothing(tmp_path: Path) -> None:
     assert len(lineages) == len(set(lineages)), "a rerun and its original both finished"
     assert integrity(workdir) == "ok"
     assert all(t.value > 0.3 for t in done), "real training, real accuracy"
+    reruns = [t for t in study.trials if "retry_of" in t.user_attrs]
+    failed = [t for t in study.trials if t.state == States.FAIL]
+    print(f"\nfigures: 20 SIGKILLs, {len(done)}/{n_trials} finished, {len(failed)} trials failed by a kill "
+          f"({sum(t.user_attrs.get('fail_reason') == 'interrupted' for t in failed)} stopped by their orphaned "
+          f"worker), {len(reruns)} reruns, {len(kept)} finished trials checked after every kill, 0 lost, "
+          "integrity ok")
 
 
 def test_a_worker_killed_mid_trial_is_rerun_with_the_same_params(tmp_path: Path) -> None:
