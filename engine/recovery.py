@@ -23,6 +23,7 @@ from engine.store import Store, optuna_storage
 log = logging.getLogger("tui_hpo.recovery")
 States = optuna.trial.TrialState
 WORKER_DIED = "worker died"
+INTERRUPTED = "interrupted"
 HEARTBEAT_LOST = "heartbeat lost: its worker or machine went away"
 UNLABELLED_S = 60.0  # a live worker labels its trial within milliseconds of asking for it
 
@@ -52,7 +53,7 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retries: i
 
 
 def fail_and_requeue(study: optuna.Study, store: Store, study_id: int, trial: optuna.trial.FrozenTrial, reason: str,
-                     max_retries: int, already_failed: bool = False) -> bool:
+                     max_retries: int, already_failed: bool = False, counts: bool = True) -> bool:
     """Fail a trial whose worker is gone (unless someone else did first) and queue it again.
     Returns True when this call failed it (so its budget slot may be released)."""
     storage = study._storage
@@ -63,7 +64,7 @@ def fail_and_requeue(study: optuna.Study, store: Store, study_id: int, trial: op
                 return False
         except optuna.exceptions.UpdateFinishedTrialError:
             return False  # another process recovered it, or the worker finished after all
-    requeued = requeue(study, trial, max_retries)
+    requeued = requeue(study, trial, max_retries, counts)
     then = "it runs again with the same params" if requeued else f"not retried: {max_retries} retry(ies) used"
     store.add_event(study_id, "trial_interrupted", f"trial {trial.number}: {reason}; {then}", level="warning",
                     trial_number=trial.number)
@@ -72,10 +73,11 @@ def fail_and_requeue(study: optuna.Study, store: Store, study_id: int, trial: op
 
 
 def recover_dead_trials(url: str, study_name: str, store: Store, study_id: int, max_retries: int,
-                        labels: set[str] | None = None) -> int:
+                        labels: set[str] | None = None, stopped: bool = False) -> int:
     """Fail and requeue RUNNING trials whose worker is gone: those of the workers named in
     `labels` (host:pid), or, without labels, any on this host whose pid is dead and any whose
-    heartbeat went stale. Returns how many were failed here."""
+    heartbeat went stale. `stopped`: the user killed them (a second Ctrl-C), which uses up no
+    retry. Returns how many were failed here."""
     recovered = 0
 
     def on_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -96,7 +98,8 @@ def recover_dead_trials(url: str, study_name: str, store: Store, study_id: int, 
             dead = trial.datetime_start is not None and time.time() - trial.datetime_start.timestamp() > UNLABELLED_S
         else:
             dead = worker_host == host and pid.isdigit() and not pid_alive(int(pid))
-        if dead and fail_and_requeue(study, store, study_id, trial, WORKER_DIED, max_retries):
+        if dead and fail_and_requeue(study, store, study_id, trial, INTERRUPTED if stopped else WORKER_DIED,
+                                     max_retries, counts=not stopped):
             recovered += 1
     if labels is None:
         optuna.storages.fail_stale_trials(study)

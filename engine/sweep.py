@@ -31,7 +31,7 @@ from engine.recovery import recover_dead_trials
 from engine.resolve import Resolved
 from engine.results import export_results
 from engine.space import grid_values
-from engine.store import Store, mask_url, optuna_storage
+from engine.store import STORAGE_ENV, Store, mask_url, optuna_storage
 
 log = logging.getLogger("tui_hpo.engine")
 STOP_GRACE_S = 15.0
@@ -275,10 +275,11 @@ class Engine:
         replacement does not repeat its predecessor's first samples."""
         device, env, threads = self.plan[slot]
         index = slot + len(self.plan) * self.respawns
-        cmd = [sys.executable, "-m", "engine.worker", "--storage", self.url, "--study", self.study_name,
+        cmd = [sys.executable, "-m", "engine.worker", "--study", self.study_name,
                "--workdir", str(self.workdir), "--device", device, "--threads", str(threads),
                "--index", str(index), "--exit-with-parent"]
-        child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads)}
+        child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads),
+                     STORAGE_ENV: self.url}
         proc = subprocess.Popen(cmd, env=child_env, stdout=self._logfile, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
         log.info("worker %d: pid %d on %s, %d thread(s)", index, proc.pid, device, threads)
@@ -385,7 +386,7 @@ class Engine:
     def _recover_after(self, labels: set[str]) -> None:
         """Workers gone: their RUNNING trials failed and queued again, the budget recounted."""
         recover_dead_trials(self.url, self.study_name, self.store, self.study.study_id,
-                            self.config.budget.max_retries, labels)
+                            self.config.budget.max_retries, labels, stopped=self.interrupts > 0)
         self.store.update_sweep(self.study.study_id, claimed=_live_or_done(self.store, self.study.study_id))
         for index, proc in enumerate(self.procs):
             if index in self.retired:  # reported when it died

@@ -31,16 +31,15 @@ from engine.config import SweepConfig
 from engine.data import scan, splits
 from engine.errors import DISK_EXIT, disk_problem
 from engine.monitor import hostname
-from engine.recovery import requeue
+from engine.recovery import INTERRUPTED, requeue
 from engine.samplers import make_pruner, make_sampler
 from engine.space import suggest
-from engine.store import HEARTBEAT_INTERVAL_S, Store, optuna_storage
+from engine.store import HEARTBEAT_INTERVAL_S, STORAGE_ENV, Store, optuna_storage
 from engine.tensors import ImageData, load
 from engine.train import EpochMetrics, Interrupted, Runtime, fit
 
 log = logging.getLogger("tui_hpo.worker")
 CONTROL_POLL_S = 1.0
-INTERRUPTED = "interrupted"
 IDLE_POLL_S = 0.5
 PARENT_POLL_S = 1.0
 
@@ -326,7 +325,8 @@ def _fmt_params(params: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.worker", description=__doc__.splitlines()[0])
-    parser.add_argument("--storage", required=True)
+    parser.add_argument("--storage", default=os.environ.get(STORAGE_ENV),
+                        help=f"the storage URL (default: ${STORAGE_ENV}, how the engine passes it)")
     parser.add_argument("--study", required=True)
     parser.add_argument("--workdir", default="runs")
     parser.add_argument("--device", default="cpu")
@@ -335,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="stop as on Ctrl-C when the engine that started this worker dies")
     args = parser.parse_args(argv)
+    if not args.storage:
+        parser.error(f"--storage or ${STORAGE_ENV} is required")
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{args.index} %(levelname)s %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # We run the heartbeat ourselves (class Heartbeat): ask/tell with heartbeats is intended here.

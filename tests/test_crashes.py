@@ -209,3 +209,31 @@ def test_out_of_memory_retries_with_half_the_batch(tmp_path: Path, monkeypatch: 
     assert (128, 1) in seen and (64, 2) in seen and (32, 4) in seen
     summary = run_cli("summary", "--workdir", str(tmp_path))
     assert "went on with batch 32 x 4 accumulation steps" in summary.stdout
+
+
+def test_a_second_ctrl_c_stops_at_once_and_consistently(tmp_path: Path) -> None:
+    workdir = tmp_path / "runs"
+    proc = start(workdir, n_trials=4, parallel=2, extra_env={"TUI_HPO__TRAIN__EPOCHS": "40"})
+
+    def both_running() -> bool:
+        try:
+            return sum(t.state == States.RUNNING and "worker" in t.user_attrs for t in load(workdir).trials) == 2
+        except Exception:
+            return False
+
+    wait_until(both_running, 120, "two running trials")
+    stopped_at = time.time()
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGINT)  # the second Ctrl-C: workers are killed, not asked
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and time.time() - stopped_at < 15, err
+    assert "Traceback" not in err
+    study = load(workdir)
+    assert not [t for t in study.trials if t.state == States.RUNNING]
+    failed = [t for t in study.trials if t.state == States.FAIL]
+    assert len(failed) == 2 and all(t.user_attrs["fail_reason"] == "interrupted" for t in failed)
+    queued = [t for t in study.trials if t.state == States.WAITING]
+    assert sorted(t.user_attrs["retry_of"] for t in queued) == sorted(t.number for t in failed)
+    assert all(t.user_attrs["retries"] == 0 for t in queued), "a Ctrl-C uses up no retry"
+    assert integrity(workdir) == "ok"
