@@ -6,17 +6,24 @@ cd "$(dirname "$0")"
 source scripts/venv.sh
 ensure_venv "test,postgres"
 
-# Debian tools the tests drive: tmux runs the real app in a real terminal.
-need_tool() {
-  local tool="$1" package="$2"
+# Debian tools the tests drive: tmux runs the real app in a real terminal; PostgreSQL serves the
+# several-machines tests (tests/pg.py starts a throwaway server). A tool may live off PATH in the
+# folders a third argument names (a glob), as PostgreSQL's server programs do.
+found_tool() {
+  local tool="$1" where="$2"
   command -v "$tool" >/dev/null 2>&1 && return 0
+  [ -n "$where" ] && compgen -G "$where/$tool" >/dev/null
+}
+need_tool() {
+  local tool="$1" package="$2" where="${3:-}"
+  found_tool "$tool" "$where" && return 0
   echo "==> installing $package (for $tool)"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package") >/dev/null 2>&1 || true
   elif command -v sudo >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
     (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package") >/dev/null 2>&1 || true
   fi
-  if ! command -v "$tool" >/dev/null 2>&1; then
+  if ! found_tool "$tool" "$where"; then
     if [ "${CI:-}" = "true" ]; then
       echo "error: $tool is needed by the tests and could not be installed" >&2
       exit 1
@@ -25,6 +32,7 @@ need_tool() {
   fi
 }
 need_tool tmux tmux
+need_tool initdb postgresql "/usr/lib/postgresql/*/bin"
 
 echo "==> ruff"
 .venv/bin/ruff check engine tui_hpo tests benchmarks scripts

@@ -26,6 +26,8 @@ def open_study(url: str, name: str | None) -> optuna.Study:
 
     try:
         summaries = optuna.get_all_study_summaries(optuna_storage(url, heartbeat=False), include_best_trial=False)
+    except UserError:  # said already, in one line
+        raise
     except Exception as exc:  # no database, not an Optuna one, a server that is down
         reason = disk_problem(exc) or str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
         raise UserError(f"cannot open the storage: {reason}", key="--storage") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -53,12 +54,13 @@ def canonical_metric(name: str) -> str:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No inf/nan anywhere: `lr: .inf` would validate (> 0) and then fail every trial.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
-    path: str | None = None  # None: the embedded digits dataset
-    labels: str | None = None  # CSV layout: the labels file
+    path: str | None = Field(None, min_length=1)  # None: the embedded digits dataset ("" is not ".")
+    labels: str | None = Field(None, min_length=1)  # CSV layout: the labels file
     id_column: str = "ID"
     label_column: str = "target"
     val_fraction: float = Field(0.2, gt=0, lt=1)
@@ -71,7 +73,7 @@ class DataConfig(Section):
 
 class TrainConfig(Section):
     model: str = "test_resnet"
-    weights: str | None = None  # a checkpoint on disk; nothing is ever downloaded
+    weights: str | None = Field(None, min_length=1)  # a checkpoint on disk; nothing is ever downloaded
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -146,7 +148,7 @@ class PrunerConfig(Section):
 
 
 class BudgetConfig(Section):
-    n_trials: int = Field(20, ge=1)
+    n_trials: int = Field(20, ge=1, le=2**31 - 1)  # stored in a 32-bit INTEGER column (PostgreSQL)
     timeout: float | None = Field(None, gt=0)
     max_consecutive_failures: int = Field(5, ge=1)
     max_retries: int = Field(1, ge=0, le=10)  # reruns of a trial whose worker died, same params
@@ -187,10 +189,18 @@ _SafeLoader.add_implicit_resolver(
 )
 
 
+MAX_CONFIG_BYTES = 4 * 2**20  # sweep configs are a few KB; more is a wrong file
+MAX_YAML_NODES = 100_000  # values in a document, counting each use of an alias again
+
+
 def parse_yaml(text: str, source: str) -> Any:
-    """Safe YAML only: a python/object tag is an error, never executed."""
+    """Safe YAML only: a python/object tag is an error, never executed. A document whose aliases
+    expand past MAX_YAML_NODES values (a "billion laughs"), or refer to themselves, is refused:
+    every later step (merging, validation, messages, saving) walks the expanded tree."""
     try:
-        return yaml.load(text, Loader=_SafeLoader)
+        data = yaml.load(text, Loader=_SafeLoader)
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply", source=source) from None
     except yaml.constructor.ConstructorError as exc:
         where = f"line {exc.problem_mark.line + 1}: " if exc.problem_mark else ""
         raise ConfigError(f"{where}unsafe or unknown YAML tag ({exc.problem})", source=source) from None
@@ -199,6 +209,25 @@ def parse_yaml(text: str, source: str) -> Any:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}invalid YAML: {problem}", source=source) from None
+    if _expanded_size(data, MAX_YAML_NODES) > MAX_YAML_NODES:
+        raise ConfigError(f"more than {MAX_YAML_NODES} values once aliases are expanded (an alias bomb, "
+                          "or an alias inside itself)", source=source)
+    return data
+
+
+def _expanded_size(data: Any, limit: int) -> int:
+    """How many values `data` holds with shared (aliased) parts counted at each use; stops
+    counting past `limit`, so a bomb or a cycle costs at most `limit` steps."""
+    count, stack = 0, [data]
+    while stack and count <= limit:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return count
 
 
 def read_yaml_file(path: Path) -> dict[str, Any]:
@@ -206,6 +235,10 @@ def read_yaml_file(path: Path) -> dict[str, Any]:
         raise ConfigError("no such config file", source=str(path))
     if path.is_dir():
         raise ConfigError("is a folder, not a config file", source=str(path))
+    if not path.is_file():  # /dev/zero, a FIFO: reading would never end
+        raise ConfigError("is not a regular file", source=str(path))
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"larger than {MAX_CONFIG_BYTES // 2**20} MB: not a sweep config", source=str(path))
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -375,8 +408,38 @@ def _one_line(exc: ValidationError, source: str | None) -> ConfigError:
     return ConfigError(f"{msg[0].lower()}{msg[1:]}{shown}", source=source, key=path)
 
 
+STUDY_NAME_MAX_BYTES = 200  # a folder name (255 bytes at most), with room for `.engine-<name>.out`
+
+
+def check_study_name(name: str, key: str) -> str:
+    """`name`, if it can name a study; else a ConfigError for `key` (`--study`, `name`, ...).
+
+    A study's files go to `DIR/<study>/`, so its name must be one plain folder name: no
+    separator, no `.`/`..`, nothing absolute, no control characters (which also keep the TUI,
+    the logs and every error on one line), valid UTF-8 for the storage. Every way a name comes
+    in (`--study`, the config's `name:`, the config's file name, a study found in the storage)
+    is checked here.
+    """
+    problem = None
+    if not name.strip():
+        problem = "is empty"
+    elif name in (".", ".."):
+        problem = "is not a folder name"
+    elif "/" in name or "\\" in name:
+        problem = "contains a path separator"
+    elif any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in name):
+        problem = "contains control characters or bytes that are not UTF-8"
+    elif len(name.encode("utf-8")) > STUDY_NAME_MAX_BYTES:
+        problem = f"is longer than {STUDY_NAME_MAX_BYTES} bytes"
+    if problem:
+        raise ConfigError(f"study name {name!r} {problem} (it names the study's folder, DIR/<study>/)", key=key)
+    return name
+
+
 def check(config: SweepConfig) -> None:
     """Rules across keys: names that must exist, and combinations that cannot work."""
+    if config.name is not None:
+        check_study_name(config.name, "name")
     metrics = [canonical_metric(m) for m in config.objective.metrics()]
     for metric in metrics:
         if metric not in METRIC_DIRECTIONS:

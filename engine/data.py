@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.config import DataConfig
-from engine.errors import DataError
+from engine.errors import DataError, one_line
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MAX_IMAGE_BYTES = 256 * 2**20  # a "photo" larger than this is not one we can cache; skip it
@@ -40,7 +40,8 @@ class Scan:
     root: str
     classes: list[str]
     entries: list[Entry] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    # (path, reason); the path printable (`one_line`): it goes to the log, the database and the screen
+    skipped: list[tuple[str, str]] = field(default_factory=list)
     count: int = 0
 
     def class_counts(self) -> dict[str, int]:
@@ -146,11 +147,17 @@ def _scan_imagefolder(root: Path) -> Scan:
                         source=str(root), key="data.path")
     classes, entries, skipped = [], [], []
     for class_dir in class_dirs:
-        files = sorted(p for p in class_dir.rglob("*") if not p.name.startswith(".") and not p.is_dir())
+        # rglob does not descend into linked folders: list them, to say so
+        files = sorted(p for p in class_dir.rglob("*")
+                       if not p.name.startswith(".") and (p.is_symlink() or not p.is_dir()))
         label = len(classes)
         found = False
         for path in files:
-            rel = str(path.relative_to(root))
+            rel = one_line(str(path.relative_to(root)))
+            if path.is_dir():
+                inside = path.resolve().is_relative_to(root)
+                skipped.append((rel, "linked folder, not followed" if inside else "outside the data folder"))
+                continue
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 skipped.append((rel, "not an image"))
                 continue
@@ -197,6 +204,8 @@ def _csv_rows(path: Path) -> Iterable[tuple[int, list[str] | None, str | None]]:
 def _scan_csv(root: Path, labels: Path, cfg: DataConfig) -> Scan:
     if not labels.exists():
         raise DataError("no such labels file", source=str(labels), key="data.labels")
+    if not labels.is_file():  # a folder, /dev/zero, a FIFO
+        raise DataError("is not a regular file", source=str(labels), key="data.labels")
     images = _image_folder_for(root, labels).resolve()
     rows = _csv_rows(labels)
     first = next(rows, None)
@@ -219,7 +228,7 @@ def _scan_csv(root: Path, labels: Path, cfg: DataConfig) -> Scan:
             skipped.append((f"{labels.name}:{line}", "too few columns"))
             continue
         image_id, label = row[id_at].strip(), row[label_at].strip()
-        shown = image_id[:80]
+        shown = one_line(image_id[:80])
         if image_id in seen:
             skipped.append((shown, "duplicate id"))
             continue

@@ -34,8 +34,8 @@ def from_wandb(raw: dict[str, Any], source: str) -> dict[str, Any]:
                                                     "run_cap"}:
             raise ConfigError(f"unknown key '{key}' in a W&B sweep file", source=source, key=key)
     method = raw["method"]
-    if method not in WANDB_METHODS:
-        raise ConfigError(f"unknown method '{method}' (use grid, random or bayes)", source=source, key="method")
+    if not isinstance(method, str) or method not in WANDB_METHODS:
+        raise ConfigError(f"unknown method {method!r} (use grid, random or bayes)", source=source, key="method")
     out.setdefault("sampler", {})["name"] = WANDB_METHODS[method]
     if "name" in raw:
         out["name"] = raw["name"]
@@ -56,7 +56,7 @@ def from_wandb(raw: dict[str, Any], source: str) -> dict[str, Any]:
                                   source=source, key="metric.goal")
             objective["direction"] = metric["goal"]
     params = _mapping(raw["parameters"], source, "parameters")
-    train = dict(out.get("train") or {})
+    train = dict(_mapping(out.get("train") or {}, source, "train"))
     space: dict[str, Any] = {}
     for name, spec in params.items():
         key = f"parameters.{name}"
@@ -168,7 +168,7 @@ def from_optuna_guide(raw: dict[str, Any], source: str) -> dict[str, Any]:
             pruner = {"name": "none"}
         out["pruner"] = pruner
     quick = raw.get("quick_validation", section.get("quick_validation"))
-    train = dict(out.get("train") or {})
+    train = dict(_mapping(out.get("train") or {}, source, "train"))
     cap = None
     if quick is not None:
         quick = _mapping(quick, source, "quick_validation")
@@ -180,6 +180,9 @@ def from_optuna_guide(raw: dict[str, Any], source: str) -> dict[str, Any]:
         if "folds" in quick:
             out.setdefault("data", {})["folds"] = quick["folds"]
         cap = quick.get("batch_size_override")
+        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+            raise ConfigError(f"must be a whole number >= 1 (got {cap!r})", source=source,
+                              key="quick_validation.batch_size_override")
     space: dict[str, Any] = {}
     for name, spec in _mapping(raw.get("search_space") or {}, source, "search_space").items():
         if name == "advanced_params":
@@ -190,7 +193,9 @@ def from_optuna_guide(raw: dict[str, Any], source: str) -> dict[str, Any]:
     if cap is not None and isinstance(space.get("batch_size"), dict):
         choices = space["batch_size"].get("choices")
         if isinstance(choices, list):
-            space["batch_size"] = {**space["batch_size"], "choices": [c for c in choices if c <= cap] or [cap]}
+            # Only numbers are capped; anything else is left for validation to name.
+            kept = [c for c in choices if not isinstance(c, int | float) or isinstance(c, bool) or c <= cap]
+            space["batch_size"] = {**space["batch_size"], "choices": kept or [cap]}
     if train:
         out["train"] = {canonical_param(k): v for k, v in train.items()}
     out["search_space"] = space

@@ -54,7 +54,7 @@ def canonical_param(name: str) -> str:
 class RangeOverride(BaseModel):
     """A replacement range or choice list for one value of the `by` parameter."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     low: int | float | None = None
     high: int | float | None = None
     step: int | float | None = None
@@ -64,7 +64,8 @@ class RangeOverride(BaseModel):
 class ParamSpec(BaseModel):
     """One searchable parameter. `type` may be left out: it follows from low/high or choices."""
 
-    model_config = ConfigDict(extra="forbid")
+    # A nan bound passes every `low < high` check (all comparisons are false); inf is no range.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     type: str | None = None
     low: int | float | None = None
     high: int | float | None = None

@@ -27,6 +27,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from engine.errors import UserError
+
 BUSY_TIMEOUT_S = 60.0
 HEARTBEAT_INTERVAL_S = 10
 HEARTBEAT_GRACE_S = 30
@@ -137,9 +139,35 @@ def default_url(workdir: str | Path) -> str:
     return f"sqlite:///{Path(workdir).resolve() / 'hpo.db'}"
 
 
+# How a parent process hands the storage URL to its children (the engine to its workers, the TUI
+# to the engine): the environment, which only the same user can read, not the command line,
+# which every user of the machine sees in `ps` (/proc/PID/cmdline), password included.
+STORAGE_ENV = "TUI_HPO_STORAGE"
+
+
+def _split_password(url: str) -> tuple[str, str, str] | None:
+    """(what comes before the password, the password, what comes after) when the URL has one in
+    its user part, else None. The password runs from the user name's ':' to the last '@' (before
+    any query), as a person wrote it: one with an unescaped '@' (it should be %40) is found whole,
+    and so is one in a URL without its scheme (`hpo:pw@db/hpo`, a typo)."""
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    location = rest.partition("?")[0]
+    userinfo, at, _host = location.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not (at and colon) or "/" in user:  # "/": a file path with ':' and '@' in it, not a user
+        return None
+    start = len(head) + len(sep) + len(user) + 1
+    return url[:start], password, url[start + len(password):]
+
+
 def mask_url(url: str) -> str:
-    """The URL with any password replaced, for output, logs and saved configs."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    """The URL with any password replaced by ***, for output, logs and saved configs (also a
+    `?password=` query parameter, which the drivers accept too)."""
+    parts = _split_password(url)
+    masked = f"{parts[0]}***{parts[2]}" if parts else url
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", masked, flags=re.IGNORECASE)
 
 
 def readonly_url(url: str) -> str:
@@ -154,7 +182,20 @@ def make_engine(url: str, readonly: bool = False) -> Engine:
     if url.startswith("sqlite"):
         return sa.create_engine(readonly_url(url) if readonly else url,
                                 connect_args={"timeout": BUSY_TIMEOUT_S})
+    refuse_bare_at(url)
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+def refuse_bare_at(url: str) -> None:
+    """Refuse a password with an unescaped '@' before connecting: SQLAlchemy would cut it there
+    and take the rest for the host name, which the driver's "cannot resolve host" error prints."""
+    try:
+        host = sa.engine.make_url(url).host or ""
+    except (sa.exc.ArgumentError, ValueError):
+        return  # a URL that does not parse: creating the engine says so
+    if "@" in host:
+        raise UserError(f"the password in the storage URL {mask_url(url)} contains '@': write it as %40",
+                        key="--storage")
 
 
 def optuna_storage(url: str, heartbeat: bool = True, stale_callback: Callable[..., None] | None = None) -> Any:
@@ -162,6 +203,7 @@ def optuna_storage(url: str, heartbeat: bool = True, stale_callback: Callable[..
     (`stale_callback` runs for each trial `fail_stale_trials` fails)."""
     import optuna
 
+    refuse_bare_at(url)
     kwargs: dict[str, Any] = {"engine_kwargs": {"connect_args": {"timeout": BUSY_TIMEOUT_S}}} \
         if url.startswith("sqlite") else {"engine_kwargs": {"pool_pre_ping": True}}
     if heartbeat:
@@ -190,9 +232,16 @@ class Store:
 
     def __init__(self, url: str, readonly: bool = False) -> None:
         self.url = url
-        self.engine = make_engine(url, readonly=readonly)
-        if not readonly:
-            self.migrate()
+        try:
+            self.engine = make_engine(url, readonly=readonly)
+            if not readonly:
+                self.migrate()
+        except (sa.exc.ArgumentError, sa.exc.OperationalError, ImportError) as exc:
+            # A URL that does not parse, a driver that is not installed, a folder that does not
+            # exist: bad input, said in one line.
+            reason = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+            why = (str(reason).splitlines() or [type(reason).__name__])[0]
+            raise UserError(f"cannot open the storage {mask_url(url)}: {why}", key="--storage") from None
 
     @contextmanager
     def tx(self) -> Iterator[sa.Connection]:

@@ -277,7 +277,7 @@ class Engine:
         index = slot + len(self.plan) * self.respawns
         cmd = [sys.executable, "-m", "engine.worker", "--study", self.study_name,
                "--workdir", str(self.workdir), "--device", device, "--threads", str(threads),
-               "--index", str(index), "--exit-with-parent"]
+               "--index", str(index), "--parent", str(os.getpid())]
         child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads),
                      STORAGE_ENV: self.url}
         proc = subprocess.Popen(cmd, env=child_env, stdout=self._logfile, stderr=subprocess.STDOUT,

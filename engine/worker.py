@@ -332,8 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--index", type=int, default=0)
-    parser.add_argument("--exit-with-parent", action="store_true",
-                        help="stop as on Ctrl-C when the engine that started this worker dies")
+    parser.add_argument("--parent", type=int, metavar="PID",
+                        help="stop as on Ctrl-C when this process (the engine that started the worker) dies")
     args = parser.parse_args(argv)
     if not args.storage:
         parser.error(f"--storage or ${STORAGE_ENV} is required")
@@ -346,8 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     signalled = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: signalled.set())
-    if args.exit_with_parent:
-        threading.Thread(target=_watch_parent, args=(os.getppid(), signalled), daemon=True).start()
+    if args.parent:  # given, not read with getppid(): the engine may have died while this one started
+        threading.Thread(target=_watch_parent, args=(args.parent, signalled), daemon=True).start()
     try:
         Worker(args.storage, args.study, Path(args.workdir), args.device, args.index, signalled).run()
     except Exception as exc:

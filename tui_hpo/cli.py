@@ -116,10 +116,11 @@ def run(preset: str | None, config_file: str | None, n_trials: int | None, timeo
     On a terminal, the sweep starts in the background and the app opens on its dashboard;
     with --no-tui (or when output is not a terminal) it runs here, headless."""
     from engine import config as cfg
-    from engine.store import default_url
+    from engine.store import STORAGE_ENV, default_url
 
     if study_name is not None:  # before anything uses it: --resume writes to DIR/<study>/
         cfg.check_study_name(study_name, "--study")
+    storage = storage or os.environ.get(STORAGE_ENV)  # how the TUI passes it to the engine it starts
     url = storage or default_url(workdir)
     if resume:
         config_file = _saved_config(url, Path(workdir), study_name)

@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.store import STORAGE_ENV
+
 
 @dataclass
 class EngineProcess:
@@ -33,13 +35,15 @@ def start_engine(args: list[str], workdir: Path, study: str, storage: str | None
     relative paths in ARGS mean what the user meant)."""
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
+    env.pop(STORAGE_ENV, None)  # no URL given: the workspace's own database
     if storage and "--storage" not in args:
-        args = [*args, "--storage", storage]
+        env[STORAGE_ENV] = storage  # not on the command line, which every user of the machine can read
     output = workdir / f".engine-{study}.out"
     with open(output, "wb") as fh:
         popen = subprocess.Popen(
             [sys.executable, "-m", "tui_hpo.cli", "run", *args, "--workdir", str(workdir), "--study", study,
              "--no-tui"],
             stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"})
+            env=env)
     return EngineProcess(popen.pid, output, popen)

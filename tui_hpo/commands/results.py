@@ -6,7 +6,7 @@ import json
 
 import click
 
-from tui_hpo.commands.study import open_study, study_options
+from tui_hpo.commands.study import open_study, study_folder, study_options
 
 
 @click.command()
@@ -83,7 +83,7 @@ def export_command(out: str | None, workdir: str, storage: str | None, study_nam
 
     study, url = open_study(workdir, storage, study_name)
     config = saved_config(url, study.study_name)
-    folder = Path(out) if out else Path(workdir) / study.study_name
+    folder = Path(out) if out else study_folder(workdir, study.study_name)
     written = export_results(study, config, folder, url)
     notes = []
     if not any(p.name == "best_params.yaml" for p in written):
@@ -126,7 +126,7 @@ def recommend(top_fraction: float, fix_below: float | None, out: str | None, wor
         raise UserError(f"'{study.study_name}' is a plain Optuna study: it has no search space of ours to narrow",
                         key="--study")
     result = make(study, config, top_fraction, fix_below)
-    path = Path(out) if out else Path(workdir) / study.study_name / "recommended.yaml"
+    path = Path(out) if out else study_folder(workdir, study.study_name) / "recommended.yaml"
     header = (f"# The focused sweep after '{study.study_name}': ranges of its top {result.top} of "
               f"{result.completed} completed trials.\n# Run it: tui-hpo run --config {path.name}")
     write_atomic(path, dump_yaml(result.config, header))

@@ -35,3 +35,16 @@ def open_study(workdir: str, storage: str | None, study_name: str | None) -> tup
     if storage is None and not (Path(workdir) / "hpo.db").exists():
         raise UserError(f"no database at {Path(workdir) / 'hpo.db'}: run a sweep first", key="--workdir")
     return load(url, study_name), url
+
+
+def study_folder(workdir: str, name: str) -> Path:
+    """DIR/<study>/, where these commands write unless told --out. A study made by plain Optuna
+    may be named anything (`../x`, `a/b`): such a name is refused, never followed."""
+    from engine.config import check_study_name
+    from engine.errors import UserError
+
+    try:
+        check_study_name(name, "--study")
+    except UserError as exc:
+        raise UserError(f"{exc.detail}: write elsewhere with --out", key="--study") from None
+    return Path(workdir) / name

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from tui_hpo.commands.study import open_study, study_options
+from tui_hpo.commands.study import open_study, study_folder, study_options
 
 if TYPE_CHECKING:
     import optuna
@@ -42,7 +42,7 @@ def visualize(out_dir: str | None, no_files: bool, no_terminal: bool, workdir: s
 
     study, url = open_study(workdir, storage, study_name)
     analysis = analyse(study, url)
-    folder = Path(out_dir) if out_dir else Path(workdir) / study.study_name / "analysis"
+    folder = Path(out_dir) if out_dir else study_folder(workdir, study.study_name) / "analysis"
     written = None if no_files else write_analysis(study, analysis, folder)
     if as_json:
         assert written is not None
