@@ -30,6 +30,7 @@ from sqlalchemy.engine import Engine
 from engine.errors import UserError
 
 BUSY_TIMEOUT_S = 60.0
+SCHEMA_RETRIES = 5
 HEARTBEAT_INTERVAL_S = 10
 HEARTBEAT_GRACE_S = 30
 
@@ -109,12 +110,31 @@ commands = sa.Table(
 )
 
 
+repeats = sa.Table(
+    "hpo_repeat", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_id", sa.Integer, nullable=False, index=True),
+    sa.Column("trial_number", sa.Integer, nullable=False),
+    sa.Column("seed", sa.Integer, nullable=False),
+    sa.Column("values_json", sa.Text, nullable=False),  # the objective value(s) of this run
+    sa.Column("seconds", sa.Float, nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.UniqueConstraint("study_id", "trial_number", "seed"),
+)
+
+
 def _v1(conn: sa.Connection) -> None:
     for table in (sweeps, epochs, samples, events, workers, commands):
         table.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1]
+def _v2(conn: sa.Connection) -> None:
+    """`tui-hpo repeat`: a top config retrained with another seed, one row per run."""
+    repeats.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2]
 
 
 @event.listens_for(Engine, "connect")
@@ -211,7 +231,21 @@ def optuna_storage(url: str, heartbeat: bool = True, stale_callback: Callable[..
                       heartbeat_stale_trial_callback=stale_callback)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(url, **kwargs)
+        return _creating_schema(lambda: optuna.storages.RDBStorage(url, **kwargs))
+
+
+def _creating_schema(create: Callable[[], Any]) -> Any:
+    """Run `create`, which may create tables. Two processes opening a new database at once (an
+    engine and a joining worker, or a viewer) both see no table and both create it; the loser
+    gets "already exists", and simply opens what the winner made."""
+    for attempt in range(1, SCHEMA_RETRIES):
+        try:
+            return create()
+        except sa.exc.OperationalError as exc:
+            if "already exists" not in str(exc):
+                raise
+            time.sleep(0.1 * attempt)
+    return create()
 
 
 @dataclass(frozen=True)
@@ -249,6 +283,9 @@ class Store:
             yield conn
 
     def migrate(self) -> None:
+        _creating_schema(self._migrate)
+
+    def _migrate(self) -> None:
         with self.tx() as conn:
             schema_table.create(conn, checkfirst=True)
             version = conn.execute(sa.select(sa.func.max(schema_table.c.version))).scalar() or 0
@@ -393,6 +430,22 @@ class Store:
             rows = conn.execute(sa.select(epochs).where(epochs.c.trial_id == trial_id)
                                 .order_by(epochs.c.fold, epochs.c.epoch)).mappings().all()
         return [dict(r) for r in rows]
+
+    def add_repeat(self, study_id: int, trial_number: int, seed: int, values: list[float], seconds: float,
+                   host: str) -> None:
+        with self.tx() as conn:
+            conn.execute(repeats.insert().values(study_id=study_id, trial_number=trial_number, seed=seed,
+                                                 values_json=json.dumps(values), seconds=seconds, host=host,
+                                                 created=time.time()))
+
+    def repeats_of(self, study_id: int) -> list[dict[str, Any]]:
+        """Every recorded rerun of the study's trials, as dicts with `values` decoded."""
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table("hpo_repeat"):
+                return []
+            rows = conn.execute(sa.select(repeats).where(repeats.c.study_id == study_id)
+                                .order_by(repeats.c.trial_number, repeats.c.seed)).mappings().all()
+        return [{**dict(r), "values": json.loads(r["values_json"])} for r in rows]
 
     def add_event(self, study_id: int, kind: str, message: str, level: str = "info",
                   trial_number: int | None = None) -> None:

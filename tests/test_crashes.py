@@ -24,7 +24,10 @@ FIXED_BATCH = {"TUI_HPO__SEARCH_SPACE__BATCH_SIZE": "null", "TUI_HPO__TRAIN__BAT
 
 
 def load(workdir: Path) -> optuna.Study:
-    return optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir / 'hpo.db'}")
+    """The study, read through a read-only connection: watching must not write to the database."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///file:{workdir / 'hpo.db'}?mode=ro&uri=true",
+                                         skip_table_creation=True)
+    return optuna.load_study(study_name="tiny", storage=storage)
 
 
 def integrity(workdir: Path) -> str:
@@ -69,12 +72,25 @@ def lineage(trial: optuna.trial.FrozenTrial) -> int:
 def test_sigkill_twenty_times_loses_nothing(tmp_path: Path) -> None:
     """SIGKILL at random moments, 20 times, alternately the whole process group (a lost machine)
     and the engine alone (its workers must notice and stop); each time the same command resumes."""
-    workdir, n_trials = tmp_path / "runs", 20
+    workdir, n_trials = tmp_path / "runs", 30
     rng = random.Random(20261124)
     kept: dict[int, float] = {}
+
+    def training_or_done(proc: subprocess.Popen) -> bool:
+        if proc.poll() is not None:
+            return True
+        try:
+            return any(t.state == States.RUNNING and "worker" in t.user_attrs for t in load(workdir).trials)
+        except Exception:  # no study yet
+            return False
+
     for cycle in range(20):
         proc = start(workdir, n_trials, parallel=2, extra_env={"TUI_HPO__BUDGET__MAX_RETRIES": "3"})
-        time.sleep(rng.uniform(0.5, 6.0))
+        if cycle % 5 == 4:  # while starting up
+            time.sleep(rng.uniform(0.2, 2.0))
+        else:  # while training: mid-epoch, between trials, while a trial is told
+            wait_until(lambda proc=proc: training_or_done(proc), 90, "a trial to start")
+            time.sleep(rng.uniform(0.0, 2.5))
         if cycle % 2 == 0:
             os.killpg(proc.pid, signal.SIGKILL)
         else:

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import click
 
 from engine.errors import DISK_FULL, DiskError, UserError, disk_problem, one_line
-from tui_hpo.commands import cleanup, results, visualize
+from tui_hpo.commands import cleanup, results, stats, visualize
 
 EXIT_BAD_INPUT = 2
 ACTIONS = ("summary", "top", "visualize", "recommend", "cleanup")  # the original tracker's
@@ -281,7 +281,7 @@ def worker(storage: str, study_name: str, workdir: str, device: str, threads: in
 
 
 for _command in (results.summary, results.top, results.importance_command, results.export_command,
-                 results.recommend, cleanup.cleanup, visualize.visualize):
+                 results.recommend, cleanup.cleanup, visualize.visualize, stats.repeat, stats.compare):
     main.add_command(_command)
 
 if __name__ == "__main__":

@@ -152,3 +152,31 @@ def summary_text(report: dict[str, Any]) -> Text:
         reasons = ", ".join(f"{f['count']}x {f['reason'].split(':')[0]}" for f in failures[:3])
         text.append(f"   failed: {reasons}", style="red")
     return text
+
+
+def repeat_table(results: list[Any], metric: str, study: str) -> Table:
+    """`tui-hpo repeat`: each top config over its seeds, against what the trial scored."""
+    from tui_hpo.format import number, params
+
+    table = Table(title=f"Top configs of '{study}' retrained over seeds ({metric})", title_justify="left")
+    for column in ("trial", "in the sweep", "runs", "mean", "std", "95% interval", "params"):
+        table.add_column(column, justify="left" if column == "params" else "right", overflow="fold")
+    for r in results:
+        s = r.summary
+        interval = f"[{number(s.ci_low)}, {number(s.ci_high)}]" if s.ci_low is not None else "-"
+        table.add_row(str(r.trial), number(r.value), str(s.n), number(s.mean), number(s.std), interval,
+                      params(r.params))
+    return table
+
+
+def comparison_table(groups: list[Any], title: str) -> Table:
+    """`tui-hpo compare`: each group's n, mean, spread and interval, best first."""
+    from tui_hpo.format import number
+
+    table = Table(title=f"Compared, best first: {title}", title_justify="left")
+    for column in ("group", "n", "mean", "std", "min", "max", "95% interval"):
+        table.add_column(column, justify="left" if column == "group" else "right")
+    for g in groups:
+        interval = f"[{number(g.ci_low)}, {number(g.ci_high)}]" if g.ci_low is not None else "-"
+        table.add_row(g.name, str(g.n), number(g.mean), number(g.std), number(g.min), number(g.max), interval)
+    return table
