@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -76,20 +77,23 @@ def test_sigkill_twenty_times_loses_nothing(tmp_path: Path) -> None:
     rng = random.Random(20261124)
     kept: dict[int, float] = {}
 
-    def training_or_done(proc: subprocess.Popen) -> bool:
+    def training_or_done(proc: subprocess.Popen, since: datetime) -> bool:
+        """A trial of this run is training (not one the last kill left RUNNING), or the run ended."""
         if proc.poll() is not None:
             return True
         try:
-            return any(t.state == States.RUNNING and "worker" in t.user_attrs for t in load(workdir).trials)
+            return any(t.state == States.RUNNING and "worker" in t.user_attrs and t.datetime_start > since
+                       for t in load(workdir).trials)
         except Exception:  # no study yet
             return False
 
     for cycle in range(20):
+        since = datetime.now()
         proc = start(workdir, n_trials, parallel=2, extra_env={"TUI_HPO__BUDGET__MAX_RETRIES": "3"})
         if cycle % 5 == 4:  # while starting up
             time.sleep(rng.uniform(0.2, 2.0))
         else:  # while training: mid-epoch, between trials, while a trial is told
-            wait_until(lambda proc=proc: training_or_done(proc), 90, "a trial to start")
+            wait_until(lambda proc=proc, since=since: training_or_done(proc, since), 90, "a trial to start")
             time.sleep(rng.uniform(0.0, 2.5))
         if cycle % 2 == 0:
             os.killpg(proc.pid, signal.SIGKILL)
