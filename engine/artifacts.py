@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from engine.config import SafeDumper  # the loader's twin: what is written reads back the same
+
 
 def write_atomic(path: Path, data: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,7 +35,7 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 
 
 def dump_yaml(data: Any, header: str | None = None) -> str:
-    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    text = yaml.dump(data, Dumper=SafeDumper, sort_keys=False, allow_unicode=True)
     return f"{header.rstrip()}\n{text}" if header else text
 
 

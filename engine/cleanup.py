@@ -16,7 +16,8 @@ from pathlib import Path
 import optuna
 
 from engine import checkpoints
-from engine.config import SweepConfig
+from engine.config import SweepConfig, check_study_name
+from engine.errors import ConfigError
 from engine.store import Store
 
 LIVE_S = 120.0  # a worker seen this recently is alive: its study is left alone
@@ -77,6 +78,11 @@ def cleanup(url: str, workdir: Path, days: float, keep: int | None = None, only:
             row = store.sweep(name)
             if row is None:
                 continue  # a plain Optuna study: no folder of ours
+            try:
+                check_study_name(name, "--study")  # its folder would not be under the workspace
+            except ConfigError:
+                report.skipped.append(f"{name!r}: not a folder name, so no folder of ours")
+                continue
             if _is_live(store, row.study_id, now):
                 report.skipped.append(f"{name}: running (workers alive)")
                 continue

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -182,11 +181,29 @@ class _SafeLoader(yaml.SafeLoader):
     """SafeLoader that also reads `1e-4` as a float (YAML 1.1 wants `1.0e-4`)."""
 
 
-_SafeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+class SafeDumper(yaml.SafeDumper):
+    """Quotes the strings _SafeLoader would read as something else (`'1e-4'`), so a config we
+    write (config.yaml, the resume file) loads back the same."""
+
+
+for _cls in (_SafeLoader, SafeDumper):
+    _cls.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"),
+    )
+
+
+def _refuse_tag(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+    raise yaml.constructor.ConstructorError(None, None, f"{tag} is not supported", node.start_mark)
+
+
+# Only what JSON has: a config is saved as JSON in the storage. Bytes, sets and pairs would fail
+# there, after the study exists; a date stays the text it was written as (`2024-01-01`).
+for _tag in ("binary", "set", "omap", "pairs"):
+    _SafeLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse_tag)
+_SafeLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
 
 
 MAX_CONFIG_BYTES = 4 * 2**20  # sweep configs are a few KB; more is a wrong file
@@ -427,12 +444,13 @@ def check_study_name(name: str, key: str) -> str:
         problem = "is not a folder name"
     elif "/" in name or "\\" in name:
         problem = "contains a path separator"
-    elif any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in name):
-        problem = "contains control characters or bytes that are not UTF-8"
+    elif not name.isprintable():
+        problem = "contains control or invisible characters, or bytes that are not UTF-8"
     elif len(name.encode("utf-8")) > STUDY_NAME_MAX_BYTES:
         problem = f"is longer than {STUDY_NAME_MAX_BYTES} bytes"
     if problem:
-        raise ConfigError(f"study name {name!r} {problem} (it names the study's folder, DIR/<study>/)", key=key)
+        shown = name if len(name) <= 60 else f"{name[:57]}..."
+        raise ConfigError(f"study name {shown!r} {problem} (it names the study's folder, DIR/<study>/)", key=key)
     return name
 
 
@@ -464,17 +482,33 @@ def check(config: SweepConfig) -> None:
     fixed = config.train.model_dump()
     check_space(config.search_space, TUNABLE, fixed)
     for name, spec in config.search_space.items():
-        if spec.choices is not None and name in TrainConfig.model_fields:
-            for i, choice in enumerate(spec.choices):
-                _check_value(name, choice, f"search_space.{name}.choices[{i}]")
+        _check_domain(name, spec)
     if config.sampler.name == "grid":
         from engine.space import grid_values
 
         grid_values(config.search_space)
 
 
+def _check_domain(name: str, spec: ParamSpec) -> None:
+    """Whatever a trial samples must be a valid value of its training key (workers apply it
+    unchecked): every choice, every bound (in the spec and in each `by` case), and whole numbers
+    for a key that takes them (`accum_steps: {low: 1, high: 4.0}` would sample 2.7)."""
+    path = f"search_space.{name}"
+    for i, choice in enumerate(spec.choices or []):
+        _check_value(name, choice, f"{path}.choices[{i}]")
+    cases = [(path, spec.low, spec.high)]
+    cases += [(f"{path}.by.{other}.{value}", o.low, o.high)
+              for other, by_value in (spec.by or {}).items() for value, o in by_value.items()]
+    for where, low, high in cases:
+        for bound, value in (("low", low), ("high", high)):
+            if value is not None:
+                _check_value(name, value, f"{where}.{bound}")
+    if TrainConfig.model_fields[name].annotation is int and spec.kind() == "float":
+        raise ConfigError(f"'{name}' takes whole numbers: give whole bounds and step, or type: int", key=path)
+
+
 def _check_value(name: str, value: Any, key: str) -> None:
-    """A categorical choice must be a valid value of its training key."""
+    """A value a parameter can take (a choice, a bound) must be valid for its training key."""
     try:
         TrainConfig.model_validate({name: value})
     except ValidationError as exc:

@@ -27,6 +27,13 @@ def _mapping(value: Any, source: str, key: str) -> dict[str, Any]:
     return value
 
 
+def _number(value: Any, source: str, key: str) -> float:
+    """A value the translation computes with (mu, sigma, eta, s, max_iter) must be a number."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ConfigError(f"must be a number (got {value!r})", source=source, key=key)
+    return value
+
+
 def from_wandb(raw: dict[str, Any], source: str) -> dict[str, Any]:
     out: dict[str, Any] = {k: v for k, v in raw.items() if k in NATIVE_KEYS - {"search_space"}}
     for key in raw:
@@ -45,7 +52,7 @@ def from_wandb(raw: dict[str, Any], source: str) -> dict[str, Any]:
         metric = _mapping(raw["metric"], source, "metric")
         unknown = set(metric) - {"name", "goal", "target"}
         if unknown:
-            raise ConfigError(f"unknown key '{sorted(unknown)[0]}'", source=source, key="metric")
+            raise ConfigError(f"unknown key '{sorted(unknown, key=str)[0]}'", source=source, key="metric")
         if "name" not in metric:
             raise ConfigError("needs 'name'", source=source, key="metric")
         objective = out.setdefault("objective", {})
@@ -80,8 +87,10 @@ def _wandb_param(spec: dict[str, Any], source: str, key: str) -> dict[str, Any]:
     allowed = {"values", "distribution", "min", "max", "q", "mu", "sigma", "probabilities"}
     unknown = set(spec) - allowed
     if unknown:
-        raise ConfigError(f"unknown key '{sorted(unknown)[0]}'", source=source, key=key)
+        raise ConfigError(f"unknown key '{sorted(unknown, key=str)[0]}'", source=source, key=key)
     dist = spec.get("distribution", "categorical" if "values" in spec else None)
+    if dist is not None and not isinstance(dist, str):
+        raise ConfigError(f"must be a distribution name (got {dist!r})", source=source, key=f"{key}.distribution")
     if dist is None:
         dist = "int_uniform" if isinstance(spec.get("min"), int) and isinstance(spec.get("max"), int) \
             else "uniform"
@@ -91,7 +100,8 @@ def _wandb_param(spec: dict[str, Any], source: str, key: str) -> dict[str, Any]:
         return {"type": "categorical", "choices": spec["values"]}
     if dist == "normal":
         # Bounded search needs a range: mean ± 3 standard deviations covers 99.7% of the mass.
-        mu, sigma = spec.get("mu", 0.0), spec.get("sigma", 1.0)
+        mu = _number(spec.get("mu", 0.0), source, f"{key}.mu")
+        sigma = _number(spec.get("sigma", 1.0), source, f"{key}.sigma")
         return {"type": "float", "low": spec.get("min", mu - 3 * sigma), "high": spec.get("max", mu + 3 * sigma)}
     if "min" not in spec or "max" not in spec:
         raise ConfigError(f"distribution '{dist}' needs 'min' and 'max'", source=source, key=key)
@@ -113,7 +123,7 @@ def _wandb_param(spec: dict[str, Any], source: str, key: str) -> dict[str, Any]:
 def _wandb_hyperband(spec: dict[str, Any], source: str) -> dict[str, Any]:
     unknown = set(spec) - {"type", "min_iter", "max_iter", "eta", "s", "strict"}
     if unknown:
-        raise ConfigError(f"unknown key '{sorted(unknown)[0]}'", source=source, key="early_terminate")
+        raise ConfigError(f"unknown key '{sorted(unknown, key=str)[0]}'", source=source, key="early_terminate")
     if spec.get("type") != "hyperband":
         raise ConfigError(f"only type hyperband is supported (got {spec.get('type')!r})",
                           source=source, key="early_terminate.type")
@@ -124,7 +134,17 @@ def _wandb_hyperband(spec: dict[str, Any], source: str) -> dict[str, Any]:
         options["max_resource"] = spec["max_iter"]
     if "s" in spec and "min_iter" not in spec and "max_iter" in spec:
         # W&B derives the first bracket from max_iter / eta**s.
-        options["min_resource"] = max(1, int(spec["max_iter"] / spec.get("eta", 3) ** spec["s"]))
+        max_iter = _number(spec["max_iter"], source, "early_terminate.max_iter")
+        eta = _number(spec.get("eta", 3), source, "early_terminate.eta")
+        brackets = _number(spec["s"], source, "early_terminate.s")
+        if eta <= 1 or brackets < 0:
+            raise ConfigError(f"needs eta > 1 and s >= 0 (got eta {eta!r}, s {brackets!r})", source=source,
+                              key="early_terminate")
+        try:
+            options["min_resource"] = max(1, int(max_iter / eta**brackets))
+        except (ArithmeticError, ValueError):  # inf or nan epochs, an overflowing power
+            raise ConfigError(f"max_iter / eta**s is no number of epochs ({max_iter!r} / {eta!r}**{brackets!r})",
+                              source=source, key="early_terminate") from None
     return {"name": "hyperband", "options": options}
 
 
@@ -159,7 +179,7 @@ def from_optuna_guide(raw: dict[str, Any], source: str) -> dict[str, Any]:
         pruning = _mapping(section["pruning"], source, "optuna.pruning")
         unknown = set(pruning) - {"enabled", "patience", "pruner"}
         if unknown:
-            raise ConfigError(f"unknown key '{sorted(unknown)[0]}'", source=source, key="optuna.pruning")
+            raise ConfigError(f"unknown key '{sorted(unknown, key=str)[0]}'", source=source, key="optuna.pruning")
         if pruning.get("enabled", True):
             pruner: dict[str, Any] = {"name": pruning.get("pruner", "median")}
             if "patience" in pruning:

@@ -52,13 +52,13 @@ def canonical_param(name: str) -> str:
 
 
 class RangeOverride(BaseModel):
-    """A replacement range or choice list for one value of the `by` parameter."""
+    """A replacement range for one value of the `by` parameter."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     low: int | float | None = None
     high: int | float | None = None
     step: int | float | None = None
-    choices: list[Any] | None = None
+    choices: list[Any] | None = None  # never valid (see check_space): read to say why, not "unknown key"
 
 
 class ParamSpec(BaseModel):
@@ -105,12 +105,19 @@ def check_space(space: Mapping[str, ParamSpec], known: set[str], fixed: Mapping[
         _check_range(path, spec.kind(), spec.is_log(), spec.low, spec.high, spec.step, spec.choices)
         for other, _value in (spec.when or {}).items():
             other = canonical_param(other)
-            if other == name or (other not in space and other not in fixed):
+            if other == name:
+                raise ConfigError("a parameter cannot depend on itself", key=f"{path}.when")
+            if other not in space and other not in fixed:
                 raise ConfigError(f"refers to unknown parameter '{other}'", key=f"{path}.when")
         for other, cases in (spec.by or {}).items():
             other = canonical_param(other)
-            if other == name or other not in space:
+            if other == name:
+                raise ConfigError("a parameter cannot depend on itself", key=f"{path}.by")
+            if other not in space:
                 raise ConfigError(f"refers to '{other}', which is not in the search space", key=f"{path}.by")
+            if spec.kind() == "categorical":  # Optuna refuses a second choice list for a name in a study
+                raise ConfigError("a categorical parameter has one choice list for the whole study: it cannot "
+                                  "vary with 'by'", key=f"{path}.by")
             for value, override in cases.items():
                 merged = {**spec.model_dump(include={"low", "high", "step", "choices"}),
                           **override.model_dump(exclude_none=True)}
@@ -141,6 +148,8 @@ def _check_range(path: str, kind: str, log: bool, low: float | None, high: float
             raise ConfigError("cannot be combined with a log range", key=f"{path}.step")
     if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
         raise ConfigError(f"an int parameter needs whole bounds (got {low:g}..{high:g})", key=path)
+    if kind == "int" and step is not None and not float(step).is_integer():  # suggest_int would get int(0.5) == 0
+        raise ConfigError(f"an int parameter needs a whole step (got {step:g})", key=f"{path}.step")
 
 
 def _dependencies(spec: ParamSpec) -> set[str]:
@@ -183,17 +192,16 @@ def suggest(trial: Any, space: Mapping[str, ParamSpec], fixed: Mapping[str, Any]
         context = {**fixed, **values}
         if spec.when and not all(matches(v, context.get(canonical_param(k))) for k, v in spec.when.items()):
             continue
-        low, high, step, choices = spec.low, spec.high, spec.step, spec.choices
+        low, high, step = spec.low, spec.high, spec.step
         for other, cases in (spec.by or {}).items():
             override = cases.get(str(context.get(canonical_param(other))))
             if override is not None:
                 low = override.low if override.low is not None else low
                 high = override.high if override.high is not None else high
                 step = override.step if override.step is not None else step
-                choices = override.choices if override.choices is not None else choices
         kind = spec.kind()
         if kind == "categorical":
-            values[name] = trial.suggest_categorical(name, choices)
+            values[name] = trial.suggest_categorical(name, spec.choices)
         elif kind == "int":
             values[name] = trial.suggest_int(name, int(low), int(high), step=int(step or 1), log=spec.is_log())
         else:

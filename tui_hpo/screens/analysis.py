@@ -164,10 +164,25 @@ class AnalysisScreen(LiveScreen):
         self._key = None
         self.poll()
 
-    def action_export(self) -> None:
+    def _writable_study(self) -> StudyRow | None:
+        """The analysed study, if its name can be a folder of the workspace (a plain Optuna study
+        may be named `../x`: such a name is refused, never followed)."""
+        from engine.config import check_study_name
+        from engine.errors import UserError
+
         if self.analysis is None or self.analysis.study is None:
-            return
-        self.export(self.analysis.study)
+            return None
+        try:
+            check_study_name(self.analysis.study.name, "study")
+        except UserError as exc:
+            self.notify(f"{exc}: use tui-hpo export --out DIR", severity="warning")
+            return None
+        return self.analysis.study
+
+    def action_export(self) -> None:
+        study = self._writable_study()
+        if study is not None:
+            self.export(study)
 
     @work(thread=True, exit_on_error=False, group="analysis-export")
     def export(self, study: StudyRow) -> None:
@@ -181,8 +196,9 @@ class AnalysisScreen(LiveScreen):
         self.app.call_from_thread(self.notify, "wrote " + ", ".join(p.name for p in written) + f" to {folder}")
 
     def action_next_sweep(self) -> None:
-        if self.analysis is not None and self.analysis.study is not None:
-            self.next_sweep(self.analysis.study)
+        study = self._writable_study()
+        if study is not None:
+            self.next_sweep(study)
 
     @work(thread=True, exit_on_error=False, group="analysis-export")
     def next_sweep(self, study: StudyRow) -> None:

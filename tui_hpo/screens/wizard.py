@@ -262,8 +262,10 @@ class WizardScreen(LiveScreen):
             return f"train.model: unknown timm model '{unknown[0]}'"
         if not self.data_ok:
             return "data.path: " + str(self.query_one("#data-check", Static).render()).removeprefix("✗ ")
-        if any(ch in self.study_name() for ch in "/\\ ") or self.study_name().startswith("."):
-            return "name: use letters, digits, '-', '_' and '.' (it names a folder)"
+        try:
+            cfg.check_study_name(self.study_name(), "name")  # the same rule as `tui-hpo run --study`
+        except UserError as exc:
+            return str(exc)
         self._config = config
         return None
 
