@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import optuna
 
 from engine.config import SweepConfig
-from engine.errors import UserError
+from engine.errors import ConfigError, UserError
 from engine.monitor import hostname
+from engine.platform import choose_platform, probe
 from engine.recommend import ranked
 from engine.results import best_config
 from engine.single import train_once
@@ -36,41 +37,57 @@ class Repeated:
     summary: Described
 
 
-def seeds_for(config: SweepConfig, count: int) -> list[int]:
-    """The trial's own seed first (its rerun checks reproduction), then the next ones."""
-    return [config.train.seed + i for i in range(count)]
+def seeds_for(trial_seed: int, count: int) -> list[int]:
+    """The trial's own seed first, then the next ones: the first rerun should reproduce the trial
+    (a check that the config and the machine are the same), the others measure the spread."""
+    return [trial_seed + i for i in range(count)]
 
 
 def objective_values(config: SweepConfig, result: dict) -> list[float]:
+    """The run's objective values, in the study's order (train_time is the run's own seconds)."""
     return [result["seconds"] if m == "train_time" else float(result["final"][m])
             for m in config.objective.metrics()]
 
 
-def repeat_top(study: optuna.Study, config: SweepConfig, store: Store, study_id: int, top: int, seeds: list[int],
+def platform_for(config: SweepConfig, study_name: str) -> str:
+    """The platform the sweep trained on, which this machine must have: a rerun elsewhere would
+    neither match the trial nor, on a CPU-only machine, run at all."""
+    try:
+        return choose_platform(probe(), config.resources.device)
+    except ConfigError as exc:
+        raise UserError(f"'{study_name}' trained on {config.resources.device}: {exc.detail}; repeat it where "
+                        "the sweep ran", key="--study") from None
+
+
+def repeat_top(study: optuna.Study, config: SweepConfig, store: Store, study_id: int, top: int, count: int,
+               seed_list: list[int] | None = None,
                on_run: Callable[[int, int, float, float], None] | None = None) -> list[Repeated]:
-    """Train each of the `top` best completed trials once per seed (skipping runs already
-    recorded) and summarise each config over its seeds."""
+    """Train each of the `top` best completed trials once per seed (`seed_list`, or `count` seeds
+    from the trial's own), skip the runs already recorded, and summarise each config over its
+    seeds. No completed trial: an empty list, for the caller to say so."""
     trials = ranked(study)[:top]
     if not trials:
-        raise UserError(f"study '{study.study_name}' has no completed trial yet: nothing to repeat", key="--study")
+        return []
+    platform = platform_for(config, study.study_name)
     done = {(r["trial_number"], r["seed"]): r["values"][0] for r in store.repeats_of(study_id)}
     out = []
     for trial in trials:
         trial_config = SweepConfig.model_validate(best_config(config, trial.params))
+        seeds = seed_list or seeds_for(trial_config.train.seed, count)
         for seed in seeds:
             if (trial.number, seed) in done:
                 continue
             run_config = trial_config.model_copy(deep=True)
             run_config.train.seed = seed
             started = time.perf_counter()
-            result = train_once(run_config, run_config.resources.device)
-            values = objective_values(run_config, result)
-            store.add_repeat(study_id, trial.number, seed, values, time.perf_counter() - started, hostname())
+            values = objective_values(run_config, train_once(run_config, platform))
+            seconds = time.perf_counter() - started
+            store.add_repeat(study_id, trial.number, seed, values, seconds, hostname())
             done[(trial.number, seed)] = values[0]
-            log.info("trial %s seed %s: %s", trial.number, seed, values[0])
+            log.info("trial %s seed %s: %s in %.1fs", trial.number, seed, values[0], seconds)
             if on_run is not None:
-                on_run(trial.number, seed, values[0], time.perf_counter() - started)
+                on_run(trial.number, seed, values[0], seconds)
         runs = {seed: done[(trial.number, seed)] for seed in seeds}
         out.append(Repeated(trial.number, dict(trial.params), trial.values[0], runs,
-                            describe(f"trial {trial.number}", list(runs.values()))))
+                            describe(list(runs.values()), f"trial {trial.number}")))
     return out

@@ -433,10 +433,15 @@ class Store:
 
     def add_repeat(self, study_id: int, trial_number: int, seed: int, values: list[float], seconds: float,
                    host: str) -> None:
-        with self.tx() as conn:
-            conn.execute(repeats.insert().values(study_id=study_id, trial_number=trial_number, seed=seed,
-                                                 values_json=json.dumps(values), seconds=seconds, host=host,
-                                                 created=time.time()))
+        """Record one rerun. A second `repeat` running at the same time may have recorded the same
+        (trial, seed) first: the run is the same, so the first row stands."""
+        try:
+            with self.tx() as conn:
+                conn.execute(repeats.insert().values(study_id=study_id, trial_number=trial_number, seed=seed,
+                                                     values_json=json.dumps(values), seconds=seconds, host=host,
+                                                     created=time.time()))
+        except sa.exc.IntegrityError:
+            pass
 
     def repeats_of(self, study_id: int) -> list[dict[str, Any]]:
         """Every recorded rerun of the study's trials, as dicts with `values` decoded."""
