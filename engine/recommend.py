@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -177,3 +178,13 @@ def recommend(study: optuna.Study, config: SweepConfig, fraction: float = 0.2,
     return Recommendation(study=study.study_name, metric=metric, completed=len(trials), top=n_top,
                           best=dict(best.params), best_value=best.values[0], config=out, changes=changes,
                           notes=notes)
+
+
+def write_recommendation(result: Recommendation, path: Path) -> None:
+    """The focused sweep as YAML, headed by where it came from and how to run it (the CLI's
+    `recommend` and the Analysis screen's `n` write the same file)."""
+    from engine.artifacts import dump_yaml, write_atomic
+
+    header = (f"# The focused sweep after '{result.study}': ranges of its top {result.top} of {result.completed} "
+              f"completed trials.\n# Run it: tui-hpo run --config {path}")
+    write_atomic(path, dump_yaml(result.config, header))

@@ -116,9 +116,9 @@ def recommend(top_fraction: float, fix_below: float | None, out: str | None, wor
     from pathlib import Path
 
     from engine.analysis import saved_config
-    from engine.artifacts import dump_yaml, write_atomic
     from engine.errors import UserError
     from engine.recommend import recommend as make
+    from engine.recommend import write_recommendation
 
     study, url = open_study(workdir, storage, study_name)
     config = saved_config(url, study.study_name)
@@ -127,9 +127,7 @@ def recommend(top_fraction: float, fix_below: float | None, out: str | None, wor
                         key="--study")
     result = make(study, config, top_fraction, fix_below)
     path = Path(out) if out else study_folder(workdir, study.study_name) / "recommended.yaml"
-    header = (f"# The focused sweep after '{study.study_name}': ranges of its top {result.top} of "
-              f"{result.completed} completed trials.\n# Run it: tui-hpo run --config {path.name}")
-    write_atomic(path, dump_yaml(result.config, header))
+    write_recommendation(result, path)
     if as_json:
         click.echo(json.dumps({**asdict(result), "file": str(path)}, indent=2, default=str))
         return

@@ -197,30 +197,20 @@ class AnalysisScreen(LiveScreen):
 
     def action_next_sweep(self) -> None:
         study = self._writable_study()
-        if study is not None:
-            self.next_sweep(study)
+        if study is None:
+            return
+        if self.analysis is None or self.analysis.next_sweep is None:
+            self.notify("a focused sweep needs a completed trial of a tui-hpo sweep", severity="warning")
+            return
+        self.next_sweep(study, self.analysis.next_sweep)
 
     @work(thread=True, exit_on_error=False, group="analysis-export")
-    def next_sweep(self, study: StudyRow) -> None:
-        """What `tui-hpo recommend` writes: the search space narrowed to the top trials' ranges."""
-        from engine.analysis import saved_config
-        from engine.artifacts import dump_yaml, write_atomic
-        from engine.errors import UserError
-        from engine.recommend import recommend
+    def next_sweep(self, study: StudyRow, result: Any) -> None:
+        """What `tui-hpo recommend` writes, from the recommendation the panel shows."""
+        from engine.recommend import write_recommendation
 
-        config = saved_config(self.app.url, study.name)
-        if config is None:
-            self.app.call_from_thread(self.notify, "a plain Optuna study: no search space to narrow",
-                                      severity="warning")
-            return
-        try:
-            result = recommend(load_study(self.app.url, study.name), config)
-        except UserError as exc:
-            self.app.call_from_thread(self.notify, exc.detail, severity="warning")
-            return
         path = self.app.workdir / study.name / "recommended.yaml"
-        write_atomic(path, dump_yaml(result.config, f"# The focused sweep after '{study.name}'. "
-                                                    f"Run it: tui-hpo run --config {path}"))
+        write_recommendation(result, path)
         changed = "; ".join(f"{c.name} {c.after}" for c in result.changes)
         self.app.call_from_thread(self.notify, f"{changed}\nwrote {path}", title="next sweep", timeout=15)
 
