@@ -24,8 +24,8 @@ MODEL, EPOCHS, BATCH, SIZE, LR = "test_resnet", 4, 64, 32, 2e-3
 def plain_loop() -> float:
     """Seconds for build + EPOCHS x (train + validate) with nothing but PyTorch."""
     from engine.config import DataConfig
-    from engine.data import scan, splits
-    from engine.tensors import load
+    from engine.datasets.scan import scan, splits
+    from engine.training.tensors import load
 
     cfg = DataConfig()
     data = load(scan(cfg), cfg, SIZE)

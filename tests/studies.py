@@ -16,7 +16,7 @@ import optuna
 import sqlalchemy as sa
 
 from engine.config import resolve
-from engine.store import Store, default_url, optuna_storage
+from engine.storage import Store, default_url, optuna_storage
 
 T0 = datetime(2026, 11, 24, 9, 0, 0).timestamp()
 CHOICES = ["test_resnet", "test_efficientnet", "test_convnext"]

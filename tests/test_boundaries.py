@@ -15,7 +15,7 @@ def modules_after(code: str) -> set[str]:
 
 
 def test_engine_never_imports_textual() -> None:
-    loaded = modules_after("import engine.sweep, engine.worker, engine.store, engine.results")
+    loaded = modules_after("import engine.sweep.engine, engine.sweep.worker, engine.storage, engine.insights.results")
     assert "textual" not in loaded and not any(m.startswith("tui_hpo") for m in loaded)
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from engine.config import SweepConfig, canonical_metric, env_layer, flags_layer, resolve
 from engine.errors import ConfigError
-from engine.platform import PlatformInfo, profile
-from engine.resolve import apply_batch_multiplier
+from engine.sweep.resolve import apply_batch_multiplier
+from engine.system.platform import PlatformInfo, profile
 
 
 def write(tmp_path: Path, text: str, name: str = "sweep.yaml") -> str:
@@ -136,7 +136,7 @@ def test_multi_objective(tmp_path: Path) -> None:
 
 
 def fake_info(gpus: list[tuple[str, bool]] | None = None, mps: bool = False) -> PlatformInfo:
-    from engine.platform import GpuInfo
+    from engine.system.platform import GpuInfo
 
     gpu_list = [GpuInfo(index=i, name=n, total_mb=16000, free_mb=15000, compute_capability="8.0" if bf16 else "7.0",
                         bf16=bf16) for i, (n, bf16) in enumerate(gpus or [])]

@@ -201,10 +201,10 @@ def test_out_of_memory_retries_with_half_the_batch(tmp_path: Path, monkeypatch: 
     """Fault injection on the CPU: any training batch above 32 images raises MemoryError (as a CUDA
     OOM would); the trial goes on with the same effective batch and finishes."""
     from engine import train
-    from engine.resolve import resolve_run
-    from engine.store import default_url
-    from engine.sweep import open_study
-    from engine.worker import Worker
+    from engine.storage import default_url
+    from engine.sweep.engine import open_study
+    from engine.sweep.resolve import resolve_run
+    from engine.sweep.worker import Worker
 
     resolved = resolve_run(None, str(TINY), {"budget": {"n_trials": 2},
                                              "search_space": {"batch_size": {"choices": [128]}}})

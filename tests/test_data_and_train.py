@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from engine.config import DataConfig, TrainConfig
-from engine.data import load_digits, scan, splits
+from engine.datasets.scan import load_digits, scan, splits
 from engine.errors import DataError
-from engine.tensors import augment, load
-from engine.train import Runtime, fit, lr_factor, macro_f1
+from engine.training.fit import Runtime, fit, lr_factor, macro_f1
+from engine.training.tensors import augment, load
 
 
 def test_embedded_digits_ship_with_the_install() -> None:
@@ -105,7 +105,7 @@ def test_fit_is_deterministic_on_cpu_and_learns() -> None:
 
 
 def test_fit_stops_when_asked() -> None:
-    from engine.train import Interrupted
+    from engine.training.fit import Interrupted
 
     cfg_data = DataConfig()
     data = load(scan(cfg_data), cfg_data, 16)

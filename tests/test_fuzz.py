@@ -24,12 +24,13 @@ from pydantic import BaseModel
 
 from engine import config as cfg
 from engine.artifacts import dump_yaml
+from engine.config.formats import GUIDE_OPTUNA_KEYS, WANDB_METHODS
+from engine.config.space import PARAM_ALIASES, TYPE_ALIASES, suggest
 from engine.errors import ConfigError, UserError
-from engine.formats import GUIDE_OPTUNA_KEYS, WANDB_METHODS
-from engine.platform import probe_without_torch
-from engine.resolve import resolve_run
-from engine.space import PARAM_ALIASES, TYPE_ALIASES, suggest
-from engine.sweep import check_buildable, check_models
+from engine.sweep.engine import check_buildable
+from engine.sweep.resolve import resolve_run
+from engine.system.platform import probe_without_torch
+from engine.training.models import check_models
 from tests.conftest import CONFIGS, run_cli
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # a study per example: no line for each
@@ -448,7 +449,7 @@ def test_a_study_name_is_one_folder_under_the_workspace(name: str) -> None:
 def escaped_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workspace whose database holds a finished sweep named `../escaped` (the storage was
     written by something other than `tui-hpo run`, which refuses the name)."""
-    from engine.store import Store
+    from engine.storage import Store
 
     workdir = tmp_path_factory.mktemp("escaped")
     url = f"sqlite:///{workdir / 'hpo.db'}"

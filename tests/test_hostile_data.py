@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from engine.config import DataConfig
-from engine.data import scan
+from engine.datasets.scan import scan
 from engine.errors import DataError
 from tests.conftest import CONFIGS, run_cli, write_png
 

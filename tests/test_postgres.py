@@ -31,7 +31,7 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from engine.store import Store
+from engine.storage import Store
 from tests import pg
 from tests.conftest import CONFIGS, ROOT, run_cli
 
@@ -211,7 +211,7 @@ def test_the_password_never_shows(sweep: Sweep) -> None:
     assert not _leaks(sweep.password, outputs)
     assert ":***@127.0.0.1" in sweep.outputs["run"], "the sweep's first line names the storage, masked"
     # The engine hands the URL to its workers in their environment: a command line is public.
-    assert any("engine.worker" in " ".join(cmd) for cmd in sweep.engine_children.values())
+    assert any("engine.sweep.worker" in " ".join(cmd) for cmd in sweep.engine_children.values())
     assert not _leaks(sweep.password, {str(pid): " ".join(cmd) for pid, cmd in sweep.engine_children.items()})
 
     files = {str(p): p.read_bytes().decode("latin-1") for p in sweep.root.rglob("*") if p.is_file()}
@@ -239,8 +239,8 @@ def test_a_bad_url_is_not_echoed_either(sweep: Sweep) -> None:
     the driver's error prints), nor one in a URL whose scheme was forgotten. Checked where every
     command opens the storage: Store (run, worker, the TUI's commands) and open_study (summary,
     top, export...); then once through the command line."""
-    from engine.analysis import open_study
     from engine.errors import UserError
+    from engine.insights.summary import open_study
 
     wrong = f"wrong{secrets.token_hex(8)}"
     split = sweep.url.replace(f":{sweep.password}@", f":{wrong[:9]}@{wrong[9:]}@")
@@ -256,7 +256,7 @@ def test_a_bad_url_is_not_echoed_either(sweep: Sweep) -> None:
 
 
 def test_mask_url() -> None:
-    from engine.store import mask_url
+    from engine.storage import mask_url
 
     assert mask_url("postgresql+psycopg://hpo:s3cret@db:5432/x") == "postgresql+psycopg://hpo:***@db:5432/x"
     assert mask_url("postgresql://hpo:s3c@r/et@db/x") == "postgresql://hpo:***@db/x"  # an unescaped '@' and '/'

@@ -14,8 +14,8 @@ import pytest
 import torch
 import yaml
 
-from engine import checkpoints
-from engine.store import Store
+from engine.storage import Store
+from engine.sweep import checkpoints
 from tests.conftest import ROOT, run_cli
 from tests.studies import make_study
 
@@ -104,7 +104,7 @@ def test_recommend_on_fixture_plain_and_running_studies(tmp_path: Path) -> None:
 
 def test_recommend_keeps_conditions_and_fixes_what_the_top_agrees_on() -> None:
     from engine.config import SweepConfig
-    from engine.recommend import recommend
+    from engine.insights.recommend import recommend
 
     config = SweepConfig.model_validate({"search_space": {
         "optimizer": {"choices": ["sgd", "adamw"]},

@@ -6,8 +6,8 @@ import optuna
 import pytest
 
 from engine.config import resolve
-from engine.samplers import make_pruner, make_sampler
-from engine.space import ParamSpec, grid_values, suggest
+from engine.config.space import ParamSpec, grid_values, suggest
+from engine.sweep.samplers import make_pruner, make_sampler
 
 FIXED = {"model": "test_resnet", "optimizer": "adamw"}
 

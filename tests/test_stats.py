@@ -10,7 +10,7 @@ import optuna
 import pytest
 from scipy import stats as scipy_stats
 
-from engine.stats import compare_groups, describe, welch
+from engine.insights.stats import compare_groups, describe, welch
 from tests.conftest import ROOT, run_cli
 from tests.studies import make_study
 

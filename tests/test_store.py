@@ -9,7 +9,8 @@ from pathlib import Path
 import optuna
 import sqlalchemy as sa
 
-from engine.store import MIGRATIONS, Store, default_url, mask_url, optuna_storage
+from engine.storage import Store, default_url, mask_url, optuna_storage
+from engine.storage.tables import MIGRATIONS
 
 
 def test_migrations_are_idempotent_and_share_the_optuna_database(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import yaml
 from textual.widgets import DataTable, Input, RadioButton, Static
 
 from engine.config import resolve
-from engine.store import Store
+from engine.storage import Store
 from tests.studies import make_study
 from tui_hpo.app import make_app
 from tui_hpo.screens.analysis import AnalysisScreen

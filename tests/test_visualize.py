@@ -114,7 +114,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
 
 
 def test_report_escapes_names_and_drops_stale_figures(tmp_path: Path) -> None:
-    from engine.plots import analyse, write_analysis
+    from engine.insights.plots import analyse, write_analysis
 
     url = f"sqlite:///{tmp_path / 'hpo.db'}"
     study = optuna.create_study(study_name="<b>x</b>", storage=url)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.platform import GpuInfo, PlatformInfo
-from engine.resolve import resolve_run
-from engine.sweep import worker_plan
+from engine.sweep.engine import worker_plan
+from engine.sweep.resolve import resolve_run
+from engine.system.platform import GpuInfo, PlatformInfo
 from tests.conftest import ROOT, run_cli
 
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"

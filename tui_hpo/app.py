@@ -9,7 +9,7 @@ from typing import Any
 from textual.app import App
 from textual.binding import Binding
 
-from engine.store import default_url, mask_url
+from engine.storage import default_url, mask_url
 from tui_hpo.db import Reader
 from tui_hpo.launch import EngineProcess, start_engine
 from tui_hpo.screens.analysis import AnalysisScreen

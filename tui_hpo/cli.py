@@ -116,7 +116,7 @@ def run(preset: str | None, config_file: str | None, n_trials: int | None, timeo
     On a terminal, the sweep starts in the background and the app opens on its dashboard;
     with --no-tui (or when output is not a terminal) it runs here, headless."""
     from engine import config as cfg
-    from engine.store import STORAGE_ENV, default_url
+    from engine.storage import STORAGE_ENV, default_url
 
     if study_name is not None:  # before anything uses it: --resume writes to DIR/<study>/
         cfg.check_study_name(study_name, "--study")
@@ -127,7 +127,7 @@ def run(preset: str | None, config_file: str | None, n_trials: int | None, timeo
     if not no_tui and sys.stdout.isatty() and sys.stdin.isatty():
         sys.exit(_run_in_app(sys.argv[sys.argv.index("run") + 1:], Path(workdir), storage, study_name,
                              preset, config_file))
-    from engine.resolve import resolve_run
+    from engine.sweep.resolve import resolve_run
 
     flags = cfg.flags_layer(n_trials=n_trials, timeout=timeout, data=data, labels=labels, parallel=parallel,
                             trials_per_gpu=trials_per_gpu)
@@ -139,7 +139,7 @@ def run(preset: str | None, config_file: str | None, n_trials: int | None, timeo
 def _saved_config(url: str, workdir: Path, study_name: str | None) -> str:
     """The resolved config a study was started with, from the storage (so any machine can resume)."""
     from engine.artifacts import dump_yaml, write_atomic
-    from engine.store import Store
+    from engine.storage import Store
 
     if not study_name:
         raise UserError("--resume needs --study NAME", key="--study")
@@ -186,9 +186,9 @@ def _drop_option(args: list[str], option: str) -> list[str]:
 def _run_headless(resolved: Any, url: str, workdir: Path, name: str) -> int:
     import optuna
 
-    from engine.results import top_rows
-    from engine.store import optuna_storage
-    from engine.sweep import Engine
+    from engine.insights.results import top_rows
+    from engine.storage import optuna_storage
+    from engine.sweep.engine import Engine
     from tui_hpo.headless import HeadlessReporter, top_table
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -217,7 +217,8 @@ def _run_headless(resolved: Any, url: str, workdir: Path, name: str) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(as_json: bool) -> None:
     """Platform report: OS, versions, CPU, RAM, CUDA GPUs, Apple MPS, and the profile in use."""
-    from engine.platform import probe, profile
+    from engine.system.platform import profile
+    from engine.training.devices import probe
 
     report = probe()
     prof = profile(report, report.platform)["resources"]
@@ -245,8 +246,8 @@ def train(config_file: str, seed: int | None, data: str | None, as_json: bool) -
     flags = cfg.flags_layer(data=data)
     if seed is not None:
         flags.setdefault("train", {})["seed"] = seed
-    from engine.resolve import resolve_run
-    from engine.single import train_once
+    from engine.sweep.resolve import resolve_run
+    from engine.training.single import train_once
 
     resolved = resolve_run(None, config_file, flags)
     config = resolved.config
@@ -270,10 +271,10 @@ def train(config_file: str, seed: int | None, data: str | None, as_json: bool) -
 def worker(storage: str, study_name: str, workdir: str, device: str, threads: int) -> None:
     """Join a running sweep from this machine: everything else comes from the storage."""
     if device == "auto":
-        from engine.platform import probe
+        from engine.training.devices import probe
 
         device = {"cuda": "cuda:0", "mps": "mps"}.get(probe().platform, "cpu")
-    from engine.worker import main as worker_main
+    from engine.sweep.worker import main as worker_main
 
     argv = ["--storage", storage, "--study", study_name, "--workdir", workdir, "--device", device,
             "--threads", str(threads), "--index", str(os.getpid() % 1000)]

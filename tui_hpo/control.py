@@ -4,7 +4,7 @@ its workers poll, so a command reaches workers on other machines exactly as it r
 
 from __future__ import annotations
 
-from engine.store import Store
+from engine.storage import Store
 
 
 class Control:

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.store import make_engine
+from engine.storage import make_engine
 from tui_hpo import clock
 
 FINAL = ("COMPLETE", "PRUNED", "FAIL")

@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.store import STORAGE_ENV
+from engine.storage import STORAGE_ENV
 
 
 @dataclass

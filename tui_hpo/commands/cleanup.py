@@ -21,9 +21,9 @@ import click
 def cleanup(days: float, keep: int | None, dry_run: bool, workdir: str, storage: str | None, study_name: str | None,
             as_json: bool) -> None:
     """Remove checkpoints of failed and pruned trials, and trim idle studies to their best K."""
-    from engine.cleanup import cleanup as run_cleanup
     from engine.errors import UserError
-    from engine.store import default_url
+    from engine.storage import default_url
+    from engine.sweep.cleanup import cleanup as run_cleanup
 
     if storage is None and not (Path(workdir) / "hpo.db").exists():
         raise UserError(f"no database at {Path(workdir) / 'hpo.db'}: nothing to clean", key="--workdir")

@@ -13,7 +13,7 @@ from tui_hpo.commands.study import open_study, study_folder, study_options
 @study_options
 def summary(workdir: str, storage: str | None, study_name: str | None, as_json: bool) -> None:
     """How a study went: trials by state, best, compute time, what pruning saved, failures."""
-    from engine.analysis import summary as make_summary
+    from engine.insights.summary import summary as make_summary
 
     study, url = open_study(workdir, storage, study_name)
     report = make_summary(study, url)
@@ -32,7 +32,7 @@ def summary(workdir: str, storage: str | None, study_name: str | None, as_json: 
 @study_options
 def top(n: int, workdir: str, storage: str | None, study_name: str | None, as_json: bool) -> None:
     """The best trials of a study: value(s), params, epochs, duration."""
-    from engine.results import top_rows
+    from engine.insights.results import top_rows
 
     study, _url = open_study(workdir, storage, study_name)
     rows = top_rows(study, n)
@@ -57,7 +57,7 @@ def top(n: int, workdir: str, storage: str | None, study_name: str | None, as_js
 def importance_command(evaluator: str, workdir: str, storage: str | None, study_name: str | None,
                        as_json: bool) -> None:
     """Which parameters mattered for the first objective, as bars (or JSON)."""
-    from engine.analysis import importance
+    from engine.insights.summary import importance
 
     study, _url = open_study(workdir, storage, study_name)
     scores = importance(study, evaluator)
@@ -78,8 +78,8 @@ def export_command(out: str | None, workdir: str, storage: str | None, study_nam
     """Write report.json, trials.csv, best_params.yaml and a trainable best_config.yaml."""
     from pathlib import Path
 
-    from engine.analysis import saved_config
-    from engine.results import export_results
+    from engine.insights.results import export_results
+    from engine.insights.summary import saved_config
 
     study, url = open_study(workdir, storage, study_name)
     config = saved_config(url, study.study_name)
@@ -115,10 +115,10 @@ def recommend(top_fraction: float, fix_below: float | None, out: str | None, wor
     from dataclasses import asdict
     from pathlib import Path
 
-    from engine.analysis import saved_config
     from engine.errors import UserError
-    from engine.recommend import recommend as make
-    from engine.recommend import write_recommendation
+    from engine.insights.recommend import recommend as make
+    from engine.insights.recommend import write_recommendation
+    from engine.insights.summary import saved_config
 
     study, url = open_study(workdir, storage, study_name)
     config = saved_config(url, study.study_name)

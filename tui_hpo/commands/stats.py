@@ -16,8 +16,8 @@ EXIT_INTERRUPTED = 130
 
 
 def _config_of(url: str, study: Any) -> Any:
-    from engine.analysis import saved_config
     from engine.errors import UserError
+    from engine.insights.summary import saved_config
 
     config = saved_config(url, study.study_name)
     if config is None:
@@ -29,7 +29,7 @@ def _config_of(url: str, study: Any) -> Any:
 def _metric(study: Any, url: str) -> str:
     """The first objective's name (what both commands rank and compare by): "value" for a plain
     Optuna study, which names none."""
-    from engine.analysis import saved_config
+    from engine.insights.summary import saved_config
 
     config = saved_config(url, study.study_name)
     return config.objective.metrics()[0] if config is not None else "value"
@@ -71,8 +71,8 @@ def repeat(top: int, n_seeds: int, seed_list: str | None, workdir: str, storage:
     the missing runs train."""
     from rich.console import Console
 
-    from engine.repeat import repeat_top
-    from engine.store import Store
+    from engine.storage import Store
+    from engine.sweep.repeat import repeat_top
     from tui_hpo.format import number
 
     seeds = _parse_seeds(seed_list)
@@ -142,7 +142,7 @@ def compare(by: str | None, alpha: float, workdir: str, storage: str | None, stu
     most shared values."""
     import optuna
 
-    from engine.stats import compare_groups
+    from engine.insights.stats import compare_groups
 
     study, url = open_study(workdir, storage, study_name)
     metric = _metric(study, url)
@@ -209,8 +209,8 @@ def _groups(study: Any, url: str, complete: list[Any], by: str | None) -> tuple[
 def _repeat_groups(study: Any, url: str) -> dict[str, list[float]]:
     """The first objective of every run `tui-hpo repeat` recorded, per trial (none for a plain
     Optuna study, which has no tables of ours)."""
-    from engine.analysis import sweep_row
-    from engine.store import Store
+    from engine.insights.summary import sweep_row
+    from engine.storage import Store
 
     row = sweep_row(url, study.study_name)
     if row is None:

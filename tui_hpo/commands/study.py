@@ -26,9 +26,9 @@ def open_study(workdir: str, storage: str | None, study_name: str | None) -> tup
     opening it would create it."""
     import optuna
 
-    from engine.analysis import open_study as load
     from engine.errors import UserError
-    from engine.store import default_url
+    from engine.insights.summary import open_study as load
+    from engine.storage import default_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage or default_url(workdir)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import optuna
     from rich.console import Console
 
-    from engine.plots import Analysis
+    from engine.insights.plots import Analysis
     from tui_hpo.widgets.chart import Draw
 
 MAX_WIDTH = 120  # wider charts only spread the same points further apart
@@ -38,7 +38,7 @@ def visualize(out_dir: str | None, no_files: bool, no_terminal: bool, workdir: s
     if no_files and (no_terminal or as_json):
         raise UserError("nothing to do: --no-files leaves no files to list (--json) or to write (--no-terminal)",
                         key="--no-files")
-    from engine.plots import analyse, write_analysis
+    from engine.insights.plots import analyse, write_analysis
 
     study, url = open_study(workdir, storage, study_name)
     analysis = analyse(study, url)
@@ -71,7 +71,7 @@ def _draw(console: Console, study: optuna.Study, analysis: Analysis) -> None:
     """The three charts worth a terminal: history, importance, learning curves of the best trials."""
     from rich.text import Text
 
-    from engine.plots import curves, history
+    from engine.insights.plots import curves, history
     from tui_hpo.report import importance_table
     from tui_hpo.widgets.chart import render
 

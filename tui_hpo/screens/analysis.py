@@ -17,7 +17,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 
-from engine.store import readonly_url
+from engine.storage import readonly_url
 from tui_hpo.db import StudyRow
 from tui_hpo.format import duration, number, params
 from tui_hpo.report import summary_text
@@ -33,8 +33,8 @@ class Analysis:
     top: list[Any]  # FrozenTrial
     importance: dict[str, float] | None
     note: str = ""
-    summary: dict[str, Any] | None = None  # engine.analysis.summary(): what `tui-hpo summary` prints
-    next_sweep: Any = None  # engine.recommend.Recommendation: what `tui-hpo recommend` writes
+    summary: dict[str, Any] | None = None  # engine.insights.summary.summary(): what `tui-hpo summary` prints
+    next_sweep: Any = None  # engine.insights.recommend.Recommendation: what `tui-hpo recommend` writes
 
 
 def load_study(url: str, name: str) -> Any:
@@ -51,9 +51,9 @@ def analyse(url: str, study: StudyRow) -> Analysis:
     """The same functions as `tui-hpo summary`, `top` and `importance`, so screen and CLI agree."""
     import optuna
 
-    from engine.analysis import importance as param_importance
-    from engine.analysis import summary
     from engine.errors import UserError
+    from engine.insights.summary import importance as param_importance
+    from engine.insights.summary import summary
 
     loaded = load_study(url, study.name)
     complete = loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -74,9 +74,9 @@ def analyse(url: str, study: StudyRow) -> Analysis:
 
 
 def _recommendation(url: str, study: Any) -> Any:
-    from engine.analysis import saved_config
     from engine.errors import UserError
-    from engine.recommend import recommend
+    from engine.insights.recommend import recommend
+    from engine.insights.summary import saved_config
 
     config = saved_config(url, study.study_name)
     try:
@@ -187,8 +187,8 @@ class AnalysisScreen(LiveScreen):
     @work(thread=True, exit_on_error=False, group="analysis-export")
     def export(self, study: StudyRow) -> None:
         """What `tui-hpo export` writes, into the study's folder."""
-        from engine.analysis import saved_config
-        from engine.results import export_results
+        from engine.insights.results import export_results
+        from engine.insights.summary import saved_config
 
         folder = self.app.workdir / study.name
         written = export_results(load_study(self.app.url, study.name), saved_config(self.app.url, study.name),
@@ -207,7 +207,7 @@ class AnalysisScreen(LiveScreen):
     @work(thread=True, exit_on_error=False, group="analysis-export")
     def next_sweep(self, study: StudyRow, result: Any) -> None:
         """What `tui-hpo recommend` writes, from the recommendation the panel shows."""
-        from engine.recommend import write_recommendation
+        from engine.insights.recommend import write_recommendation
 
         path = self.app.workdir / study.name / "recommended.yaml"
         write_recommendation(result, path)

@@ -14,7 +14,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Footer, Static
 
-from engine.platform import PlatformInfo, probe_without_torch, profile
+from engine.system.platform import PlatformInfo, probe_without_torch, profile
 from tui_hpo.db import Sample
 from tui_hpo.screens.base import LiveScreen
 from tui_hpo.widgets.gauges import Gauges
@@ -53,7 +53,7 @@ class SystemScreen(LiveScreen):
                                  ("#system-profile", "profile"), ("#system-gpus", "NVIDIA GPUs")):
             self.query_one(widget_id).border_title = title
         self.probe()
-        from engine import monitor
+        from engine.system import monitor
 
         monitor.sample()  # prime psutil: its first CPU reading is always 0
         self.poll()
@@ -70,7 +70,7 @@ class SystemScreen(LiveScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="system-tick")
     def read(self) -> None:
-        from engine import monitor
+        from engine.system import monitor
 
         workdir = Path(self.app.workdir)
         self.post_message(self.Sampled(monitor.sample(workdir if workdir.exists() else Path.cwd())))

@@ -175,7 +175,7 @@ class WizardScreen(LiveScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="wizard-data")
     def check_data(self, path: str) -> None:
         """Scan the folder as the engine will: layout, classes, images, what would be skipped."""
-        from engine.data import scan
+        from engine.datasets.scan import scan
 
         if not path.strip():
             self.post_message(self.Checked("data", False, "give a folder"))

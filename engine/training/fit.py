@@ -7,6 +7,7 @@ a sweep reports to its trial (and may raise `optuna.TrialPruned`) and writes the
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import resource
 import sys
@@ -19,7 +20,8 @@ import torch
 import torch.nn as nn
 
 from engine.config import ResourcesConfig, TrainConfig
-from engine.tensors import ImageData, augment
+from engine.training.models import build_model
+from engine.training.tensors import ImageData, augment
 
 
 class Interrupted(Exception):
@@ -62,25 +64,6 @@ class EpochMetrics:
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
-
-
-def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    """A timm model by name, never downloading: weights only from `train.weights` on disk."""
-    import timm
-
-    kwargs = dict(cfg.model_kwargs)
-    kwargs.update(num_classes=num_classes, drop_rate=cfg.dropout)
-    optional = {"drop_path_rate": cfg.drop_path, "img_size": cfg.image_size}
-    if cfg.weights:
-        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": cfg.weights})
-    while True:
-        try:
-            return timm.create_model(cfg.model, **kwargs, **optional)
-        except TypeError as exc:  # the architecture does not take one of the optional arguments
-            dropped = next((k for k in optional if k in str(exc)), None)
-            if dropped is None:
-                raise
-            optional.pop(dropped)
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -252,3 +235,27 @@ def fit(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray],
         history.append(metrics)
         on_epoch(metrics)
     return model, history
+
+
+def fit_within_memory(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray], runtime: Runtime,
+                      on_epoch: Callable[[EpochMetrics], None], should_stop: Callable[[], bool],
+                      on_step_down: Callable[[TrainConfig, TrainConfig], None],
+                      ) -> tuple[nn.Module, list[EpochMetrics], TrainConfig]:
+    """`fit`, and on running out of memory (CUDA OOM, or MemoryError on the CPU) again with half
+    the batch and twice the gradient accumulation: the same effective batch, so the same
+    experiment. `on_step_down(old, new)` hears of each step before the fold starts again.
+    Returns the config that fitted."""
+    while True:
+        try:
+            model, history = fit(cfg, data, split, runtime, on_epoch, should_stop)
+            return model, history, cfg
+        except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+            if cfg.batch_size < 2:
+                raise
+            smaller = cfg.model_copy(update={"batch_size": cfg.batch_size // 2, "accum_steps": cfg.accum_steps * 2})
+            del exc  # its traceback holds the failed step's tensors
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            on_step_down(cfg, smaller)
+            cfg = smaller

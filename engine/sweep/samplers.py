@@ -11,8 +11,8 @@ from typing import Any
 import optuna
 
 from engine.config import SweepConfig
+from engine.config.space import grid_values
 from engine.errors import ConfigError
-from engine.space import grid_values
 
 
 class AskTellGridSampler(optuna.samplers.GridSampler):

@@ -3,7 +3,7 @@
 `scan()` needs no torch: it finds the layout, the classes and the usable files, and reports
 what it skipped (broken, not an image, missing, or outside the data root: never opened). The
 engine process calls it to reject bad input before a study exists; each worker calls it again
-(it is deterministic) and then decodes the images once into memory (`engine.tensors`).
+(it is deterministic) and then decodes the images once into memory (`engine.training.tensors`).
 """
 
 from __future__ import annotations

@@ -9,10 +9,10 @@ from typing import Any
 
 import optuna
 
-from engine.analysis import importance, metric_names, summary
 from engine.artifacts import dump_yaml, write_atomic
 from engine.config import SweepConfig
 from engine.errors import UserError
+from engine.insights.summary import importance, metric_names, summary
 
 
 def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

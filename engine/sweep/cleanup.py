@@ -15,10 +15,10 @@ from pathlib import Path
 
 import optuna
 
-from engine import checkpoints
 from engine.config import SweepConfig, check_study_name
 from engine.errors import ConfigError
-from engine.store import Store
+from engine.storage import Store
+from engine.sweep import checkpoints
 
 LIVE_S = 120.0  # a worker seen this recently is alive: its study is left alone
 DAY_S = 86400.0
@@ -64,7 +64,7 @@ def _is_live(store: Store, study_id: int, now: float) -> bool:
 def cleanup(url: str, workdir: Path, days: float, keep: int | None = None, only: str | None = None,
             dry_run: bool = False, now: float | None = None) -> CleanupReport:
     """Remove what the rules above say, or with `dry_run` only list it."""
-    from engine.store import optuna_storage
+    from engine.storage import optuna_storage
 
     now = time.time() if now is None else now
     report = CleanupReport(dry_run=dry_run)

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import os
 import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 from engine.artifacts import write_atomic
 
@@ -68,21 +66,13 @@ def plan(values: dict[int, float], sizes: dict[int, int], maximize: bool, keep: 
     return kept
 
 
-def serialize(model: Any, meta: dict[str, Any]) -> bytes:
-    import torch
-
-    buffer = io.BytesIO()
-    state = {k: v.detach().cpu() for k, v in getattr(model, "_orig_mod", model).state_dict().items()}
-    torch.save({"meta": meta, "state_dict": state}, buffer)
-    return buffer.getvalue()
-
-
-def save(folder: Path, number: int, model: Any, meta: dict[str, Any],
+def save(folder: Path, number: int, weights: Callable[[], bytes],
          values_of: Callable[[Iterable[int]], dict[int, float]], maximize: bool, keep: int,
          budget_mb: float | None) -> bool:
     """Keep trial `number`'s weights if they rank among the best `keep` of the checkpoints on disk
     (`values_of` gives completed trials' first-objective values from the storage); then trim the
-    others. True when the file was written."""
+    others. `weights` serialises the model, and is only called for a checkpoint that is kept.
+    True when the file was written."""
     if keep < 1:
         return False
     with locked(folder):
@@ -90,7 +80,7 @@ def save(folder: Path, number: int, model: Any, meta: dict[str, Any],
         values = values_of([*files, number])
         if number not in ranked(values, maximize)[:keep]:
             return False
-        data = serialize(model, meta)
+        data = weights()
         sizes = {n: p.stat().st_size for n, p in files.items()} | {number: len(data)}
         if number not in plan(values, sizes, maximize, keep, budget_mb):
             return False

@@ -2,8 +2,8 @@
 
 Optuna's RDB storage keeps studies, trials, params, values and intermediate values, so the
 `optuna` CLI and optuna-dashboard open the same file. Our tables (prefix `hpo_`) add the sweep's
-control state and budget, per-epoch metrics, system samples, an event log and the workers.
-Schema changes go in `MIGRATIONS`, applied in order and recorded in `hpo_schema`.
+control state and budget, per-epoch metrics, system samples, an event log and the workers
+(see `tables`). `Store` is the one writer of our tables.
 
 Works on SQLite (the default, `DIR/hpo.db`) and any SQLAlchemy URL (PostgreSQL for several
 machines). SQLite gets WAL, a busy timeout and NORMAL sync on every connection, so readers never
@@ -13,14 +13,12 @@ block the writer and a short write contention waits instead of failing with "dat
 from __future__ import annotations
 
 import json
-import re
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,113 +26,23 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from engine.errors import UserError
+from engine.storage.tables import (
+    MIGRATIONS,
+    commands,
+    epochs,
+    events,
+    repeats,
+    samples,
+    schema_table,
+    sweeps,
+    workers,
+)
+from engine.storage.urls import mask_url, readonly_url, refuse_bare_at
 
 BUSY_TIMEOUT_S = 60.0
 SCHEMA_RETRIES = 5
 HEARTBEAT_INTERVAL_S = 10
 HEARTBEAT_GRACE_S = 30
-
-metadata = sa.MetaData()
-
-schema_table = sa.Table("hpo_schema", metadata, sa.Column("version", sa.Integer, nullable=False))
-
-sweeps = sa.Table(
-    "hpo_sweep", metadata,
-    sa.Column("study_id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("study_name", sa.String(512), nullable=False, unique=True),
-    sa.Column("config", sa.Text, nullable=False),  # the resolved config, JSON
-    sa.Column("n_trials", sa.Integer, nullable=False),
-    sa.Column("claimed", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("state", sa.String(16), nullable=False, server_default="running"),
-    sa.Column("deadline", sa.Float, nullable=True),
-    sa.Column("created", sa.Float, nullable=False),
-    sa.Column("updated", sa.Float, nullable=False),
-)
-
-epochs = sa.Table(
-    "hpo_epoch", metadata,
-    sa.Column("trial_id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("fold", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("epoch", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("study_id", sa.Integer, nullable=False, index=True),
-    *(sa.Column(name, sa.Float) for name in ("train_loss", "val_loss", "val_accuracy", "val_f1", "lr",
-                                             "samples_per_s", "peak_mem_mb", "seconds")),
-    sa.Column("ts", sa.Float, nullable=False),
-)
-
-samples = sa.Table(
-    "hpo_sample", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("host", sa.String(255), nullable=False),
-    sa.Column("ts", sa.Float, nullable=False, index=True),
-    sa.Column("cpu_percent", sa.Float),
-    sa.Column("cpu_per_core", sa.Text),  # JSON list
-    sa.Column("ram_percent", sa.Float),
-    sa.Column("ram_used_mb", sa.Float),
-    sa.Column("disk_free_gb", sa.Float),
-    sa.Column("gpus", sa.Text),  # JSON list of per-GPU readings
-)
-
-events = sa.Table(
-    "hpo_event", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("study_id", sa.Integer, nullable=False, index=True),
-    sa.Column("trial_number", sa.Integer, nullable=True),
-    sa.Column("ts", sa.Float, nullable=False),
-    sa.Column("level", sa.String(8), nullable=False),
-    sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("message", sa.Text, nullable=False),
-)
-
-workers = sa.Table(
-    "hpo_worker", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("study_id", sa.Integer, nullable=False, index=True),
-    sa.Column("host", sa.String(255), nullable=False),
-    sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("device", sa.String(32), nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("trial_number", sa.Integer, nullable=True),
-    sa.Column("started", sa.Float, nullable=False),
-    sa.Column("last_seen", sa.Float, nullable=False),
-)
-
-commands = sa.Table(
-    "hpo_command", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("study_id", sa.Integer, nullable=False, index=True),
-    sa.Column("trial_number", sa.Integer, nullable=True),
-    sa.Column("command", sa.String(32), nullable=False),
-    sa.Column("created", sa.Float, nullable=False),
-    sa.Column("done", sa.Float, nullable=True),
-)
-
-
-repeats = sa.Table(
-    "hpo_repeat", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("study_id", sa.Integer, nullable=False, index=True),
-    sa.Column("trial_number", sa.Integer, nullable=False),
-    sa.Column("seed", sa.Integer, nullable=False),
-    sa.Column("values_json", sa.Text, nullable=False),  # the objective value(s) of this run
-    sa.Column("seconds", sa.Float, nullable=False),
-    sa.Column("host", sa.String(255), nullable=False),
-    sa.Column("created", sa.Float, nullable=False),
-    sa.UniqueConstraint("study_id", "trial_number", "seed"),
-)
-
-
-def _v1(conn: sa.Connection) -> None:
-    for table in (sweeps, epochs, samples, events, workers, commands):
-        table.create(conn, checkfirst=True)
-
-
-def _v2(conn: sa.Connection) -> None:
-    """`tui-hpo repeat`: a top config retrained with another seed, one row per run."""
-    repeats.create(conn, checkfirst=True)
-
-
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2]
 
 
 @event.listens_for(Engine, "connect")
@@ -155,49 +63,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         cursor.close()
 
 
-def default_url(workdir: str | Path) -> str:
-    return f"sqlite:///{Path(workdir).resolve() / 'hpo.db'}"
-
-
-# How a parent process hands the storage URL to its children (the engine to its workers, the TUI
-# to the engine): the environment, which only the same user can read, not the command line,
-# which every user of the machine sees in `ps` (/proc/PID/cmdline), password included.
-STORAGE_ENV = "TUI_HPO_STORAGE"
-
-
-def _split_password(url: str) -> tuple[str, str, str] | None:
-    """(what comes before the password, the password, what comes after) when the URL has one in
-    its user part, else None. The password runs from the user name's ':' to the last '@' (before
-    any query), as a person wrote it: one with an unescaped '@' (it should be %40) is found whole,
-    and so is one in a URL without its scheme (`hpo:pw@db/hpo`, a typo)."""
-    head, sep, rest = url.partition("://")
-    if not sep:
-        head, rest = "", url
-    location = rest.partition("?")[0]
-    userinfo, at, _host = location.rpartition("@")
-    user, colon, password = userinfo.partition(":")
-    if not (at and colon) or "/" in user:  # "/": a file path with ':' and '@' in it, not a user
-        return None
-    start = len(head) + len(sep) + len(user) + 1
-    return url[:start], password, url[start + len(password):]
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***, for output, logs and saved configs (also a
-    `?password=` query parameter, which the drivers accept too)."""
-    parts = _split_password(url)
-    masked = f"{parts[0]}***{parts[2]}" if parts else url
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", masked, flags=re.IGNORECASE)
-
-
-def readonly_url(url: str) -> str:
-    """A read-only SQLite URL for viewers; other databases are returned unchanged."""
-    match = re.fullmatch(r"sqlite:///(.+)", url)
-    if not match:
-        return url
-    return f"sqlite:///file:{match.group(1)}?mode=ro&uri=true"
-
-
 def make_engine(url: str, readonly: bool = False) -> Engine:
     if url.startswith("sqlite"):
         return sa.create_engine(readonly_url(url) if readonly else url,
@@ -205,17 +70,6 @@ def make_engine(url: str, readonly: bool = False) -> Engine:
     refuse_bare_at(url)
     return sa.create_engine(url, pool_pre_ping=True)
 
-
-def refuse_bare_at(url: str) -> None:
-    """Refuse a password with an unescaped '@' before connecting: SQLAlchemy would cut it there
-    and take the rest for the host name, which the driver's "cannot resolve host" error prints."""
-    try:
-        host = sa.engine.make_url(url).host or ""
-    except (sa.exc.ArgumentError, ValueError):
-        return  # a URL that does not parse: creating the engine says so
-    if "@" in host:
-        raise UserError(f"the password in the storage URL {mask_url(url)} contains '@': write it as %40",
-                        key="--storage")
 
 
 def optuna_storage(url: str, heartbeat: bool = True, stale_callback: Callable[..., None] | None = None) -> Any:
@@ -425,6 +279,11 @@ class Store:
             conn.execute(epochs.insert().values(study_id=study_id, trial_id=trial_id, fold=fold,
                                                 ts=time.time(), **metrics))
 
+    def clear_epochs(self, trial_id: int, fold: int) -> None:
+        """Forget a fold's epochs: it is trained again from its start (after running out of memory)."""
+        with self.tx() as conn:
+            conn.execute(epochs.delete().where(epochs.c.trial_id == trial_id, epochs.c.fold == fold))
+
     def epochs_of(self, trial_id: int) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(epochs).where(epochs.c.trial_id == trial_id)
@@ -465,7 +324,7 @@ class Store:
         return [dict(r) for r in rows]
 
     def add_sample(self, reading: dict[str, Any]) -> None:
-        """One system reading (engine.monitor.sample); lists are stored as JSON."""
+        """One system reading (engine.system.monitor.sample); lists are stored as JSON."""
         row = {k: json.dumps(v) if isinstance(v, list) else v for k, v in reading.items()}
         with self.tx() as conn:
             conn.execute(samples.insert().values(**row))

@@ -29,10 +29,10 @@ import optuna
 from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
 from optuna.visualization import matplotlib as figures
 
-from engine.analysis import importance, summary
 from engine.artifacts import write_atomic
 from engine.errors import UserError
-from engine.results import best_trials, top_rows
+from engine.insights.results import best_trials, top_rows
+from engine.insights.summary import importance, summary
 
 States = optuna.trial.TrialState
 
@@ -147,7 +147,7 @@ def curves(study: optuna.Study, n: int = 5) -> dict[int, list[tuple[int, float]]
 
 
 class _Computed(optuna.importance.BaseImportanceEvaluator):
-    """Hands Optuna's importance plot the scores `engine.analysis.importance` computed, so the PNG
+    """Hands Optuna's importance plot the scores `engine.insights.summary.importance` computed, so the PNG
     shows the same numbers as `tui-hpo importance` and the terminal (and nothing is computed twice)."""
 
     def __init__(self, scores: dict[str, float]) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from engine import config as cfg
-from engine.platform import PlatformInfo, choose_platform, probe, profile
+from engine.system.platform import PlatformInfo, choose_platform, profile
+from engine.training.devices import probe
 
 
 @dataclass(frozen=True)

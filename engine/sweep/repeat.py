@@ -17,13 +17,14 @@ import optuna
 
 from engine.config import SweepConfig
 from engine.errors import ConfigError, UserError
-from engine.monitor import hostname
-from engine.platform import choose_platform, probe
-from engine.recommend import ranked
-from engine.results import best_config
-from engine.single import train_once
-from engine.stats import Described, describe
-from engine.store import Store
+from engine.insights.recommend import ranked
+from engine.insights.results import best_config
+from engine.insights.stats import Described, describe
+from engine.storage import Store
+from engine.system.monitor import hostname
+from engine.system.platform import choose_platform
+from engine.training.devices import probe
+from engine.training.single import train_once
 
 log = logging.getLogger("tui_hpo.repeat")
 

@@ -1,6 +1,6 @@
 """A persistent worker: imports torch and decodes the data once, then runs trials until the
 budget is spent or the sweep is stopped. Everything it needs comes from the storage (the
-resolved config lives in `hpo_sweep`), so `python -m engine.worker --storage URL --study NAME`
+resolved config lives in `hpo_sweep`), so `python -m engine.sweep.worker --storage URL --study NAME`
 joins a sweep from any machine.
 
 Signals: the first SIGINT/SIGTERM stops the running trial at its next batch (it ends FAIL with
@@ -10,7 +10,6 @@ reason "interrupted" and its budget slot is given back); the worker then exits.
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import signal
@@ -23,20 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import timm  # noqa: F401 - imported once here, not inside the first trial's timing
-import torch
 
-from engine import checkpoints
 from engine.config import SweepConfig
-from engine.data import scan, splits
+from engine.config.space import suggest
+from engine.datasets.scan import scan, splits
 from engine.errors import DISK_EXIT, disk_problem
-from engine.monitor import hostname
-from engine.recovery import INTERRUPTED, requeue
-from engine.samplers import make_pruner, make_sampler
-from engine.space import suggest
-from engine.store import HEARTBEAT_INTERVAL_S, STORAGE_ENV, Store, optuna_storage
-from engine.tensors import ImageData, load
-from engine.train import EpochMetrics, Interrupted, Runtime, fit
+from engine.storage import HEARTBEAT_INTERVAL_S, STORAGE_ENV, Store, optuna_storage
+from engine.sweep import checkpoints
+from engine.sweep.recovery import INTERRUPTED, requeue
+from engine.sweep.samplers import make_pruner, make_sampler
+from engine.system.monitor import hostname
+from engine.training.devices import set_threads
+from engine.training.fit import EpochMetrics, Interrupted, Runtime, fit_within_memory
+from engine.training.models import serialize  # imports torch and timm once, not inside the first trial's timing
+from engine.training.tensors import ImageData, load
 
 log = logging.getLogger("tui_hpo.worker")
 CONTROL_POLL_S = 1.0
@@ -221,7 +220,7 @@ class Worker:
             self._maybe_checkpoint(number, values[0], model, trial.params)
         self.store.update_worker(self.worker_id, state="idle", trial_number=None)
 
-    def _train(self, trial: optuna.Trial, params: dict[str, Any]) -> tuple[torch.nn.Module, list[EpochMetrics]]:
+    def _train(self, trial: optuna.Trial, params: dict[str, Any]) -> tuple[Any, list[EpochMetrics]]:
         cfg = trial_train_config(self.config, params)
         metric = self.config.objective.metrics()[0]
         single = len(self.config.objective.metrics()) == 1 and metric != "train_time"
@@ -238,7 +237,9 @@ class Worker:
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"pruned in epoch {m.epoch + 1} ({metric}={getattr(m, metric):.4f})")
 
-            model, history, cfg = self._fit_fitting_memory(trial, cfg, split, on_epoch)
+            model, history, cfg = fit_within_memory(
+                cfg, self.data, split, self.runtime, on_epoch, self.stop,
+                lambda old, new, fold=fold: self._step_down(trial, fold, old, new))
             finals.append(history[-1])
             if single and folds > 1:
                 trial.report(getattr(history[-1], metric), fold)
@@ -248,31 +249,16 @@ class Worker:
         trial.set_user_attr("epochs", cfg.epochs * folds)
         return model, finals
 
-    def _fit_fitting_memory(self, trial: optuna.Trial, cfg: Any, split: Any,
-                            on_epoch: Any) -> tuple[torch.nn.Module, list[EpochMetrics], Any]:
-        """`fit`, and on running out of memory (CUDA OOM, or MemoryError on the CPU) again with half
-        the batch and twice the gradient accumulation: the same effective batch, so the same
-        experiment. Each step down is recorded on the trial. Returns the config that fitted."""
-        while True:
-            try:
-                model, history = fit(cfg, self.data, split, self.runtime, on_epoch, self.stop)
-                return model, history, cfg
-            except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-                if cfg.batch_size < 2:
-                    raise
-                smaller = cfg.model_copy(update={"batch_size": cfg.batch_size // 2,
-                                                 "accum_steps": cfg.accum_steps * 2})
-                del exc  # its traceback holds the failed step's tensors
-                gc.collect()
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                steps = [*trial.user_attrs.get("oom_retries", []),
-                         {"batch_size": smaller.batch_size, "accum_steps": smaller.accum_steps}]
-                trial.set_user_attr("oom_retries", steps)
-                self._event("trial_oom", f"trial {trial.number}: out of memory at batch {cfg.batch_size}; again with "
-                            f"batch {smaller.batch_size} x {smaller.accum_steps} accumulation steps (same "
-                            f"effective batch)", trial.number, level="warning")
-                cfg = smaller
+    def _step_down(self, trial: optuna.Trial, fold: int, cfg: Any, smaller: Any) -> None:
+        """Out of memory at `cfg`'s batch: recorded on the trial, and the epochs the failed attempt
+        wrote for this fold are cleared, since the smaller batch starts the fold again."""
+        self.store.clear_epochs(trial._trial_id, fold)
+        steps = [*trial.user_attrs.get("oom_retries", []),
+                 {"batch_size": smaller.batch_size, "accum_steps": smaller.accum_steps}]
+        trial.set_user_attr("oom_retries", steps)
+        self._event("trial_oom", f"trial {trial.number}: out of memory at batch {cfg.batch_size}; again with "
+                    f"batch {smaller.batch_size} x {smaller.accum_steps} accumulation steps (same "
+                    f"effective batch)", trial.number, level="warning")
 
     def _event(self, kind: str, message: str, number: int, level: str = "info") -> None:
         """An event in the database (what viewers show) and a line in this worker's log."""
@@ -293,15 +279,16 @@ class Worker:
         else:
             self._event("trial_failed", f"trial {number} failed: {reason}", number, level="warning")
 
-    def _maybe_checkpoint(self, number: int, value: float, model: torch.nn.Module, params: dict[str, Any]) -> None:
+    def _maybe_checkpoint(self, number: int, value: float, model: Any, params: dict[str, Any]) -> None:
         """Keep this trial's weights if they rank among the study's best `checkpoints.keep`."""
         maximize = self.config.objective.directions()[0] == "maximize"
         meta = {"trial": number, "value": value, "maximize": maximize, "params": params,
                 "config": self.config.to_dict(), "classes": self.data.scan.classes}
         keep = self.config.checkpoints
         try:
-            if checkpoints.save(self.artifacts, number, model, meta, lambda numbers: self.store.values_of(
-                    self.study_id, numbers), maximize, keep.keep, keep.budget_mb):
+            if checkpoints.save(self.artifacts, number, lambda: serialize(model, meta),
+                                lambda numbers: self.store.values_of(self.study_id, numbers), maximize, keep.keep,
+                                keep.budget_mb):
                 log.info("trial %s: checkpoint kept (one of the best %s)", number, keep.keep)
         except OSError as exc:  # the trial's result is in the database already: only its weights are lost
             self._event("checkpoint", f"trial {number}: checkpoint not saved ({exc.strerror or exc})", number,
@@ -324,7 +311,7 @@ def _fmt_params(params: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.worker", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m engine.sweep.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--storage", default=os.environ.get(STORAGE_ENV),
                         help=f"the storage URL (default: ${STORAGE_ENV}, how the engine passes it)")
     parser.add_argument("--study", required=True)
@@ -342,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     # We run the heartbeat ourselves (class Heartbeat): ask/tell with heartbeats is intended here.
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     signalled = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: signalled.set())

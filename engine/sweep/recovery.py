@@ -17,8 +17,8 @@ from typing import Any
 
 import optuna
 
-from engine import monitor
-from engine.store import Store, optuna_storage
+from engine.storage import Store, optuna_storage
+from engine.system import monitor
 
 log = logging.getLogger("tui_hpo.recovery")
 States = optuna.trial.TrialState

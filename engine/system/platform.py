@@ -1,5 +1,7 @@
-"""Platform probe (OS, CPU, RAM, CUDA GPUs, Apple MPS) and the training profile it implies.
+"""Platform report (OS, CPU, RAM, CUDA GPUs, Apple MPS) and the training profile it implies.
 
+This module never imports torch: `probe_without_torch` reads NVML and the OS (for the TUI);
+`engine.training.devices.probe` asks torch itself, for the processes that train.
 The probe never raises: each part that cannot be read is left empty. The profile is the bottom
 layer of every resolved config, so a config file or a flag overrides any of its settings.
 """
@@ -15,7 +17,7 @@ from typing import Any
 
 import psutil
 
-from engine import nvml
+from engine.system import nvml
 
 
 @dataclass(frozen=True)
@@ -80,51 +82,9 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _cuda_gpus(notes: list[str]) -> tuple[bool, str | None, list[GpuInfo]]:
-    try:
-        import torch
-    except Exception as exc:  # a broken torch install is reported, not fatal
-        notes.append(f"torch could not be imported: {exc.__class__.__name__}")
-        return False, None, []
-    try:
-        if not torch.cuda.is_available():
-            return False, torch.version.cuda, []
-        by_index = {r.index: r for r in nvml.readings()}
-        gpus = []
-        for index in range(torch.cuda.device_count()):
-            props = torch.cuda.get_device_properties(index)
-            try:
-                free, _total = torch.cuda.mem_get_info(index)
-                free_mb: float | None = free / 2**20
-            except Exception:
-                free_mb = None
-            reading = by_index.get(index)
-            gpus.append(GpuInfo(
-                index=index, name=props.name, total_mb=props.total_memory / 2**20, free_mb=free_mb,
-                compute_capability=f"{props.major}.{props.minor}", bf16=props.major >= 8,
-                util_percent=reading.util_percent if reading else None,
-                temperature_c=reading.temperature_c if reading else None,
-                power_w=reading.power_w if reading else None,
-            ))
-        return True, torch.version.cuda, gpus
-    except Exception as exc:
-        notes.append(f"CUDA probe failed: {exc}")
-        return False, None, []
-
-
-def _mps_available() -> bool:
-    try:
-        import torch
-
-        return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    except Exception:
-        return False
-
-
-def probe() -> PlatformInfo:
-    notes: list[str] = []
-    cuda, cuda_version, gpus = _cuda_gpus(notes)
-    mps = _mps_available()
+def report(gpus: list[GpuInfo], cuda: bool, cuda_version: str | None, mps: bool,
+           notes: list[str] | None = None) -> PlatformInfo:
+    """The platform report around what was found of CUDA and MPS (by torch, or by NVML alone)."""
     mem = psutil.virtual_memory()
     return PlatformInfo(
         os=f"{pyplatform.system()} {pyplatform.release()} ({pyplatform.machine()})",
@@ -142,7 +102,7 @@ def probe() -> PlatformInfo:
         gpus=gpus,
         mps_available=mps,
         platform="cuda" if cuda and gpus else ("mps" if mps else "cpu"),
-        notes=notes,
+        notes=notes or [],
     )
 
 
@@ -164,15 +124,7 @@ def probe_without_torch() -> PlatformInfo:
                             util_percent=reading.util_percent, temperature_c=reading.temperature_c,
                             power_w=reading.power_w))
     mps = sys.platform == "darwin" and pyplatform.machine() == "arm64"
-    mem = psutil.virtual_memory()
-    return PlatformInfo(
-        os=f"{pyplatform.system()} {pyplatform.release()} ({pyplatform.machine()})", hostname=pyplatform.node(),
-        python=sys.version.split()[0],
-        versions={p: _version(p) for p in ("torch", "torchvision", "timm", "optuna", "textual")},
-        cpu_model=cpu_model(), physical_cores=psutil.cpu_count(logical=False), logical_cores=usable_cores(),
-        ram_total_gb=mem.total / 2**30, ram_available_gb=mem.available / 2**30, cuda_available=bool(gpus),
-        cuda_version=nvml.cuda_driver_version(), driver_version=nvml.driver_version(), gpus=gpus,
-        mps_available=mps, platform="cuda" if gpus else ("mps" if mps else "cpu"))
+    return report(gpus, bool(gpus), nvml.cuda_driver_version(), mps)
 
 
 def choose_platform(info: PlatformInfo, requested: str = "auto") -> str:

@@ -6,10 +6,10 @@ import time
 from typing import Any
 
 from engine.config import SweepConfig
-from engine.data import scan, splits
-from engine.platform import usable_cores
-from engine.sweep import check_models
-from engine.train import Runtime, fit
+from engine.datasets.scan import scan, splits
+from engine.system.platform import usable_cores
+from engine.training.fit import Runtime, fit
+from engine.training.models import check_models
 
 
 def train_once(config: SweepConfig, platform: str) -> dict[str, Any]:
@@ -22,7 +22,7 @@ def train_once(config: SweepConfig, platform: str) -> dict[str, Any]:
 
     check_models(config)
     found = scan(config.data)
-    from engine.tensors import load
+    from engine.training.tensors import load
 
     threads = config.resources.threads_per_worker or max(1, usable_cores() // (config.resources.parallel or 1))
     torch.set_num_threads(threads)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.config.space import canonical_param
 from engine.errors import ConfigError
-from engine.space import canonical_param
 
 NATIVE_KEYS = {"name", "description", "extends", "data", "train", "resources", "objective", "sampler",
                "pruner", "budget", "search_space", "per_platform"}

@@ -11,7 +11,7 @@ from typing import Any
 
 import psutil
 
-from engine import nvml
+from engine.system import nvml
 
 
 def hostname() -> str:

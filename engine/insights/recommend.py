@@ -16,8 +16,8 @@ from typing import Any
 import optuna
 
 from engine.config import SweepConfig
+from engine.config.space import ParamSpec, canonical_param, matches
 from engine.errors import UserError
-from engine.space import ParamSpec, canonical_param, matches
 
 States = optuna.trial.TrialState
 PAD = 0.1  # widen a narrowed range by this share of its span, so the best value is not on an edge
@@ -104,7 +104,7 @@ def _narrowed(spec: ParamSpec, values: list[Any]) -> ParamSpec | Any:
 
 
 def _importance(study: optuna.Study) -> dict[str, float]:
-    from engine.analysis import importance
+    from engine.insights.summary import importance
 
     try:
         return importance(study)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from engine.config import DataConfig
-from engine.data import Entry, Scan, load_digits
+from engine.datasets.scan import Entry, Scan, load_digits
 
 
 def decode(path: str, size: int) -> np.ndarray:

@@ -15,14 +15,14 @@ import sqlalchemy as sa
 
 from engine.config import SweepConfig
 from engine.errors import UserError, disk_problem
-from engine.store import Store, SweepRow
+from engine.storage import Store, SweepRow
 
 States = optuna.trial.TrialState
 
 
 def open_study(url: str, name: str | None) -> optuna.Study:
     """The named study, or the most recent one; a clear error when there is none."""
-    from engine.store import optuna_storage
+    from engine.storage import optuna_storage
 
     try:
         summaries = optuna.get_all_study_summaries(optuna_storage(url, heartbeat=False), include_best_trial=False)

@@ -21,17 +21,17 @@ from typing import Any, Protocol
 
 import optuna
 
-from engine import monitor
 from engine.artifacts import dump_yaml, ensure_writable, write_atomic
 from engine.config import SweepConfig, check_study_name
-from engine.data import Scan, scan
+from engine.config.space import grid_values
+from engine.datasets.scan import Scan, scan
 from engine.errors import DISK_EXIT, DISK_FULL, ConfigError, DiskError, disk_problem
-from engine.platform import PlatformInfo, usable_cores
-from engine.recovery import recover_dead_trials
-from engine.resolve import Resolved
-from engine.results import export_results
-from engine.space import grid_values
-from engine.store import STORAGE_ENV, Store, mask_url, optuna_storage
+from engine.insights.results import export_results
+from engine.storage import STORAGE_ENV, Store, mask_url, optuna_storage
+from engine.sweep.recovery import recover_dead_trials
+from engine.sweep.resolve import Resolved
+from engine.system import monitor
+from engine.system.platform import PlatformInfo, usable_cores
 
 log = logging.getLogger("tui_hpo.engine")
 STOP_GRACE_S = 15.0
@@ -71,36 +71,9 @@ class SweepStatus:
         return mean * (self.n_trials - self.done) / max(1, self.parallel)
 
 
-def check_models(config: SweepConfig) -> None:
-    """Every model the sweep can pick must exist in timm and build with the config's arguments.
-
-    Built on the meta device (no memory, no weights), before any study exists, so a typo in
-    `model_kwargs` is an input error and not a string of failed trials."""
-    import timm
-    import torch
-
-    from engine.train import build_model
-
-    for i, name in enumerate(config.models()):
-        if not timm.is_model(name):
-            near = timm.list_models(f"*{name.split('_')[0]}*")[:5]
-            hint = f" (similar: {', '.join(near)})" if near else ""
-            key = "search_space.model.choices" + (f"[{i}]" if "model" in config.search_space else "")
-            raise ConfigError(f"unknown timm model '{name}'{hint}",
-                              key=key if "model" in config.search_space else "train.model")
-    if config.train.weights and not Path(config.train.weights).is_file():
-        raise ConfigError(f"no such weights file: {config.train.weights}", key="train.weights")
-    for name in config.models():
-        try:
-            with torch.device("meta"):
-                build_model(config.train.model_copy(update={"model": name, "weights": None}), num_classes=2)
-        except Exception as exc:
-            raise ConfigError(f"model '{name}' cannot be built: {exc}", key="train.model_kwargs") from None
-
-
 def check_buildable(config: SweepConfig) -> None:
     """Build the sampler and pruner once, so a bad option fails before anything is written."""
-    from engine.samplers import make_pruner, make_sampler
+    from engine.sweep.samplers import make_pruner, make_sampler
 
     make_sampler(config)
     make_pruner(config)
@@ -187,6 +160,8 @@ class Engine:
     def prepare(self) -> Scan:
         """Every check that can fail on bad input, before anything is written."""
         check_study_name(self.study_name, "--study")  # its folder is DIR/<study>/
+        from engine.training.models import check_models
+
         try:
             check_models(self.config)
             check_buildable(self.config)
@@ -275,7 +250,7 @@ class Engine:
         replacement does not repeat its predecessor's first samples."""
         device, env, threads = self.plan[slot]
         index = slot + len(self.plan) * self.respawns
-        cmd = [sys.executable, "-m", "engine.worker", "--study", self.study_name,
+        cmd = [sys.executable, "-m", "engine.sweep.worker", "--study", self.study_name,
                "--workdir", str(self.workdir), "--device", device, "--threads", str(threads),
                "--index", str(index), "--parent", str(os.getpid())]
         child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads),

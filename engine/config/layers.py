@@ -1,0 +1,202 @@
+"""Layering: a resolved config is built from layers, later ones winning:
+platform profile < preset / `extends:` chain < config file < environment < command-line flags.
+
+Every layer is a plain dict, checked on its own before merging (so a broken file is an error
+naming the file, even when a flag sets the same key), then the merged result is checked whole.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from engine.config.files import parse_yaml, read_yaml_file
+from engine.config.names import check_study_name, default_study_name
+from engine.config.schema import SweepConfig, one_line_error, validate
+from engine.config.space import canonical_param
+from engine.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
+PRESET_DIR = CONFIG_DIR / "presets"
+ENV_PREFIX = "TUI_HPO__"
+
+
+def preset_path(name: str) -> Path:
+    path = PRESET_DIR / f"{name}.yaml"
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or not path.exists():
+        known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+        raise ConfigError(f"unknown preset '{name}' (known: {known})", key="preset")
+    return path
+
+
+def load_layer(path: Path, platform: str, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """One file with its `extends:` chain resolved and its foreign format translated. Each file
+    of the chain is checked on its own first, so its mistakes are named with its path."""
+    path = path.resolve()
+    if path in _seen:
+        raise ConfigError("'extends' forms a cycle", source=str(path), key="extends")
+    raw = read_yaml_file(path)
+    layer = to_native(raw, str(path))
+    layer = apply_platform_overlay(layer, platform, str(path))
+    parent = layer.pop("extends", None)
+    check_layer(layer, str(path))
+    if parent is None:
+        return layer
+    if not isinstance(parent, str):
+        raise ConfigError("must be a file path or a preset name", source=str(path), key="extends")
+    candidate = (path.parent / parent) if parent.endswith((".yaml", ".yml")) else None
+    if candidate is None:
+        try:
+            candidate = preset_path(parent)
+        except ConfigError as exc:
+            raise ConfigError(exc.detail, source=str(path), key="extends") from None
+    base = load_layer(candidate, platform, (*_seen, path))
+    base.pop("name", None)  # a study is named after the file that was run, not its parent
+    return deep_merge(base, layer)
+
+
+def apply_platform_overlay(layer: dict[str, Any], platform: str, source: str) -> dict[str, Any]:
+    """`per_platform: {cpu: {...}, cuda: {...}}` applies the matching block on top of the file.
+    Every block is checked, not only this platform's: a file broken for CUDA is broken here too."""
+    overlays = layer.pop("per_platform", None)
+    if overlays is None:
+        return layer
+    if not isinstance(overlays, dict) or not set(overlays) <= {"cpu", "cuda", "mps"}:
+        raise ConfigError("must map cpu/cuda/mps to config blocks", source=source, key="per_platform")
+    for name, block in overlays.items():
+        if not isinstance(block, dict | None):
+            raise ConfigError("must be a mapping", source=source, key=f"per_platform.{name}")
+        check_layer(block or {}, source, f"per_platform.{name}")
+    return deep_merge(layer, overlays.get(platform) or {})
+
+
+def check_layer(layer: dict[str, Any], source: str, prefix: str = "") -> None:
+    """One layer on its own: the types, bounds and key names of what it sets. Rules across keys
+    wait for the merged config (a file may set the metric, and a preset the pruner it needs)."""
+    alone = dict(layer)
+    if isinstance(alone.get("search_space"), dict):  # null removes an inherited parameter
+        alone["search_space"] = {k: v for k, v in alone["search_space"].items() if v is not None}
+    try:
+        SweepConfig.model_validate(alone)
+        if isinstance(alone.get("name"), str):
+            check_study_name(alone["name"], "name")
+    except ValidationError as exc:
+        error = one_line_error(exc, source)
+        raise ConfigError(error.detail, source=source, key=".".join(filter(None, [prefix, error.key]))) from None
+    except ConfigError as exc:
+        raise ConfigError(exc.detail, source=source, key=".".join(filter(None, [prefix, exc.key]))) from None
+
+
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key; anything else in `top` replaces what `base` had.
+
+    `search_space` entries are replaced whole: a narrower range in a child file should not
+    inherit `choices` or `log` from the parent's definition of the same parameter. An entry set
+    to null removes the inherited parameter (it is then fixed at its `train:` value).
+    """
+    merged = copy.deepcopy(dict(base))
+    for key, value in top.items():
+        if key == "search_space" and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            space = {**merged[key], **copy.deepcopy(value)}
+            merged[key] = {name: spec for name, spec in space.items() if spec is not None}
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+# ---------------------------------------------------------------- foreign formats
+
+
+def to_native(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """Recognise the W&B sweep and the Optuna-guide layouts and map them onto ours."""
+    if "method" in raw and "parameters" in raw:
+        from engine.config.formats import from_wandb
+
+        return from_wandb(raw, source)
+    if "optuna" in raw or "quick_validation" in raw:
+        from engine.config.formats import from_optuna_guide
+
+        return from_optuna_guide(raw, source)
+    out = dict(raw)
+    if isinstance(out.get("train"), dict):
+        out["train"] = {canonical_param(k): v for k, v in out["train"].items()}
+    if isinstance(out.get("search_space"), dict):
+        out["search_space"] = {canonical_param(str(k)): v for k, v in out["search_space"].items()}
+    return out
+
+
+# ---------------------------------------------------------------- environment and flags
+
+
+def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`TUI_HPO__TRAIN__LR=1e-4` -> {"train": {"lr": 1e-4}}; values are parsed as YAML scalars."""
+    layer: dict[str, Any] = {}
+    for var in sorted(environ):
+        if not var.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in var[len(ENV_PREFIX):].split("__")]
+        if not all(keys):
+            raise ConfigError("empty key segment (use TUI_HPO__SECTION__KEY)", source=f"environment {var}")
+        value = parse_yaml(environ[var], f"environment {var}")
+        node = layer
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError("conflicts with another variable", source=f"environment {var}")
+        node[keys[-1]] = value
+    if isinstance(layer.get("train"), dict):
+        layer["train"] = {canonical_param(k): v for k, v in layer["train"].items()}
+    return layer
+
+
+def flags_layer(n_trials: int | None = None, timeout: float | None = None, data: str | None = None,
+                labels: str | None = None, parallel: int | None = None,
+                trials_per_gpu: int | None = None) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    if n_trials is not None:
+        layer.setdefault("budget", {})["n_trials"] = n_trials
+    if timeout is not None:
+        layer.setdefault("budget", {})["timeout"] = timeout
+    if data is not None:
+        layer.setdefault("data", {})["path"] = data
+    if labels is not None:
+        layer.setdefault("data", {})["labels"] = labels
+    if parallel is not None:
+        layer.setdefault("resources", {})["parallel"] = parallel
+    if trials_per_gpu is not None:
+        layer.setdefault("resources", {})["trials_per_gpu"] = trials_per_gpu
+    return layer
+
+
+def resolve(platform_layer: dict[str, Any], preset: str | None = None, config_file: str | None = None,
+            environ: Mapping[str, str] | None = None, flags: dict[str, Any] | None = None,
+            platform: str = "cpu") -> SweepConfig:
+    """All layers merged and checked. The preset defaults to `quick` when no file is given. The
+    config's `name` is always set: the file's `name:`, else its file name, else the preset's."""
+    layers: list[dict[str, Any]] = [platform_layer]
+    source = None
+    if preset is not None or config_file is None:
+        preset_layer = load_layer(preset_path(preset or "quick"), platform)
+        if config_file is not None:
+            preset_layer.pop("name", None)  # the file that was run names the study
+        layers.append(preset_layer)
+    if config_file is not None:
+        layers.append(load_layer(Path(config_file), platform))
+        source = str(config_file)
+    env = env_layer(environ if environ is not None else os.environ)
+    check_layer(env, "environment (TUI_HPO__*)")
+    check_layer(flags or {}, "command line")
+    layers += [env, flags or {}]
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = deep_merge(merged, layer)
+    merged["name"] = default_study_name(merged.get("name"), config_file, preset)
+    return validate(merged, source)

@@ -1,0 +1,257 @@
+"""The sweep config's schema: sections, their keys and bounds, and the rules across keys.
+
+pydantic checks types, bounds and unknown keys; `check()` adds the cross-field rules. Errors name
+the key path in one line (`search_space.lr.low: ...`); the loader adds the file.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engine.config.names import check_study_name
+from engine.config.space import PARAM_ALIASES, ParamSpec, check_space
+from engine.errors import ConfigError
+
+MetricName = Literal["val_f1", "val_accuracy", "val_loss", "train_loss", "train_time"]
+METRIC_DIRECTIONS = {
+    "val_f1": "maximize", "val_accuracy": "maximize",
+    "val_loss": "minimize", "train_loss": "minimize", "train_time": "minimize",
+}
+METRIC_ALIASES = {
+    "f1": "val_f1", "macro_f1": "val_f1", "f1_macro": "val_f1", "val_macro_f1": "val_f1",
+    "accuracy": "val_accuracy", "acc": "val_accuracy", "val_acc": "val_accuracy",
+    "loss": "val_loss", "time": "train_time", "duration": "train_time",
+}
+
+
+def canonical_metric(name: str) -> str:
+    """`eval/f1`, `val/accuracy`, `val_acc` ... -> the metric key we record."""
+    raw = name.strip()
+    for prefix in ("eval/", "val/", "eval_", "validation/"):
+        if raw.startswith(prefix):
+            raw = raw[len(prefix):]
+            if raw.startswith("train"):
+                break
+            raw = METRIC_ALIASES.get(raw, f"val_{raw}" if not raw.startswith("val_") else raw)
+            break
+    if raw.startswith("train/"):
+        raw = "train_" + raw[len("train/"):]
+    return METRIC_ALIASES.get(raw, raw)
+
+
+class Section(BaseModel):
+    # No inf/nan anywhere: `lr: .inf` would validate (> 0) and then fail every trial.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+class DataConfig(Section):
+    path: str | None = Field(None, min_length=1)  # None: the embedded digits dataset ("" is not ".")
+    labels: str | None = Field(None, min_length=1)  # CSV layout: the labels file
+    id_column: str = "ID"
+    label_column: str = "target"
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    folds: int = Field(1, ge=1, le=20)
+    subset: int | None = Field(None, ge=4)  # use at most this many images (stratified): fast screening
+    split_seed: int = 0
+    cache_limit_mb: int = Field(2048, ge=0)
+    loader_workers: int = Field(0, ge=0)
+
+
+class TrainConfig(Section):
+    model: str = "test_resnet"
+    weights: str | None = Field(None, min_length=1)  # a checkpoint on disk; nothing is ever downloaded
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(64, ge=1)
+    accum_steps: int = Field(1, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    scheduler: Literal["cosine", "step", "none"] = "cosine"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    step_gamma: float = Field(0.1, gt=0, le=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    drop_path: float = Field(0.0, ge=0, lt=1)
+    image_size: int = Field(32, ge=8, le=1024)
+    augment: float = Field(0.0, ge=0, le=1)
+    seed: int = 0
+
+
+TUNABLE = set(TrainConfig.model_fields) - {"model_kwargs", "weights"}
+
+
+class ResourcesConfig(Section):
+    """Platform settings. `None` means: take the platform profile's value."""
+
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    parallel: int | None = Field(None, ge=1, le=256)
+    threads_per_worker: int | None = Field(None, ge=1)
+    amp: Literal["off", "bf16", "fp16"] | None = None
+    compile: bool | None = None
+    channels_last: bool | None = None
+    pin_memory: bool | None = None
+    batch_multiplier: float | None = Field(None, gt=0, le=16)
+    trials_per_gpu: int = Field(1, ge=1, le=16)
+    gpus: list[int] | None = None
+
+
+class CheckpointsConfig(Section):
+    """Trial weights kept in DIR/<study>/checkpoints/: the best `keep`, within `budget_mb`."""
+
+    keep: int = Field(1, ge=0, le=1000)
+    budget_mb: float | None = Field(None, gt=0)
+
+
+class ObjectiveConfig(Section):
+    metric: str | list[str] = "val_f1"
+    direction: Literal["maximize", "minimize"] | list[Literal["maximize", "minimize"]] | None = None
+
+    def metrics(self) -> list[str]:
+        return [self.metric] if isinstance(self.metric, str) else list(self.metric)
+
+    def directions(self) -> list[str]:
+        if self.direction is None:
+            return [METRIC_DIRECTIONS.get(m, "maximize") for m in self.metrics()]
+        return [self.direction] if isinstance(self.direction, str) else list(self.direction)
+
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc", "nsga2")
+PRUNERS = ("none", "median", "successive_halving", "hyperband", "wilcoxon", "percentile", "threshold")
+
+
+class SamplerConfig(Section):
+    name: str = "tpe"
+    seed: int | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PrunerConfig(Section):
+    name: str = "median"
+    patience: int | None = Field(None, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class BudgetConfig(Section):
+    n_trials: int = Field(20, ge=1, le=2**31 - 1)  # stored in a 32-bit INTEGER column (PostgreSQL)
+    timeout: float | None = Field(None, gt=0)
+    max_consecutive_failures: int = Field(5, ge=1)
+    max_retries: int = Field(1, ge=0, le=10)  # reruns of a trial whose worker died, same params
+
+
+class SweepConfig(Section):
+    name: str | None = None
+    description: str | None = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = Field(default_factory=PrunerConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    checkpoints: CheckpointsConfig = Field(default_factory=CheckpointsConfig)
+    search_space: dict[str, ParamSpec] = Field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def models(self) -> list[str]:
+        spec = self.search_space.get("model")
+        return [str(m) for m in spec.choices] if spec and spec.choices else [self.train.model]
+
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate(merged: dict[str, Any], source: str | None) -> SweepConfig:
+    """Merged layers -> a checked SweepConfig, or one ConfigError naming the key path."""
+    try:
+        config = SweepConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise one_line_error(exc, source) from None
+    try:
+        check(config)
+    except ConfigError as exc:
+        raise ConfigError(exc.detail, source=source, key=exc.key) from None
+    return config
+
+
+def one_line_error(exc: ValidationError, source: str | None) -> ConfigError:
+    err = exc.errors()[0]
+    path = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        key = path.rpartition(".")[2]
+        hint = f" (did you mean '{PARAM_ALIASES[key]}'?)" if key in PARAM_ALIASES else ""
+        return ConfigError(f"unknown key '{key}'{hint}", source=source, key=path)
+    msg = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    shown = f" (got {value!r})" if value is not None and not isinstance(value, dict | list) else ""
+    return ConfigError(f"{msg[0].lower()}{msg[1:]}{shown}", source=source, key=path)
+
+
+def check(config: SweepConfig) -> None:
+    """Rules across keys: names that must exist, and combinations that cannot work."""
+    if config.name is not None:
+        check_study_name(config.name, "name")
+    metrics = [canonical_metric(m) for m in config.objective.metrics()]
+    for metric in metrics:
+        if metric not in METRIC_DIRECTIONS:
+            raise ConfigError(f"unknown metric '{metric}' (use one of {', '.join(METRIC_DIRECTIONS)})",
+                              key="objective.metric")
+    config.objective.metric = metrics[0] if len(metrics) == 1 else metrics
+    if len(config.objective.directions()) != len(metrics):
+        raise ConfigError(f"{len(metrics)} metric(s) but {len(config.objective.directions())} direction(s)",
+                          key="objective.direction")
+    if config.sampler.name not in SAMPLERS:
+        raise ConfigError(f"unknown sampler '{config.sampler.name}' (use one of {', '.join(SAMPLERS)})",
+                          key="sampler.name")
+    if config.pruner.name not in PRUNERS:
+        raise ConfigError(f"unknown pruner '{config.pruner.name}' (use one of {', '.join(PRUNERS)})",
+                          key="pruner.name")
+    if len(metrics) > 1 and config.pruner.name != "none":
+        raise ConfigError("pruning needs a single objective: set pruner.name: none", key="pruner.name")
+    if config.pruner.name == "wilcoxon" and config.data.folds < 2:
+        raise ConfigError("the wilcoxon pruner compares folds: set data.folds >= 2", key="pruner.name")
+    if config.sampler.name == "cmaes" and len(metrics) > 1:
+        raise ConfigError("CMA-ES is single-objective: use nsga2 or tpe", key="sampler.name")
+    fixed = config.train.model_dump()
+    check_space(config.search_space, TUNABLE, fixed)
+    for name, spec in config.search_space.items():
+        _check_domain(name, spec)
+    if config.sampler.name == "grid":
+        from engine.config.space import grid_values
+
+        grid_values(config.search_space)
+
+
+def _check_domain(name: str, spec: ParamSpec) -> None:
+    """Whatever a trial samples must be a valid value of its training key (workers apply it
+    unchecked): every choice, every bound (in the spec and in each `by` case), and whole numbers
+    for a key that takes them (`accum_steps: {low: 1, high: 4.0}` would sample 2.7)."""
+    path = f"search_space.{name}"
+    for i, choice in enumerate(spec.choices or []):
+        _check_value(name, choice, f"{path}.choices[{i}]")
+    cases = [(path, spec.low, spec.high)]
+    cases += [(f"{path}.by.{other}.{value}", o.low, o.high)
+              for other, by_value in (spec.by or {}).items() for value, o in by_value.items()]
+    for where, low, high in cases:
+        for bound, value in (("low", low), ("high", high)):
+            if value is not None:
+                _check_value(name, value, f"{where}.{bound}")
+    if TrainConfig.model_fields[name].annotation is int and spec.kind() == "float":
+        raise ConfigError(f"'{name}' takes whole numbers: give whole bounds and step, or type: int", key=path)
+
+
+def _check_value(name: str, value: Any, key: str) -> None:
+    """A value a parameter can take (a choice, a bound) must be valid for its training key."""
+    try:
+        TrainConfig.model_validate({name: value})
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{msg[0].lower()}{msg[1:]} (got {value!r})", key=key) from None
+
+

@@ -1,0 +1,13 @@
+"""Running a sweep: the engine process, its persistent workers, and what keeps a sweep whole.
+
+- `engine`: create or resume the study, start and supervise workers, export results (`Engine`).
+- `worker`: a process that trains trial after trial (`python -m engine.sweep.worker`).
+- `resolve`: command-line arguments -> the resolved config for this machine.
+- `recovery`: trials of dead or interrupted workers failed and queued again.
+- `samplers`: Optuna samplers and pruners by name.
+- `checkpoints`, `cleanup`: the best K weights within a disk budget; disk back from old trials.
+- `repeat`: top configs trained again over seeds.
+
+Import the modules themselves: importing this package loads none of them (a worker imports
+torch, the engine does not).
+"""

@@ -1,0 +1,12 @@
+"""Training, the only package that imports torch, timm and torchvision.
+
+- `fit`: plain `train_one_epoch`, `validate` and `fit` functions after timm's train.py; the
+  out-of-memory fallback (`fit_within_memory`).
+- `models`: timm models by name, checked before a study exists, serialised for checkpoints.
+- `tensors`: images decoded once per worker, served as batches.
+- `devices`: what torch says about CUDA and MPS (`probe`).
+- `single`: one training run outside a sweep (`tui-hpo train`, `repeat`).
+
+Import the modules themselves: this `__init__` stays empty so that importing, say,
+`engine.training.devices` does not build the whole training stack.
+"""
