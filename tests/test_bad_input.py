@@ -39,6 +39,13 @@ CASES = {
     "wandb_bad_distribution": ("method: bayes\nparameters:\n  lr: {distribution: beta, min: 0, max: 1}\n", [],
                                "parameters.lr.distribution: unknown distribution 'beta'"),
     "guide_unknown_key": ("optuna:\n  n_trails: 5\n", [], "optuna.n_trails: unknown key"),
+    "empty_file": ("", [], "is empty"),
+    "comments_only": ("# the settings will go here\n", [], "is empty"),
+    # A flag for the same key must not hide a broken file: each layer is checked on its own.
+    "bad_value_under_a_flag": ("budget: {n_trials: -5}\n", ["--n-trials", "1"], "budget.n_trials"),
+    "bad_type_under_a_flag": ("resources: {parallel: many}\n", ["--parallel", "1"], "resources.parallel"),
+    "broken_block_of_another_platform": ("per_platform:\n  cuda: {train: {epochs: 0}}\n", [],
+                                         "per_platform.cuda.train.epochs"),
     "condition_cycle": ("search_space:\n  lr: {low: 0.001, high: 0.1, when: {dropout: 0.1}}\n"
                         "  dropout: {choices: [0.1], when: {lr: 0.01}}\n", [], "conditions form a cycle"),
 }

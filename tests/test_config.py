@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import SweepConfig, canonical_metric, env_layer, flags_layer, resolve
+from engine.config import SweepConfig, canonical_metric, env_layer, flags_layer, resolve, study_name
 from engine.errors import ConfigError
 from engine.sweep.resolve import apply_batch_multiplier
 from engine.system.platform import PlatformInfo, profile
@@ -172,3 +172,65 @@ def test_unknown_key_names_path(tmp_path: Path) -> None:
     path = write(tmp_path, "train:\n  lrr: 0.1\n")
     with pytest.raises(ConfigError, match=r"sweep.yaml: train.lrr: unknown key 'lrr'"):
         resolve({}, config_file=path, environ={})
+
+
+def test_a_wandb_display_name_names_the_study_by_a_slug(tmp_path: Path) -> None:
+    """W&B's `name:` is free text: it becomes the description, and a slug of it the study name."""
+    path = write(tmp_path, 'name: "ResNet sweep 2/3: lr + wd"\nmethod: random\nparameters:\n'
+                           "  lr: {min: 0.001, max: 0.01}\n", "wb.yaml")
+    config = resolve({}, config_file=path, environ={})
+    assert config.name == "ResNet-sweep-2-3-lr-wd"
+    assert config.description == "ResNet sweep 2/3: lr + wd"
+    nothing_to_slug = write(tmp_path, 'name: "???"\nmethod: random\nparameters:\n  lr: {min: 0.001, max: 0.01}\n',
+                            "my sweep.yaml")
+    assert resolve({}, config_file=nothing_to_slug, environ={}).name == "my-sweep"  # the file names it
+    guide = write(tmp_path, "optuna: {study_name: 'cnn study / v2', n_trials: 3}\nsearch_space:\n"
+                            "  lr: {low: 0.001, high: 0.01}\n", "guide.yaml")
+    config = resolve({}, config_file=guide, environ={})
+    assert (config.name, config.description) == ("cnn-study-v2", "cnn study / v2")
+
+
+def test_one_rule_names_the_study(tmp_path: Path) -> None:
+    """--study, else the config's name:, else its file name, else the preset; the file that was
+    run names the study even when a preset is layered under it."""
+    named = write(tmp_path, "name: foo\ntrain: {epochs: 1}\n", "x.yaml")
+    unnamed = write(tmp_path, "train: {epochs: 1}\n", "y.yaml")
+    assert study_name(None, resolve({}, config_file=named, environ={}).name) == "foo"
+    assert study_name(None, resolve({}, config_file=unnamed, environ={}).name) == "y"
+    assert study_name(None, resolve({}, preset="quick", config_file=unnamed, environ={}).name) == "y"
+    assert study_name(None, resolve({}, preset="full", environ={}).name) == "full"
+    assert study_name("mine", resolve({}, config_file=named, environ={}).name) == "mine"
+    with pytest.raises(ConfigError, match="--study: study name 'a/b' contains a path separator"):
+        study_name("a/b", "foo")
+
+
+def test_run_names_the_study_the_same_way_headless_and_in_the_app(tmp_path: Path, monkeypatch) -> None:
+    """`tui-hpo run --config x.yaml` (holding `name: foo`) watches and starts study `foo` from a
+    terminal, as it runs `foo` headless."""
+    from engine.storage import Workspace
+    from tui_hpo import app, cli, launch
+
+    config = write(tmp_path, "name: foo\ntrain: {epochs: 1}\n", "x.yaml")
+    started: dict[str, object] = {}
+
+    class Watcher:
+        return_code = 0
+
+        def run(self) -> None:
+            pass
+
+    def fake_start(args: launch.RunArgs, workspace: Workspace, study: str) -> object:
+        started.update(args=args, study=study)
+        return object()
+
+    def fake_app(workdir: object, storage: object, **kwargs: object) -> Watcher:
+        started["watched"] = kwargs["study"]
+        return Watcher()
+
+    monkeypatch.setattr(launch, "start_engine", fake_start)
+    monkeypatch.setattr(app, "make_app", fake_app)
+    args = launch.RunArgs(config_file=config)
+    assert cli._run_in_app(args, Workspace(tmp_path / "runs"), None) == 0
+    assert started["study"] == started["watched"] == "foo"
+    assert cli._resolve_name(args, Workspace(tmp_path / "runs"), None)[1] == "foo"  # the headless path's name
+    assert "--config" in launch.RunArgs(config_file=config).argv() and "x.yaml" in " ".join(started["args"].argv())

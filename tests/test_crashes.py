@@ -198,37 +198,44 @@ def test_sigterm_stops_gracefully_and_the_interrupted_trial_reruns(tmp_path: Pat
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_out_of_memory_retries_with_half_the_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fault injection on the CPU: any training batch above 32 images raises MemoryError (as a CUDA
-    OOM would); the trial goes on with the same effective batch and finishes."""
-    from engine import train
-    from engine.storage import default_url
-    from engine.sweep.engine import open_study
+    """Fault injection on the CPU: from the second epoch on, any training batch above 32 images
+    raises MemoryError (as a CUDA OOM would), so each attempt has written its first epoch's row
+    before it fails. The trial goes on with the same effective batch and finishes, and its epoch
+    rows are those of the attempt that fitted."""
+    from engine.storage import Store, default_url
+    from engine.sweep.engine import create_or_resume
     from engine.sweep.resolve import resolve_run
     from engine.sweep.worker import Worker
+    from engine.training import fit
 
     resolved = resolve_run(None, str(TINY), {"budget": {"n_trials": 2},
                                              "search_space": {"batch_size": {"choices": [128]}}})
     url = default_url(tmp_path)
-    open_study(resolved.config, url, "tiny", tmp_path)
-    real = train.train_one_epoch
-    seen: list[tuple[int, int]] = []
+    create_or_resume(resolved.config, url, "tiny", tmp_path)
+    real = fit.train_one_epoch
+    seen: list[tuple[int, int, int]] = []
 
-    def tight_memory(loop, data, idx, cfg, *args, **kwargs):
-        seen.append((cfg.batch_size, cfg.accum_steps))
-        if cfg.batch_size > 32:
+    def tight_memory(loop, data, idx, cfg, epoch, *args, **kwargs):
+        seen.append((cfg.batch_size, cfg.accum_steps, epoch))
+        if cfg.batch_size > 32 and epoch >= 1:
             raise MemoryError("injected: batch too large for this device")
-        return real(loop, data, idx, cfg, *args, **kwargs)
+        return real(loop, data, idx, cfg, epoch, *args, **kwargs)
 
-    monkeypatch.setattr(train, "train_one_epoch", tight_memory)
+    monkeypatch.setattr(fit, "train_one_epoch", tight_memory)
     Worker(url, "tiny", tmp_path, "cpu", 0, threading.Event()).run()
     study = load(tmp_path)
-    assert [t.state for t in study.trials] == [States.COMPLETE, States.COMPLETE]
+    assert [t.state for t in study.trials] == [States.COMPLETE, States.COMPLETE], \
+        [t.user_attrs.get("fail_reason") for t in study.trials]
+    store = Store(url)
     for trial in study.trials:
         assert trial.params["batch_size"] == 128
         assert trial.user_attrs["oom_retries"] == [{"batch_size": 64, "accum_steps": 2},
                                                    {"batch_size": 32, "accum_steps": 4}]
         assert trial.value > 0.3
-    assert (128, 1) in seen and (64, 2) in seen and (32, 4) in seen
+        rows = store.epochs_of(trial._trial_id)
+        assert [(r["fold"], r["epoch"]) for r in rows] == [(0, 0), (0, 1)]
+        assert rows[-1]["val_f1"] == pytest.approx(trial.value)
+    assert (128, 1, 1) in seen and (64, 2, 1) in seen and (32, 4, 1) in seen
     summary = run_cli("summary", "--workdir", str(tmp_path))
     assert "went on with batch 32 x 4 accumulation steps" in summary.stdout
 

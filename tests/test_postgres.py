@@ -240,13 +240,13 @@ def test_a_bad_url_is_not_echoed_either(sweep: Sweep) -> None:
     command opens the storage: Store (run, worker, the TUI's commands) and open_study (summary,
     top, export...); then once through the command line."""
     from engine.errors import UserError
-    from engine.insights.summary import open_study
+    from engine.storage import find_study
 
     wrong = f"wrong{secrets.token_hex(8)}"
     split = sweep.url.replace(f":{sweep.password}@", f":{wrong[:9]}@{wrong[9:]}@")
     bad_urls = (sweep.url.replace(f":{sweep.password}@", f":{wrong}@"), split, f"hpo:{wrong}@{sweep.url.split('@')[1]}")
     for bad_url in bad_urls:
-        for opener in (Store, lambda url: open_study(url, STUDY)):
+        for opener in (Store, lambda url: find_study(url, STUDY)):
             with pytest.raises(UserError) as caught:
                 opener(bad_url)
             assert wrong not in str(caught.value) and wrong[9:] not in str(caught.value)
@@ -326,10 +326,11 @@ def test_an_engine_started_by_the_tui_gets_the_url_unseen(sweep: Sweep) -> None:
     its command line. Asked to resume a study the storage does not hold, the engine says so at
     once, having looked in PostgreSQL (with no URL it would have made WORKDIR/hpo.db instead).
     The engine's own workers get the URL the same way: see test_the_password_never_shows."""
-    from tui_hpo.launch import start_engine
+    from engine.storage import Workspace
+    from tui_hpo.launch import RunArgs, start_engine
 
     workdir = sweep.root / "E"
-    engine = start_engine(["--resume"], workdir, "elsewhere", storage=sweep.url)
+    engine = start_engine(RunArgs(resume=True), Workspace(workdir, sweep.url), "elsewhere")
     try:
         code = engine.popen.wait(timeout=120)
     finally:

@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from textual import on
 from textual.app import App
 from textual.binding import Binding
 
-from engine.storage import default_url, mask_url
+from engine.storage import Workspace
 from tui_hpo.db import Reader
-from tui_hpo.launch import EngineProcess, start_engine
+from tui_hpo.launch import EngineProcess, RunArgs, start_engine
 from tui_hpo.screens.analysis import AnalysisScreen
 from tui_hpo.screens.dashboard import DashboardScreen
 from tui_hpo.screens.dialogs import HelpScreen, QuitScreen
@@ -36,13 +37,13 @@ class HpoApp(App[None]):
         Binding("q", "leave", "quit"),
     ]
 
-    def __init__(self, workdir: str | Path = "runs", storage: str | None = None, study: str | None = None,
-                 mode: str = "dashboard", engine: EngineProcess | None = None) -> None:
+    def __init__(self, workspace: Workspace, study: str | None = None, mode: str = "dashboard",
+                 engine: EngineProcess | None = None) -> None:
         super().__init__()
-        self.workdir = Path(workdir)
-        self.url = storage or default_url(self.workdir)
-        # The workspace as the user named it (runs/hpo.db), or the URL with its password masked.
-        self.storage_label = mask_url(storage) if storage else str(self.workdir / "hpo.db")
+        self.workspace = workspace
+        self.workdir = self.workspace.workdir
+        self.url = self.workspace.url
+        self.storage_label = self.workspace.label
         self.study_name = study
         self.start_mode = mode
         self.engine = engine
@@ -80,27 +81,32 @@ class HpoApp(App[None]):
             self.notify(self.engine.error_line() or f"the engine exited with code {code}", title="engine failed",
                         severity="error", timeout=30)
 
-    def watch_study(self, name: str) -> None:
+    def show_study(self, name: str) -> None:
         """Show this study on the dashboard (which notices the change and starts afresh)."""
         self.study_name = name
         self.switch_mode("dashboard")
 
-    def start_sweep(self, config: Path, name: str) -> None:
-        """The wizard's Start: the engine in the background, the dashboard on its study."""
-        self.engine = start_engine(["--config", str(config)], self.workdir, name,
-                                   self.url if self.url != default_url(self.workdir) else None)
-        self.notify(f"sweep '{name}' starting in the background (its log: {self.workdir / name / 'engine.log'})")
-        self.set_timer(2.0, self._check_engine)
-        self.watch_study(name)
+    @on(StudiesScreen.Show)
+    def _show(self, message: StudiesScreen.Show) -> None:
+        self.show_study(message.name)
 
-    def resume_study(self, name: str) -> None:
-        """Start the engine on a stopped study: its saved config comes from the database."""
-        # The config comes from the storage, as it was saved when the sweep started.
-        self.engine = start_engine(["--resume"], self.workdir, name, self.url if self.url != default_url(self.workdir)
-                                   else None)
-        self.notify(f"resuming '{name}' in the background")
+    @on(WizardScreen.Start)
+    def _start(self, message: WizardScreen.Start) -> None:
+        """The wizard's Start: the engine in the background, the dashboard on its study."""
+        self._launch(RunArgs(config_file=str(message.config)), message.name,
+                     f"sweep '{message.name}' starting in the background (its log: "
+                     f"{self.workdir / message.name / 'engine.log'})")
+
+    @on(StudiesScreen.Resume)
+    def _resume(self, message: StudiesScreen.Resume) -> None:
+        """A stopped study again: its saved config comes from the database."""
+        self._launch(RunArgs(resume=True), message.name, f"resuming '{message.name}' in the background")
+
+    def _launch(self, args: RunArgs, name: str, note: str) -> None:
+        self.engine = start_engine(args, self.workspace, name)
+        self.notify(note)
         self.set_timer(2.0, self._check_engine)
-        self.watch_study(name)
+        self.show_study(name)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
@@ -153,6 +159,6 @@ class HpoApp(App[None]):
             self._control.close()
 
 
-def make_app(**kwargs: Any) -> HpoApp:
-    """The one factory the CLI and the tests use."""
-    return HpoApp(**kwargs)
+def make_app(workdir: str | Path = "runs", storage: str | None = None, **kwargs: Any) -> HpoApp:
+    """The one factory the CLI and the tests use: the app on the workspace WORKDIR (or STORAGE)."""
+    return HpoApp(Workspace(Path(workdir), storage), **kwargs)

@@ -9,16 +9,20 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
+from engine.config.presets import presets
 from engine.errors import DISK_FULL, DiskError, UserError, disk_problem, one_line
+from engine.storage import Workspace
 from tui_hpo.commands import cleanup, results, stats, visualize
+from tui_hpo.launch import RunArgs
+from tui_hpo.options import workspace_options
 
 EXIT_BAD_INPUT = 2
 ACTIONS = ("summary", "top", "visualize", "recommend", "cleanup")  # the original tracker's
+PRESETS = presets()
 
 
 class Group(click.Group):
@@ -52,8 +56,7 @@ def _fail(ctx: click.Context, message: str) -> NoReturn:
 
 @click.group(cls=Group, invoke_without_command=True,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--workdir", default="runs", show_default=True, help="Workspace the app opens.")
-@click.option("--storage", metavar="URL", help="Any SQLAlchemy URL instead of sqlite:///WORKDIR/hpo.db.")
+@workspace_options
 @click.option("--action", type=click.Choice(ACTIONS),
               help="The original tracker's spelling: `--action top --n 5` runs `top --n 5`.")
 @click.option("--n", "n", type=click.IntRange(min=1), help="With --action top: how many trials.")
@@ -61,140 +64,128 @@ def _fail(ctx: click.Context, message: str) -> NoReturn:
 @click.option("--study", "study_name", help="With --action: the study (default: the most recent).")
 @click.version_option(package_name="tui-hpo")
 @click.pass_context
-def main(ctx: click.Context, workdir: str, storage: str | None, action: str | None, n: int | None,
-         days: float | None, study_name: str | None) -> None:
+def main(ctx: click.Context, workspace: Workspace, action: str | None, n: int | None, days: float | None,
+         study_name: str | None) -> None:
     """Hyperparameter optimisation of PyTorch/timm image classifiers, from the terminal.
 
     Without a command, opens the app on the workspace."""
     if ctx.invoked_subcommand is not None:
         return
     if action is None:
-        _open_app(workdir=workdir, storage=storage)
+        _open_app(workspace)
         return
     command = main.get_command(ctx, action)
     extra = {"n": n} if action == "top" and n else {"days": days} if action == "cleanup" and days is not None else {}
-    ctx.invoke(command, workdir=workdir, storage=storage, study_name=study_name, **extra)
+    ctx.invoke(command, workdir=str(workspace.workdir), storage=workspace.storage, study_name=study_name, **extra)
 
 
-def _open_app(**kwargs: Any) -> None:
+def _open_app(workspace: Workspace, **kwargs: Any) -> None:
     from tui_hpo.app import make_app
 
-    app = make_app(**kwargs)
+    app = make_app(workspace.workdir, workspace.storage, **kwargs)
     app.run()
     if app.return_code:
         sys.exit(app.return_code)
 
 
 @main.command()
-@click.option("--workdir", default="runs", show_default=True, help="The workspace of the sweep.")
-@click.option("--storage", metavar="URL", help="Any SQLAlchemy URL instead of sqlite:///WORKDIR/hpo.db.")
+@workspace_options
 @click.option("--study", "study_name", help="The study to watch (default: the most recent).")
-def attach(workdir: str, storage: str | None, study_name: str | None) -> None:
+def attach(workspace: Workspace, study_name: str | None) -> None:
     """Open the dashboard on a running or finished sweep."""
-    _open_app(workdir=workdir, storage=storage, study=study_name, mode="dashboard")
+    if study_name is not None:
+        from engine.config import check_study_name
+
+        check_study_name(study_name, "--study")
+    _open_app(workspace, study=study_name, mode="dashboard")
 
 
 @main.command()
-@click.option("--preset", help="quick or full (configs/presets/); the default when no --config is given.")
+@click.option("--preset", help="A preset of configs/presets/ (quick when no --config is given): "
+              f"{', '.join(PRESETS)}.")
 @click.option("--config", "config_file", metavar="FILE", help="Sweep YAML (native, W&B sweep, or Optuna-guide layout).")
 @click.option("--n-trials", type=int, help="Trials the study should have finished in total (not per run).")
 @click.option("--timeout", type=float, metavar="S", help="Stop starting new trials after S seconds.")
 @click.option("--data", metavar="PATH", help="ImageFolder tree, or a folder with a labels CSV and images.")
 @click.option("--labels", metavar="CSV", help="The labels CSV (columns ID,target by default).")
-@click.option("--workdir", default="runs", show_default=True, help="Holds hpo.db and a folder per study.")
-@click.option("--study", "study_name", help="Study name; an existing study of that name is resumed.")
-@click.option("--storage", metavar="URL", help="Any SQLAlchemy URL instead of sqlite:///WORKDIR/hpo.db.")
+@workspace_options
+@click.option("--study", "study_name", help="Study name (default: the config's name, or its file name); an "
+              "existing study of that name is resumed.")
 @click.option("--parallel", type=int, help="Worker processes (default: from the platform profile).")
 @click.option("--trials-per-gpu", type=int, metavar="K", help="Trials sharing each GPU (default 1).")
 @click.option("--resume", is_flag=True, help="Continue --study with the config saved in the storage.")
 @click.option("--no-tui", is_flag=True, help="Headless: progress on a terminal, one line per trial otherwise.")
 def run(preset: str | None, config_file: str | None, n_trials: int | None, timeout: float | None,
-        data: str | None, labels: str | None, workdir: str, study_name: str | None, storage: str | None,
+        data: str | None, labels: str | None, workspace: Workspace, study_name: str | None,
         parallel: int | None, trials_per_gpu: int | None, resume: bool, no_tui: bool) -> None:
     """Run a sweep (or resume one): real training in persistent worker processes.
 
     On a terminal, the sweep starts in the background and the app opens on its dashboard;
     with --no-tui (or when output is not a terminal) it runs here, headless."""
+    args = RunArgs(preset=preset, config_file=config_file, n_trials=n_trials, timeout=timeout, data=data,
+                   labels=labels, parallel=parallel, trials_per_gpu=trials_per_gpu, resume=resume)
+    if not no_tui and sys.stdout.isatty() and sys.stdin.isatty():
+        sys.exit(_run_in_app(args, workspace, study_name))
+    sys.exit(_run_headless(args, workspace, study_name))
+
+
+def _resolve_name(args: RunArgs, workspace: Workspace, study_name: str | None) -> tuple[str | None, str]:
+    """(the config file to run, the study's name), by the one naming rule, before anything starts:
+    a bad config or name fails here, in one line. `--resume` runs the config saved in the storage."""
     from engine import config as cfg
-    from engine.storage import STORAGE_ENV, default_url
 
     if study_name is not None:  # before anything uses it: --resume writes to DIR/<study>/
         cfg.check_study_name(study_name, "--study")
-    storage = storage or os.environ.get(STORAGE_ENV)  # how the TUI passes it to the engine it starts
-    url = storage or default_url(workdir)
-    if resume:
-        config_file = _saved_config(url, Path(workdir), study_name)
-    if not no_tui and sys.stdout.isatty() and sys.stdin.isatty():
-        sys.exit(_run_in_app(sys.argv[sys.argv.index("run") + 1:], Path(workdir), storage, study_name,
-                             preset, config_file))
-    from engine.sweep.resolve import resolve_run
-
-    flags = cfg.flags_layer(n_trials=n_trials, timeout=timeout, data=data, labels=labels, parallel=parallel,
-                            trials_per_gpu=trials_per_gpu)
-    resolved = resolve_run(preset, config_file, flags)
-    name = study_name or resolved.config.name or "sweep"
-    sys.exit(_run_headless(resolved, url, Path(workdir), name))
+    if args.resume:
+        return _saved_config(workspace, study_name), study_name or ""
+    draft = cfg.resolve({}, preset=args.preset, config_file=args.config_file, flags=args.flags(), platform="cpu")
+    return args.config_file, cfg.study_name(study_name, draft.name)
 
 
-def _saved_config(url: str, workdir: Path, study_name: str | None) -> str:
-    """The resolved config a study was started with, from the storage (so any machine can resume)."""
+def _saved_config(workspace: Workspace, study_name: str | None) -> str:
+    """The resolved config a study was started with, from the storage (so any machine can resume),
+    with the budget the storage holds now (the app's +/- may have changed it)."""
     from engine.artifacts import dump_yaml, write_atomic
     from engine.storage import Store
 
     if not study_name:
         raise UserError("--resume needs --study NAME", key="--study")
-    row = Store(url).sweep(study_name)
+    row = Store(workspace.url).sweep(study_name)
     if row is None:
         raise UserError(f"no sweep named '{study_name}' in this storage", key="--study")
-    # The budget may have been changed since (the TUI's +/-): the storage's n_trials wins.
-    config = {**row.config, "budget": {**row.config.get("budget", {}), "n_trials": row.n_trials}}
-    path = workdir / study_name / "resume.yaml"
-    write_atomic(path, dump_yaml(config, f"# The saved config of sweep '{study_name}', used by --resume."))
+    path = workspace.workdir / study_name / "resume.yaml"
+    write_atomic(path, dump_yaml(row.sweep_config().to_dict(), f"# The saved config of sweep '{study_name}', "
+                                                               "used by --resume."))
     return str(path)
 
 
-def _run_in_app(args: list[str], workdir: Path, storage: str | None, study_name: str | None,
-                preset: str | None, config_file: str | None) -> int:
+def _run_in_app(args: RunArgs, workspace: Workspace, study_name: str | None) -> int:
     """Start the engine detached (it outlives the app and the SSH session), then watch it."""
     from tui_hpo.app import make_app
     from tui_hpo.launch import start_engine
 
-    name = study_name or (Path(config_file).stem if config_file else (preset or "quick"))
-    if "--resume" in args:
-        args = [a for a in args if a != "--resume"]
-        args = [*args, "--config", config_file] if config_file else args
-    args = [a for a in _drop_option(_drop_option(args, "--workdir"), "--study")]
-    engine = start_engine(args, workdir, name)
-    app = make_app(workdir=workdir, storage=storage, study=name, mode="dashboard", engine=engine)
+    _config, name = _resolve_name(args, workspace, study_name)
+    engine = start_engine(args, workspace, name)
+    app = make_app(workspace.workdir, workspace.storage, study=name, mode="dashboard", engine=engine)
     app.run()
     return app.return_code or 0
 
 
-def _drop_option(args: list[str], option: str) -> list[str]:
-    """Remove `--option VALUE` (or `--option=VALUE`); start_engine sets it itself."""
-    out, skip = [], False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg == option:
-            skip = True
-        elif not arg.startswith(f"{option}="):
-            out.append(arg)
-    return out
-
-
-def _run_headless(resolved: Any, url: str, workdir: Path, name: str) -> int:
+def _run_headless(args: RunArgs, workspace: Workspace, study_name: str | None) -> int:
     import optuna
 
     from engine.insights.results import top_rows
-    from engine.storage import optuna_storage
+    from engine.storage import load_study
     from engine.sweep.engine import Engine
+    from engine.sweep.resolve import resolve_run
     from tui_hpo.headless import HeadlessReporter, top_table
 
+    config_file, name = _resolve_name(args, workspace, study_name)
+    resolved = resolve_run(args.preset if not args.resume else None, config_file, args.flags())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         with HeadlessReporter() as reporter:
-            engine = Engine(resolved, url, workdir, name, reporter)
+            engine = Engine(resolved, workspace.url, workspace.workdir, name, reporter)
             code = engine.run()
     except Exception as exc:
         problem = disk_problem(exc)
@@ -202,13 +193,12 @@ def _run_headless(resolved: Any, url: str, workdir: Path, name: str) -> int:
             raise
         advice = "free some space" if problem == DISK_FULL else "choose a writable --workdir"
         raise DiskError(f"{problem}: the sweep stopped (every finished trial is safe in the database); {advice} "
-                        "and run the same command to resume", key=str(workdir)) from None
+                        "and run the same command to resume", key=str(workspace.workdir)) from None
     console = reporter.console
-    study = optuna.load_study(study_name=name, storage=optuna_storage(url, heartbeat=False))
-    rows = top_rows(study, 10)
+    rows = top_rows(load_study(workspace.url, name), 10)
     if rows:
         console.print(top_table(rows, resolved.config.objective.metrics(), f"Top trials of '{name}'"))
-    console.print(f"Results: {workdir / name}/ (report.json, best_config.yaml, best_params.yaml, trials.csv, "
+    console.print(f"Results: {workspace.workdir / name}/ (report.json, best_config.yaml, best_params.yaml, trials.csv, "
                   "engine.log); next: tui-hpo summary, recommend, visualize")
     return code
 
@@ -263,22 +253,22 @@ def train(config_file: str, seed: int | None, data: str | None, as_json: bool) -
 
 
 @main.command()
-@click.option("--storage", required=True, metavar="URL", help="The sweep's storage URL.")
+@workspace_options
 @click.option("--study", "study_name", required=True, help="The sweep to join.")
-@click.option("--workdir", default="runs", show_default=True, help="Where this worker writes checkpoints.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda:N, mps, or auto.")
 @click.option("--threads", type=int, default=0, help="Torch CPU threads (0: torch's default).")
-def worker(storage: str, study_name: str, workdir: str, device: str, threads: int) -> None:
-    """Join a running sweep from this machine: everything else comes from the storage."""
+def worker(workspace: Workspace, study_name: str, device: str, threads: int) -> None:
+    """Join a running sweep from this machine: everything else comes from the storage.
+
+    Give the sweep's --storage (or $TUI_HPO_STORAGE); without it, the workspace's own hpo.db."""
+    from engine.sweep.worker import WorkerArgs, run_worker
+
     if device == "auto":
         from engine.training.devices import probe
 
         device = {"cuda": "cuda:0", "mps": "mps"}.get(probe().platform, "cpu")
-    from engine.sweep.worker import main as worker_main
-
-    argv = ["--storage", storage, "--study", study_name, "--workdir", workdir, "--device", device,
-            "--threads", str(threads), "--index", str(os.getpid() % 1000)]
-    sys.exit(worker_main(argv))
+    sys.exit(run_worker(WorkerArgs(url=workspace.url, study=study_name, workdir=workspace.workdir, device=device,
+                                   threads=threads, index=os.getpid() % 1000)))
 
 
 for _command in (results.summary, results.top, results.importance_command, results.export_command,

@@ -8,8 +8,50 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from engine.storage import STORAGE_ENV
+from engine.storage import STORAGE_ENV, Workspace
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    """What `tui-hpo run` was asked, as typed values: the CLI builds it from its options, the
+    wizard and the Studies screen build it directly, and `argv()` is how it reaches the engine
+    process. The workspace, study and storage travel separately (the storage never on a command
+    line)."""
+
+    preset: str | None = None
+    config_file: str | None = None
+    n_trials: int | None = None
+    timeout: float | None = None
+    data: str | None = None
+    labels: str | None = None
+    parallel: int | None = None
+    trials_per_gpu: int | None = None
+    resume: bool = False
+
+    def flags(self) -> dict[str, Any]:
+        """The command-line layer of the config."""
+        from engine.config import flags_layer
+
+        return flags_layer(n_trials=self.n_trials, timeout=self.timeout, data=self.data, labels=self.labels,
+                           parallel=self.parallel, trials_per_gpu=self.trials_per_gpu)
+
+    def argv(self) -> list[str]:
+        """`tui-hpo run` options that say the same; paths made absolute, as the engine may start
+        in another directory."""
+        out: list[str] = []
+        for option, value in (("--preset", self.preset), ("--config", _absolute(self.config_file)),
+                              ("--n-trials", self.n_trials), ("--timeout", self.timeout),
+                              ("--data", _absolute(self.data)), ("--labels", _absolute(self.labels)),
+                              ("--parallel", self.parallel), ("--trials-per-gpu", self.trials_per_gpu)):
+            if value is not None:
+                out += [option, str(value)]
+        return [*out, "--resume"] if self.resume else out
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).expanduser().absolute())
 
 
 @dataclass
@@ -30,19 +72,19 @@ class EngineProcess:
         return lines[-1] if lines else ""
 
 
-def start_engine(args: list[str], workdir: Path, study: str, storage: str | None = None) -> EngineProcess:
-    """`tui-hpo run ARGS --no-tui` detached from this terminal, in this working directory (so
-    relative paths in ARGS mean what the user meant)."""
-    workdir = workdir.resolve()
+def start_engine(args: RunArgs, workspace: Workspace, study: str) -> EngineProcess:
+    """`tui-hpo run ARGS --no-tui` detached from this terminal (its own session: closing the app
+    or losing the SSH connection does not stop it)."""
+    workdir = workspace.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
     env.pop(STORAGE_ENV, None)  # no URL given: the workspace's own database
-    if storage and "--storage" not in args:
-        env[STORAGE_ENV] = storage  # not on the command line, which every user of the machine can read
+    if workspace.storage:
+        env[STORAGE_ENV] = workspace.storage  # not on the command line, which every user of the machine can read
     output = workdir / f".engine-{study}.out"
     with open(output, "wb") as fh:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "tui_hpo.cli", "run", *args, "--workdir", str(workdir), "--study", study,
+            [sys.executable, "-m", "tui_hpo.cli", "run", *args.argv(), "--workdir", str(workdir), "--study", study,
              "--no-tui"],
             stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
             env=env)

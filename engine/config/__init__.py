@@ -7,37 +7,29 @@
 - `formats`: W&B and Optuna-guide layouts mapped onto ours.
 - `space`: search-space specs and how a trial samples them.
 - `names`: the study-name rule and the one function that decides a sweep's name.
+- `presets`: where the presets live.
 """
 
-from engine.config.files import SafeDumper, parse_yaml, read_yaml_file
-from engine.config.layers import (
-    ENV_PREFIX,
-    PRESET_DIR,
-    deep_merge,
-    env_layer,
-    flags_layer,
-    load_layer,
-    preset_path,
-    resolve,
-    to_native,
-)
-from engine.config.names import check_study_name, slug, study_name
-from engine.config.schema import (
-    METRIC_DIRECTIONS,
-    PRUNERS,
-    SAMPLERS,
-    TUNABLE,
-    DataConfig,
-    ResourcesConfig,
-    SweepConfig,
-    TrainConfig,
-    canonical_metric,
-    validate,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ENV_PREFIX", "METRIC_DIRECTIONS", "PRESET_DIR", "PRUNERS", "SAMPLERS", "TUNABLE", "DataConfig",
-    "ResourcesConfig", "SafeDumper", "SweepConfig", "TrainConfig", "canonical_metric", "check_study_name",
-    "deep_merge", "env_layer", "flags_layer", "load_layer", "parse_yaml", "preset_path", "read_yaml_file",
-    "resolve", "slug", "study_name", "to_native", "validate",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "SafeDumper": "files", "parse_yaml": "files", "read_yaml_file": "files",
+    "CONFIG_DIR": "presets", "PRESET_DIR": "presets", "presets": "presets",
+    "ENV_PREFIX": "layers", "deep_merge": "layers", "env_layer": "layers", "flags_layer": "layers",
+    "load_layer": "layers", "preset_path": "layers", "resolve": "layers", "to_native": "layers",
+    "check_study_name": "names", "slug": "names", "study_name": "names",
+    "METRIC_DIRECTIONS": "schema", "PRUNERS": "schema", "SAMPLERS": "schema", "TUNABLE": "schema",
+    "DataConfig": "schema", "ResourcesConfig": "schema", "SweepConfig": "schema", "TrainConfig": "schema",
+    "canonical_metric": "schema", "validate": "schema",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    """Each name loads its module on first use (PEP 562): `--help` does not import pydantic."""
+    if name not in _HOMES:
+        raise AttributeError(f"module 'engine.config' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"engine.config.{_HOMES[name]}"), name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.config.names import slug
 from engine.config.space import canonical_param
 from engine.errors import ConfigError
 
@@ -34,8 +35,21 @@ def _number(value: Any, source: str, key: str) -> float:
     return value
 
 
+def display_name(name: Any, description: Any) -> dict[str, Any]:
+    """A W&B `name` (or the guide's `study_name`) is free text ("ResNet sweep 2/3: lr + wd"): it
+    becomes the study's description, and a slug of it the study's name (`ResNet-sweep-2-3-lr-wd`).
+    A name with nothing to slug leaves the study to be named after the file."""
+    if name is None:
+        return {}
+    text = str(name)
+    out: dict[str, Any] = {"description": description if description is not None else text}
+    if slug(text):
+        out["name"] = slug(text)
+    return out
+
+
 def from_wandb(raw: dict[str, Any], source: str) -> dict[str, Any]:
-    out: dict[str, Any] = {k: v for k, v in raw.items() if k in NATIVE_KEYS - {"search_space"}}
+    out: dict[str, Any] = {k: v for k, v in raw.items() if k in NATIVE_KEYS - {"search_space", "name"}}
     for key in raw:
         if key not in NATIVE_KEYS | WANDB_IGNORED | {"method", "metric", "parameters", "early_terminate",
                                                     "run_cap"}:
@@ -44,8 +58,7 @@ def from_wandb(raw: dict[str, Any], source: str) -> dict[str, Any]:
     if not isinstance(method, str) or method not in WANDB_METHODS:
         raise ConfigError(f"unknown method {method!r} (use grid, random or bayes)", source=source, key="method")
     out.setdefault("sampler", {})["name"] = WANDB_METHODS[method]
-    if "name" in raw:
-        out["name"] = raw["name"]
+    out.update(display_name(raw.get("name"), raw.get("description")))
     if "run_cap" in raw:
         out.setdefault("budget", {})["n_trials"] = raw["run_cap"]
     if "metric" in raw:
@@ -166,7 +179,7 @@ def from_optuna_guide(raw: dict[str, Any], source: str) -> dict[str, Any]:
         if key in section:
             budget[key] = section[key]
     if "study_name" in section:
-        out["name"] = section["study_name"]
+        out.update(display_name(section["study_name"], out.get("description")))
     if "metric" in section:
         out.setdefault("objective", {})["metric"] = section["metric"]
     if "direction" in section:

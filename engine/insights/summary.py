@@ -14,31 +14,10 @@ import optuna
 import sqlalchemy as sa
 
 from engine.config import SweepConfig
-from engine.errors import UserError, disk_problem
+from engine.errors import UserError
 from engine.storage import Store, SweepRow
 
 States = optuna.trial.TrialState
-
-
-def open_study(url: str, name: str | None) -> optuna.Study:
-    """The named study, or the most recent one; a clear error when there is none."""
-    from engine.storage import optuna_storage
-
-    try:
-        summaries = optuna.get_all_study_summaries(optuna_storage(url, heartbeat=False), include_best_trial=False)
-    except UserError:  # said already, in one line
-        raise
-    except Exception as exc:  # no database, not an Optuna one, a server that is down
-        reason = disk_problem(exc) or str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
-        raise UserError(f"cannot open the storage: {reason}", key="--storage") from None
-    if not summaries:
-        raise UserError("no study in this storage yet: run a sweep first", key="--study")
-    if name is None:
-        name = max(summaries, key=lambda s: s._study_id).study_name
-    elif name not in {s.study_name for s in summaries}:
-        known = ", ".join(sorted(s.study_name for s in summaries)[:10])
-        raise UserError(f"no study named '{name}' (known: {known})", key="--study")
-    return optuna.load_study(study_name=name, storage=optuna_storage(url, heartbeat=False))
 
 
 def sweep_row(url: str, name: str) -> SweepRow | None:
@@ -55,7 +34,7 @@ def sweep_row(url: str, name: str) -> SweepRow | None:
 def saved_config(url: str, name: str) -> SweepConfig | None:
     """The resolved config the sweep ran with, as saved in the storage (None for a plain Optuna study)."""
     row = sweep_row(url, name)
-    return SweepConfig.model_validate(row.config) if row else None
+    return row.sweep_config() if row else None
 
 
 def metric_names(config: dict[str, Any], n_objectives: int) -> list[str]:

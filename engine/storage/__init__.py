@@ -3,21 +3,27 @@
 - `tables`: our `hpo_*` tables and their migrations.
 - `store`: `Store`, the one writer of our tables; SQLite settings; Optuna's RDB storage.
 - `studies`: the one way to open an Optuna study.
-- `urls`: storage URLs, read-only viewers, passwords kept out of sight.
+- `urls`: storage URLs and the `Workspace`, read-only viewers, passwords kept out of sight.
+
+The names below load their module on first use (PEP 562), so a command that only needs a
+`Workspace` does not import SQLAlchemy at start-up.
 """
 
-from engine.storage.store import (
-    HEARTBEAT_GRACE_S,
-    HEARTBEAT_INTERVAL_S,
-    Store,
-    SweepRow,
-    make_engine,
-    optuna_storage,
-)
-from engine.storage.studies import find_study, load_study, study_id
-from engine.storage.urls import STORAGE_ENV, default_url, mask_url, readonly_url
+from __future__ import annotations
 
-__all__ = [
-    "HEARTBEAT_GRACE_S", "HEARTBEAT_INTERVAL_S", "STORAGE_ENV", "Store", "SweepRow", "default_url", "find_study",
-    "load_study", "make_engine", "mask_url", "optuna_storage", "readonly_url", "study_id",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "HEARTBEAT_GRACE_S": "store", "HEARTBEAT_INTERVAL_S": "store", "Store": "store", "SweepRow": "store",
+    "make_engine": "store", "optuna_storage": "store",
+    "find_study": "studies", "load_study": "studies", "study_id": "studies",
+    "STORAGE_ENV": "urls", "Workspace": "urls", "default_url": "urls", "mask_url": "urls", "readonly_url": "urls",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'engine.storage' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"engine.storage.{_HOMES[name]}"), name)

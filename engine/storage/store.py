@@ -72,12 +72,18 @@ def make_engine(url: str, readonly: bool = False) -> Engine:
 
 
 
-def optuna_storage(url: str, heartbeat: bool = True, stale_callback: Callable[..., None] | None = None) -> Any:
+def optuna_storage(url: str, heartbeat: bool = True, stale_callback: Callable[..., None] | None = None,
+                   readonly: bool = False) -> Any:
     """Optuna's RDBStorage on `url`, with heartbeats so dead workers' trials can be failed
-    (`stale_callback` runs for each trial `fail_stale_trials` fails)."""
+    (`stale_callback` runs for each trial `fail_stale_trials` fails). `readonly`: a viewer's,
+    which never writes (a read-only SQLite connection, no table creation, no heartbeats)."""
     import optuna
 
     refuse_bare_at(url)
+    if readonly:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return optuna.storages.RDBStorage(readonly_url(url), skip_table_creation=True)
     kwargs: dict[str, Any] = {"engine_kwargs": {"connect_args": {"timeout": BUSY_TIMEOUT_S}}} \
         if url.startswith("sqlite") else {"engine_kwargs": {"pool_pre_ping": True}}
     if heartbeat:
@@ -104,6 +110,9 @@ def _creating_schema(create: Callable[[], Any]) -> Any:
 
 @dataclass(frozen=True)
 class SweepRow:
+    """A sweep as stored. `n_trials` lives in its own column only (the app's +/- and every
+    worker's budget claim use it); `config` shows it too, read from that column."""
+
     study_id: int
     study_name: str
     config: dict[str, Any]
@@ -113,6 +122,18 @@ class SweepRow:
     deadline: float | None
     created: float
     updated: float
+
+    def sweep_config(self) -> Any:
+        """The resolved config the sweep runs with, budget included."""
+        from engine.config import SweepConfig
+
+        return SweepConfig.model_validate(self.config)
+
+
+def _stored(config: dict[str, Any]) -> str:
+    """The config as JSON, without `budget.n_trials`: that lives in the n_trials column alone."""
+    budget = {k: v for k, v in (config.get("budget") or {}).items() if k != "n_trials"}
+    return json.dumps({**config, "budget": budget})
 
 
 class Store:
@@ -156,7 +177,7 @@ class Store:
         now = time.time()
         with self.tx() as conn:
             conn.execute(sweeps.insert().values(
-                study_id=study_id, study_name=study_name, config=json.dumps(config), n_trials=n_trials,
+                study_id=study_id, study_name=study_name, config=_stored(config), n_trials=n_trials,
                 claimed=0, state="running", deadline=None, created=now, updated=now))
 
     def sweep(self, study_name: str) -> SweepRow | None:
@@ -164,7 +185,9 @@ class Store:
             row = conn.execute(sa.select(sweeps).where(sweeps.c.study_name == study_name)).mappings().first()
         if row is None:
             return None
-        return SweepRow(**{**row, "config": json.loads(row["config"])})
+        config = json.loads(row["config"])
+        config["budget"] = {**(config.get("budget") or {}), "n_trials": row["n_trials"]}
+        return SweepRow(**{**row, "config": config})
 
     def sweep_by_id(self, study_id: int) -> SweepRow | None:
         with self.engine.connect() as conn:
@@ -173,7 +196,7 @@ class Store:
 
     def update_sweep(self, study_id: int, **values: Any) -> None:
         if "config" in values:
-            values["config"] = json.dumps(values["config"])
+            values["config"] = _stored(values["config"])
         with self.tx() as conn:
             conn.execute(sweeps.update().where(sweeps.c.study_id == study_id).values(updated=time.time(), **values))
 

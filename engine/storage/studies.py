@@ -7,12 +7,13 @@ errors a user sees are the same everywhere.
 
 from __future__ import annotations
 
-from typing import Any
-
-import optuna
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import UserError, disk_problem
 from engine.storage.store import optuna_storage
+
+if TYPE_CHECKING:
+    import optuna
 
 
 def study_id(storage: Any, name: str) -> int:
@@ -20,10 +21,13 @@ def study_id(storage: Any, name: str) -> int:
     return storage.get_study_id_from_name(name)
 
 
-def load_study(url: str, name: str, *, storage: Any = None, sampler: Any = None, pruner: Any = None) -> optuna.Study:
-    """Study `name` on `url`. Pass `storage` to share one (a worker's, with heartbeats); viewers
-    get one without heartbeats, which never writes."""
-    storage = storage if storage is not None else optuna_storage(url, heartbeat=False)
+def load_study(url: str, name: str, *, storage: Any = None, sampler: Any = None, pruner: Any = None,
+               readonly: bool = False) -> optuna.Study:
+    """Study `name` on `url`. Pass `storage` to share one (a worker's, with heartbeats); otherwise
+    one without heartbeats, or with `readonly` one that never writes (the app's)."""
+    import optuna
+
+    storage = storage if storage is not None else optuna_storage(url, heartbeat=False, readonly=readonly)
     return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
-
-import sqlalchemy as sa
 
 from engine.errors import UserError
 
@@ -56,6 +55,8 @@ def readonly_url(url: str) -> str:
 def refuse_bare_at(url: str) -> None:
     """Refuse a password with an unescaped '@' before connecting: SQLAlchemy would cut it there
     and take the rest for the host name, which the driver's "cannot resolve host" error prints."""
+    import sqlalchemy as sa
+
     try:
         host = sa.engine.make_url(url).host or ""
     except (sa.exc.ArgumentError, ValueError):
@@ -64,3 +65,26 @@ def refuse_bare_at(url: str) -> None:
         raise UserError(f"the password in the storage URL {mask_url(url)} contains '@': write it as %40",
                         key="--storage")
 
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where sweeps live: a folder (a folder per study; `hpo.db` by default) and, optionally, a
+    storage URL that replaces `sqlite:///WORKDIR/hpo.db` (PostgreSQL for several machines)."""
+
+    workdir: Path
+    storage: str | None = None
+
+    @property
+    def url(self) -> str:
+        return self.storage or default_url(self.workdir)
+
+    @property
+    def label(self) -> str:
+        """As the user named it (`runs/hpo.db`), or the URL with its password masked."""
+        return mask_url(self.storage) if self.storage else str(self.workdir / "hpo.db")
+
+    def require_database(self, then: str = "run a sweep first") -> None:
+        """A missing SQLite file is bad input, not an empty workspace: opening it would create it."""
+        if self.storage is None and not (self.workdir / "hpo.db").exists():
+            raise UserError(f"no database at {self.workdir / 'hpo.db'}: {then}", key="--workdir")

@@ -9,7 +9,6 @@ TUI later) only reads. Control goes the other way through the database too: the 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import subprocess
@@ -23,13 +22,13 @@ import optuna
 
 from engine.artifacts import dump_yaml, ensure_writable, write_atomic
 from engine.config import SweepConfig, check_study_name
-from engine.config.space import grid_values
 from engine.datasets.scan import Scan, scan
 from engine.errors import DISK_EXIT, DISK_FULL, ConfigError, DiskError, disk_problem
 from engine.insights.results import export_results
-from engine.storage import STORAGE_ENV, Store, mask_url, optuna_storage
+from engine.storage import STORAGE_ENV, Store, load_study, mask_url, optuna_storage, study_id
 from engine.sweep.recovery import recover_dead_trials
 from engine.sweep.resolve import Resolved
+from engine.sweep.worker_args import WorkerArgs
 from engine.system import monitor
 from engine.system.platform import PlatformInfo, usable_cores
 
@@ -87,7 +86,7 @@ class Study:
     folder: Path
 
 
-def open_study(config: SweepConfig, url: str, name: str, workdir: Path) -> Study:
+def create_or_resume(config: SweepConfig, url: str, name: str, workdir: Path) -> Study:
     """Create the study, or resume it when the same name exists with the same definition."""
     store = Store(url)
     storage = optuna_storage(url)
@@ -107,8 +106,9 @@ def open_study(config: SweepConfig, url: str, name: str, workdir: Path) -> Study
     study = optuna.create_study(study_name=name, storage=storage, directions=config.objective.directions(),
                                 load_if_exists=True)
     study.set_user_attr("tui_hpo", {"metrics": config.objective.metrics()})
-    store.create_sweep(study._study_id, name, config_dict, config.budget.n_trials)
-    return Study(study._study_id, name, False, folder)
+    sid = study_id(storage, name)
+    store.create_sweep(sid, name, config_dict, config.budget.n_trials)
+    return Study(sid, name, False, folder)
 
 
 def _live_or_done(store: Store, study_id: int) -> int:
@@ -147,7 +147,7 @@ class Engine:
         self.config, self.info, self.platform = resolved.config, resolved.info, resolved.platform
         self.batch_scale = resolved.batch_scale
         self.source = resolved.source
-        self.notes: list[str] = []
+        self.notes = resolved.notes
         self.url, self.workdir, self.reporter = url, workdir, reporter
         self.study_name = study_name
         self.procs: list[subprocess.Popen] = []
@@ -167,17 +167,12 @@ class Engine:
             check_buildable(self.config)
         except ConfigError as exc:
             raise ConfigError(exc.detail, source=exc.source or self.source, key=exc.key) from None
-        if self.config.sampler.name == "grid":
-            points = math.prod(len(v) for v in grid_values(self.config.search_space).values())
-            if self.config.budget.n_trials > points:
-                self.notes.append(f"the grid has {points} points: n_trials capped at {points}")
-                self.config.budget.n_trials = points
         return scan(self.config.data)
 
     def run(self) -> int:
         found = self.prepare()
         ensure_writable(self.workdir)
-        study = open_study(self.config, self.url, self.study_name, self.workdir)
+        study = create_or_resume(self.config, self.url, self.study_name, self.workdir)
         self.study = study
         self.store = Store(self.url)
         folder = study.folder
@@ -250,9 +245,9 @@ class Engine:
         replacement does not repeat its predecessor's first samples."""
         device, env, threads = self.plan[slot]
         index = slot + len(self.plan) * self.respawns
-        cmd = [sys.executable, "-m", "engine.sweep.worker", "--study", self.study_name,
-               "--workdir", str(self.workdir), "--device", device, "--threads", str(threads),
-               "--index", str(index), "--parent", str(os.getpid())]
+        args = WorkerArgs(url=self.url, study=self.study_name, workdir=self.workdir, device=device, threads=threads,
+                          index=index, parent=os.getpid())
+        cmd = [sys.executable, "-m", "engine.sweep.worker", *args.argv()]
         child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads),
                      STORAGE_ENV: self.url}
         proc = subprocess.Popen(cmd, env=child_env, stdout=self._logfile, stderr=subprocess.STDOUT,
@@ -382,7 +377,7 @@ class Engine:
             self.store.add_event(sid, "sweep", f"time budget of {self.config.budget.timeout:g}s reached: "
                                  "no new trials were started")
         self.store.update_sweep(sid, state=final)
-        study = optuna.load_study(study_name=self.study_name, storage=optuna_storage(self.url, heartbeat=False))
+        study = load_study(self.url, self.study_name)
         export_results(study, self.config, self.study.folder, self.url)
         self.store.add_event(sid, "sweep", f"sweep '{self.study_name}' {final}: {done}/{n_trials} trials "
                              f"finished; results in {self.study.folder}")

@@ -17,7 +17,7 @@ from typing import Any
 
 import optuna
 
-from engine.storage import Store, optuna_storage
+from engine.storage import Store, load_study, optuna_storage
 from engine.system import monitor
 
 log = logging.getLogger("tui_hpo.recovery")
@@ -87,7 +87,7 @@ def recover_dead_trials(url: str, study_name: str, store: Store, study_id: int, 
         recovered += 1
 
     storage: Any = optuna_storage(url, stale_callback=on_stale)
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    study = load_study(url, study_name, storage=storage)
     host = monitor.hostname()
     for trial in study.get_trials(deepcopy=False, states=(States.RUNNING,)):
         label = str(trial.user_attrs.get("worker", ""))

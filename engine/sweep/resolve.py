@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine import config as cfg
+from engine.config.space import grid_values
 from engine.system.platform import PlatformInfo, choose_platform, profile
 from engine.training.devices import probe
 
@@ -19,6 +21,7 @@ class Resolved:
     platform: str
     batch_scale: float  # the profile's batch multiplier, already applied to config
     source: str | None = None  # the config file, named in errors found after resolving
+    notes: tuple[str, ...] = ()  # what resolving changed that the user should hear (a capped budget)
 
 
 def resolve_run(preset: str | None, config_file: str | None, flags: dict[str, Any],
@@ -39,7 +42,20 @@ def resolve_run(preset: str | None, config_file: str | None, flags: dict[str, An
         config.data.path = str(Path(config.data.path).expanduser().resolve())
     if config.data.labels is not None:
         config.data.labels = str(Path(config.data.labels).expanduser().resolve())
-    return Resolved(config, info, platform, apply_batch_multiplier(config), config_file)
+    notes = tuple(n for n in [cap_to_grid(config)] if n)
+    return Resolved(config, info, platform, apply_batch_multiplier(config), config_file, notes)
+
+
+def cap_to_grid(config: cfg.SweepConfig) -> str | None:
+    """A grid sweep has as many trials as grid points, at most: n_trials is capped (it is the
+    sweep's budget, and the grid sampler would stop there anyway). Returns the note to show."""
+    if config.sampler.name != "grid":
+        return None
+    points = math.prod(len(v) for v in grid_values(config.search_space).values())
+    if config.budget.n_trials <= points:
+        return None
+    config.budget.n_trials = points
+    return f"the grid has {points} points: n_trials capped at {points}"
 
 
 def apply_batch_multiplier(config: cfg.SweepConfig) -> float:

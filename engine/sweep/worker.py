@@ -1,7 +1,7 @@
 """A persistent worker: imports torch and decodes the data once, then runs trials until the
 budget is spent or the sweep is stopped. Everything it needs comes from the storage (the
-resolved config lives in `hpo_sweep`), so `python -m engine.sweep.worker --storage URL --study NAME`
-joins a sweep from any machine.
+resolved config lives in `hpo_sweep`), so `tui-hpo worker --storage URL --study NAME` joins a
+sweep from any machine.
 
 Signals: the first SIGINT/SIGTERM stops the running trial at its next batch (it ends FAIL with
 reason "interrupted" and its budget slot is given back); the worker then exits.
@@ -9,7 +9,6 @@ reason "interrupted" and its budget slot is given back); the worker then exits.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -27,10 +26,11 @@ from engine.config import SweepConfig
 from engine.config.space import suggest
 from engine.datasets.scan import scan, splits
 from engine.errors import DISK_EXIT, disk_problem
-from engine.storage import HEARTBEAT_INTERVAL_S, STORAGE_ENV, Store, optuna_storage
+from engine.storage import HEARTBEAT_INTERVAL_S, Store, load_study, optuna_storage
 from engine.sweep import checkpoints
 from engine.sweep.recovery import INTERRUPTED, requeue
 from engine.sweep.samplers import make_pruner, make_sampler
+from engine.sweep.worker_args import WorkerArgs
 from engine.system.monitor import hostname
 from engine.training.devices import set_threads
 from engine.training.fit import EpochMetrics, Interrupted, Runtime, fit_within_memory
@@ -113,11 +113,10 @@ class Worker:
         if row is None:
             raise SystemExit(f"tui-hpo worker: no sweep named '{study_name}' in this storage")
         self.sweep = row
-        self.config = SweepConfig.model_validate(row.config)
+        self.config = row.sweep_config()
         self.storage = optuna_storage(url)
-        self.study = optuna.load_study(study_name=study_name, storage=self.storage,
-                                       sampler=make_sampler(self.config, index),
-                                       pruner=make_pruner(self.config))
+        self.study = load_study(url, study_name, storage=self.storage, sampler=make_sampler(self.config, index),
+                                pruner=make_pruner(self.config))
         self.study_id = row.study_id
         self.device = device
         self.runtime = Runtime.from_resources(self.config.resources, device)
@@ -310,20 +309,8 @@ def _fmt_params(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.sweep.worker", description=__doc__.splitlines()[0])
-    parser.add_argument("--storage", default=os.environ.get(STORAGE_ENV),
-                        help=f"the storage URL (default: ${STORAGE_ENV}, how the engine passes it)")
-    parser.add_argument("--study", required=True)
-    parser.add_argument("--workdir", default="runs")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--index", type=int, default=0)
-    parser.add_argument("--parent", type=int, metavar="PID",
-                        help="stop as on Ctrl-C when this process (the engine that started the worker) dies")
-    args = parser.parse_args(argv)
-    if not args.storage:
-        parser.error(f"--storage or ${STORAGE_ENV} is required")
+def run_worker(args: WorkerArgs) -> int:
+    """Run trials until the sweep ends; the exit code (DISK_EXIT when the disk is full)."""
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{args.index} %(levelname)s %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # We run the heartbeat ourselves (class Heartbeat): ask/tell with heartbeats is intended here.
@@ -336,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.parent:  # given, not read with getppid(): the engine may have died while this one started
         threading.Thread(target=_watch_parent, args=(args.parent, signalled), daemon=True).start()
     try:
-        Worker(args.storage, args.study, Path(args.workdir), args.device, args.index, signalled).run()
+        Worker(args.url, args.study, args.workdir, args.device, args.index, signalled).run()
     except Exception as exc:
         problem = disk_problem(exc)
         if problem is None:
@@ -347,4 +334,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_worker(WorkerArgs.parse()))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from pathlib import Path
 
 import click
+
+from engine.storage import Workspace
+from tui_hpo.options import workspace_options
 
 
 @click.command()
@@ -14,20 +16,16 @@ import click
               help="Studies idle this long are trimmed to their best checkpoints; samples older go.")
 @click.option("--keep", type=click.IntRange(min=0), help="Checkpoints kept per study (default: its checkpoints.keep).")
 @click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
-@click.option("--workdir", default="runs", show_default=True, help="Workspace holding hpo.db and the study folders.")
-@click.option("--storage", metavar="URL", help="Any SQLAlchemy URL instead of sqlite:///WORKDIR/hpo.db.")
+@workspace_options
 @click.option("--study", "study_name", help="Only this study (default: every study in the storage).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def cleanup(days: float, keep: int | None, dry_run: bool, workdir: str, storage: str | None, study_name: str | None,
+def cleanup(days: float, keep: int | None, dry_run: bool, workspace: Workspace, study_name: str | None,
             as_json: bool) -> None:
     """Remove checkpoints of failed and pruned trials, and trim idle studies to their best K."""
-    from engine.errors import UserError
-    from engine.storage import default_url
     from engine.sweep.cleanup import cleanup as run_cleanup
 
-    if storage is None and not (Path(workdir) / "hpo.db").exists():
-        raise UserError(f"no database at {Path(workdir) / 'hpo.db'}: nothing to clean", key="--workdir")
-    report = run_cleanup(storage or default_url(workdir), Path(workdir), days, keep, study_name, dry_run)
+    workspace.require_database("nothing to clean")
+    report = run_cleanup(workspace.url, workspace.workdir, days, keep, study_name, dry_run)
     if as_json:
         click.echo(json.dumps({**asdict(report), "freed_bytes": report.freed}, indent=2))
         return

@@ -6,16 +6,19 @@ import json
 
 import click
 
-from tui_hpo.commands.study import open_study, study_folder, study_options
+from engine.storage import Workspace
+from tui_hpo.commands.study import study_folder, study_from
+from tui_hpo.options import study_options
 
 
 @click.command()
 @study_options
-def summary(workdir: str, storage: str | None, study_name: str | None, as_json: bool) -> None:
+def summary(workspace: Workspace, study_name: str | None, as_json: bool) -> None:
     """How a study went: trials by state, best, compute time, what pruning saved, failures."""
     from engine.insights.summary import summary as make_summary
 
-    study, url = open_study(workdir, storage, study_name)
+    study = study_from(workspace, study_name)
+    url = workspace.url
     report = make_summary(study, url)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
@@ -30,11 +33,11 @@ def summary(workdir: str, storage: str | None, study_name: str | None, as_json: 
 @click.command()
 @click.option("--n", "n", type=click.IntRange(min=1), default=10, show_default=True, help="How many trials.")
 @study_options
-def top(n: int, workdir: str, storage: str | None, study_name: str | None, as_json: bool) -> None:
+def top(n: int, workspace: Workspace, study_name: str | None, as_json: bool) -> None:
     """The best trials of a study: value(s), params, epochs, duration."""
     from engine.insights.results import top_rows
 
-    study, _url = open_study(workdir, storage, study_name)
+    study = study_from(workspace, study_name)
     rows = top_rows(study, n)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
@@ -54,12 +57,12 @@ def top(n: int, workdir: str, storage: str | None, study_name: str | None, as_js
 @click.option("--evaluator", type=click.Choice(["ped-anova", "fanova"]), default="ped-anova", show_default=True,
               help="PED-ANOVA (Optuna's default) or fANOVA (needs scikit-learn).")
 @study_options
-def importance_command(evaluator: str, workdir: str, storage: str | None, study_name: str | None,
+def importance_command(evaluator: str, workspace: Workspace, study_name: str | None,
                        as_json: bool) -> None:
     """Which parameters mattered for the first objective, as bars (or JSON)."""
     from engine.insights.summary import importance
 
-    study, _url = open_study(workdir, storage, study_name)
+    study = study_from(workspace, study_name)
     scores = importance(study, evaluator)
     if as_json:
         click.echo(json.dumps({"study": study.study_name, "evaluator": evaluator, "importance": scores}, indent=2))
@@ -74,16 +77,17 @@ def importance_command(evaluator: str, workdir: str, storage: str | None, study_
 @click.command(name="export")
 @click.option("--out", metavar="DIR", help="Where to write (default: WORKDIR/<study>/).")
 @study_options
-def export_command(out: str | None, workdir: str, storage: str | None, study_name: str | None, as_json: bool) -> None:
+def export_command(out: str | None, workspace: Workspace, study_name: str | None, as_json: bool) -> None:
     """Write report.json, trials.csv, best_params.yaml and a trainable best_config.yaml."""
     from pathlib import Path
 
     from engine.insights.results import export_results
     from engine.insights.summary import saved_config
 
-    study, url = open_study(workdir, storage, study_name)
+    study = study_from(workspace, study_name)
+    url = workspace.url
     config = saved_config(url, study.study_name)
-    folder = Path(out) if out else study_folder(workdir, study.study_name)
+    folder = Path(out) if out else study_folder(workspace, study.study_name)
     written = export_results(study, config, folder, url)
     notes = []
     if not any(p.name == "best_params.yaml" for p in written):
@@ -109,7 +113,7 @@ def export_command(out: str | None, workdir: str, storage: str | None, study_nam
               help="Fix parameters less important than this at the best trial's value (fine-tuning).")
 @click.option("--out", metavar="FILE", help="The focused sweep YAML (default: WORKDIR/<study>/recommended.yaml).")
 @study_options
-def recommend(top_fraction: float, fix_below: float | None, out: str | None, workdir: str, storage: str | None,
+def recommend(top_fraction: float, fix_below: float | None, out: str | None, workspace: Workspace,
               study_name: str | None, as_json: bool) -> None:
     """The next sweep: the search space narrowed to where the best trials fell, as a YAML file."""
     from dataclasses import asdict
@@ -120,13 +124,14 @@ def recommend(top_fraction: float, fix_below: float | None, out: str | None, wor
     from engine.insights.recommend import write_recommendation
     from engine.insights.summary import saved_config
 
-    study, url = open_study(workdir, storage, study_name)
+    study = study_from(workspace, study_name)
+    url = workspace.url
     config = saved_config(url, study.study_name)
     if config is None:
         raise UserError(f"'{study.study_name}' is a plain Optuna study: it has no search space of ours to narrow",
                         key="--study")
     result = make(study, config, top_fraction, fix_below)
-    path = Path(out) if out else study_folder(workdir, study.study_name) / "recommended.yaml"
+    path = Path(out) if out else study_folder(workspace, study.study_name) / "recommended.yaml"
     write_recommendation(result, path)
     if as_json:
         click.echo(json.dumps({**asdict(result), "file": str(path)}, indent=2, default=str))

@@ -10,7 +10,9 @@ from typing import Any
 
 import click
 
-from tui_hpo.commands.study import open_study, study_options
+from engine.storage import Workspace
+from tui_hpo.commands.study import study_from
+from tui_hpo.options import study_options
 
 EXIT_INTERRUPTED = 130
 
@@ -63,7 +65,7 @@ def _nothing_completed(study: Any) -> str:
               help="Runs per config: the trial's own seed, then the next ones.")
 @click.option("--seed-list", metavar="S1,S2,...", help="These seeds for every config instead (e.g. 42,123,456).")
 @study_options
-def repeat(top: int, n_seeds: int, seed_list: str | None, workdir: str, storage: str | None,
+def repeat(top: int, n_seeds: int, seed_list: str | None, workspace: Workspace,
            study_name: str | None, as_json: bool) -> None:
     """Retrain the top K configs with S seeds each: mean, standard deviation, 95% interval.
 
@@ -76,7 +78,8 @@ def repeat(top: int, n_seeds: int, seed_list: str | None, workdir: str, storage:
     from tui_hpo.format import number
 
     seeds = _parse_seeds(seed_list)
-    study, url = open_study(workdir, storage, study_name)
+    study = study_from(workspace, study_name)
+    url = workspace.url
     config = _config_of(url, study)
     metric = config.objective.metrics()[0]
     console = Console(stderr=as_json)
@@ -134,7 +137,7 @@ def _parse_seeds(text: str | None) -> list[int] | None:
 @click.option("--alpha", type=click.FloatRange(0.0001, 0.5), default=0.05, show_default=True,
               help="Significance level.")
 @study_options
-def compare(by: str | None, alpha: float, workdir: str, storage: str | None, study_name: str | None,
+def compare(by: str | None, alpha: float, workspace: Workspace, study_name: str | None,
             as_json: bool) -> None:
     """Is the best config or model really better? Welch's t-test of the best against each other.
 
@@ -144,7 +147,8 @@ def compare(by: str | None, alpha: float, workdir: str, storage: str | None, stu
 
     from engine.insights.stats import compare_groups
 
-    study, url = open_study(workdir, storage, study_name)
+    study = study_from(workspace, study_name)
+    url = workspace.url
     metric = _metric(study, url)
     notes = _notes(study, metric)
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from tui_hpo.commands.study import open_study, study_folder, study_options
+from engine.storage import Workspace
+from tui_hpo.commands.study import study_folder, study_from
+from tui_hpo.options import study_options
 
 if TYPE_CHECKING:
     import optuna
@@ -29,7 +31,7 @@ N_CURVES = 5  # learning curves of this many best trials: more become a tangle
 @click.option("--no-files", is_flag=True, help="Draw in the terminal only.")
 @click.option("--no-terminal", is_flag=True, help="Write the files only.")
 @study_options
-def visualize(out_dir: str | None, no_files: bool, no_terminal: bool, workdir: str, storage: str | None,
+def visualize(out_dir: str | None, no_files: bool, no_terminal: bool, workspace: Workspace,
               study_name: str | None, as_json: bool) -> None:
     """Optimisation history, importance, parallel coordinates, slice, contour and learning curves:
     in the terminal, and saved as PNG images plus one self-contained report.html."""
@@ -40,9 +42,10 @@ def visualize(out_dir: str | None, no_files: bool, no_terminal: bool, workdir: s
                         key="--no-files")
     from engine.insights.plots import analyse, write_analysis
 
-    study, url = open_study(workdir, storage, study_name)
+    study = study_from(workspace, study_name)
+    url = workspace.url
     analysis = analyse(study, url)
-    folder = Path(out_dir) if out_dir else study_folder(workdir, study.study_name) / "analysis"
+    folder = Path(out_dir) if out_dir else study_folder(workspace, study.study_name) / "analysis"
     written = None if no_files else write_analysis(study, analysis, folder)
     if as_json:
         assert written is not None

@@ -3,7 +3,6 @@ bars (Optuna's evaluator: PED-ANOVA), and export of the best config as trainable
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +16,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 
-from engine.storage import readonly_url
+from engine.storage import load_study
 from tui_hpo.db import StudyRow
 from tui_hpo.format import duration, number, params
 from tui_hpo.report import summary_text
@@ -37,16 +36,6 @@ class Analysis:
     next_sweep: Any = None  # engine.insights.recommend.Recommendation: what `tui-hpo recommend` writes
 
 
-def load_study(url: str, name: str) -> Any:
-    """An Optuna study opened read-only: the viewer never writes to the engine's database."""
-    import optuna
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        storage = optuna.storages.RDBStorage(readonly_url(url), skip_table_creation=True)
-    return optuna.load_study(study_name=name, storage=storage)
-
-
 def analyse(url: str, study: StudyRow) -> Analysis:
     """The same functions as `tui-hpo summary`, `top` and `importance`, so screen and CLI agree."""
     import optuna
@@ -55,7 +44,7 @@ def analyse(url: str, study: StudyRow) -> Analysis:
     from engine.insights.summary import importance as param_importance
     from engine.insights.summary import summary
 
-    loaded = load_study(url, study.name)
+    loaded = load_study(url, study.name, readonly=True)
     complete = loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(loaded.directions) > 1:
         top = sorted(loaded.best_trials, key=lambda t: t.number)
@@ -191,8 +180,8 @@ class AnalysisScreen(LiveScreen):
         from engine.insights.summary import saved_config
 
         folder = self.app.workdir / study.name
-        written = export_results(load_study(self.app.url, study.name), saved_config(self.app.url, study.name),
-                                 folder, self.app.url)
+        written = export_results(load_study(self.app.url, study.name, readonly=True),
+                                 saved_config(self.app.url, study.name), folder, self.app.url)
         self.app.call_from_thread(self.notify, "wrote " + ", ".join(p.name for p in written) + f" to {folder}")
 
     def action_next_sweep(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -87,11 +89,23 @@ class StudiesScreen(LiveScreen):
         key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
         return self.studies.get(str(key.value))
 
+    @dataclass
+    class Show(Message):
+        """Show this study on the dashboard."""
+
+        name: str
+
+    @dataclass
+    class Resume(Message):
+        """Start the engine again on this stopped study, with the config saved in the storage."""
+
+        name: str
+
     @on(DataTable.RowSelected)
     def open_study(self, event: DataTable.RowSelected) -> None:
         study = self.studies.get(str(event.row_key.value))
         if study is not None:
-            self.app.watch_study(study.name)
+            self.post_message(self.Show(study.name))
 
     def action_resume(self) -> None:
         study = self._selected()
@@ -103,4 +117,4 @@ class StudiesScreen(LiveScreen):
         if study.state in ("running", "paused") and self.app.reader.live_workers(study.study_id):
             self.notify(f"'{study.name}' is already running", severity="warning")
             return
-        self.app.resume_study(study.name)
+        self.post_message(self.Resume(study.name))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,15 @@ class WizardScreen(LiveScreen):
             super().__init__()
             self.names = names
 
+    @dataclass
+    class Start(Message):
+        """Start the sweep of this config file under this study name (the app starts the engine)."""
+
+        config: Path
+        name: str
+
     def compose(self) -> ComposeResult:
-        presets = sorted(p.stem for p in cfg.PRESET_DIR.glob("*.yaml"))
+        presets = cfg.presets()
         with Horizontal(id="wizard"):
             with VerticalScroll(id="wizard-form"):
                 yield Label("Preset", classes="field-label")
@@ -263,7 +271,7 @@ class WizardScreen(LiveScreen):
         if not self.data_ok:
             return "data.path: " + str(self.query_one("#data-check", Static).render()).removeprefix("✗ ")
         try:
-            cfg.check_study_name(self.study_name(), "name")  # the same rule as `tui-hpo run --study`
+            self._study = cfg.study_name(None, config.name)  # the rule `tui-hpo run` applies
         except UserError as exc:
             return str(exc)
         self._config = config
@@ -315,7 +323,7 @@ class WizardScreen(LiveScreen):
             return None
         from engine.artifacts import dump_yaml, write_atomic
 
-        path = Path(self.app.workdir).resolve() / "configs" / f"{self.study_name()}.yaml"
+        path = Path(self.app.workdir).resolve() / "configs" / f"{self._study}.yaml"
         write_atomic(path, dump_yaml(layer, "# Written by the tui-hpo wizard. Run it: tui-hpo run --config THIS"))
         return path
 
@@ -330,4 +338,4 @@ class WizardScreen(LiveScreen):
         path = self._save()
         if path is None:
             return
-        self.app.start_sweep(path, self.study_name())
+        self.post_message(self.Start(path, self._study))
