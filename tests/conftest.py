@@ -15,6 +15,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each test process runs on a core of its own: the engines and workers it
+    starts inherit the affinity, so their torch threads (cores // workers) never fight the other
+    test process for the same core. Oversubscribed, torch slows down many times over."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[int(worker[2:]) % len(cores)]})
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
             cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`tui-hpo ARGS` as a user runs it: a fresh process, output captured (so not a terminal)."""

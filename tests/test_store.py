@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -24,6 +26,26 @@ def test_migrations_are_idempotent_and_share_the_optuna_database(tmp_path: Path)
     assert study.study_name == "s"
 
 
+def in_threads(*targets: Callable[[], None]) -> None:
+    """Run the targets in threads and re-raise the first error any of them hit (a thread's
+    exception would otherwise only be printed, and the test pass)."""
+    errors: list[BaseException] = []
+
+    def guarded(target: Callable[[], None]) -> None:
+        try:
+            target()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(target,)) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
 def test_budget_claims_are_atomic(tmp_path: Path) -> None:
     store = Store(default_url(tmp_path))
     store.create_sweep(1, "s", {}, n_trials=5)
@@ -33,11 +55,7 @@ def test_budget_claims_are_atomic(tmp_path: Path) -> None:
         for _ in range(5):
             results.append(Store(store.url).claim(1))
 
-    threads = [threading.Thread(target=claim_many) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(*[claim_many] * 4)
     assert results.count(True) == 5
     store.release(1)
     assert store.claim(1) and not store.claim(1)
@@ -52,23 +70,25 @@ def test_readonly_reader_while_writer_writes(tmp_path: Path) -> None:
     writer.create_sweep(1, "s", {}, n_trials=5)
     reader = Store(url, readonly=True)
     stop = time.time() + 1.5
-    errors: list[Exception] = []
+
+    writes = 0
 
     def write() -> None:
+        nonlocal writes
         while time.time() < stop:
             writer.add_event(1, "x", "y")
+            writes += 1
 
-    thread = threading.Thread(target=write)
-    thread.start()
     reads = 0
-    while time.time() < stop:
-        try:
+
+    def read() -> None:
+        nonlocal reads
+        while time.time() < stop:
             reader.events_of(1)
             reads += 1
-        except Exception as exc:  # pragma: no cover - the point is that this never happens
-            errors.append(exc)
-    thread.join()
-    assert not errors and reads > 10
+
+    in_threads(write, read)
+    assert reads > 10 and writes > 10
     try:
         reader.add_event(1, "x", "y")
         raise AssertionError("a read-only store must not write")
@@ -79,3 +99,23 @@ def test_readonly_reader_while_writer_writes(tmp_path: Path) -> None:
 def test_passwords_are_masked() -> None:
     assert mask_url("postgresql+psycopg://hpo:s3cret@db:5432/x") == "postgresql+psycopg://hpo:***@db:5432/x"
     assert mask_url("sqlite:////tmp/hpo.db") == "sqlite:////tmp/hpo.db"
+
+
+def test_n_trials_lives_in_one_place(tmp_path: Path) -> None:
+    """The budget is the hpo_sweep column: the stored config does not carry a second copy that
+    could disagree, and every reader (a worker's config, --resume) sees the column."""
+    from engine.config import resolve
+    from tui_hpo.control import Control
+
+    url = default_url(tmp_path)
+    config = resolve({}, preset="quick", environ={})
+    store = Store(url)
+    store.create_sweep(1, "s", config.to_dict(), n_trials=config.budget.n_trials)
+    Control(url).change_budget(1, +7, floor=0)  # the dashboard's "+"
+    with sa.create_engine(url).connect() as conn:
+        raw = json.loads(conn.execute(sa.text("SELECT config FROM hpo_sweep")).scalar())
+    assert "n_trials" not in raw["budget"] and raw["budget"]["max_retries"] == config.budget.max_retries
+    row = store.sweep("s")
+    assert row.n_trials == row.config["budget"]["n_trials"] == row.sweep_config().budget.n_trials == 27
+    store.update_sweep(1, config=row.config)  # a resume writes the config back: still one copy
+    assert store.sweep("s").n_trials == 27

@@ -242,3 +242,31 @@ def test_resume_takes_the_saved_config_and_the_current_budget(tmp_path: Path, ti
     assert len(finished(load(workdir, "tiny"))) == 2
     missing = run_cli("run", "--resume", "--study", "nope", "--workdir", str(workdir), "--no-tui")
     assert missing.returncode == 2 and "no sweep named 'nope'" in missing.stderr
+
+
+def test_a_bad_learning_rate_is_pruned_by_the_median_pruner(tmp_path: Path) -> None:
+    """A real sweep that prunes: four grid points, one with a learning rate far too small to learn.
+    The grid's seed puts two good points first (the pruner's start-up trials), so the bad one
+    meets a median of good curves after its first epoch and is pruned there; the summary counts
+    it and what stopping it early saved."""
+    config = tmp_path / "prune.yaml"
+    config.write_text("name: prune\ntrain: {model: test_resnet, epochs: 3, image_size: 24, batch_size: 64}\n"
+                      "search_space:\n  lr: {choices: [0.003, 0.002, 1.0e-8, 0.0015]}\n"
+                      "sampler: {name: grid, seed: 4}\n"
+                      "pruner: {name: median, options: {n_startup_trials: 2, n_warmup_steps: 0}}\n"
+                      "budget: {n_trials: 4}\nresources: {parallel: 1, batch_multiplier: 1.0}\n")
+    workdir = tmp_path / "runs"
+    result = run_cli("run", "--config", str(config), "--workdir", str(workdir), "--no-tui")
+    assert_ok(result)
+    study = load(workdir, "prune")
+    by_lr = {t.params["lr"]: t for t in study.trials}
+    assert [t.params["lr"] for t in sorted(study.trials, key=lambda t: t.number)][:2] == [0.003, 0.002]
+    bad = by_lr[1e-8]
+    assert bad.state == States.PRUNED, [(t.params, t.state, t.intermediate_values) for t in study.trials]
+    assert len(bad.intermediate_values) < 3, "pruned before its last epoch"
+    assert all(t.state == States.COMPLETE for lr, t in by_lr.items() if lr != 1e-8)
+    assert f"trial {bad.number} pruned in epoch 1" in result.stdout
+    assert query(workdir, "SELECT COUNT(*) FROM hpo_event WHERE kind = 'trial_pruned'") == [(1,)]
+    summary = json.loads(run_cli("summary", "--workdir", str(workdir), "--json").stdout)
+    assert summary["counts"]["PRUNED"] == 1 and summary["counts"]["COMPLETE"] == 3
+    assert summary["pruning_saved_seconds"] > 0

@@ -291,3 +291,48 @@ def test_a_failed_read_is_shown_and_polling_goes_on(tmp_path: Path, monkeypatch:
             assert app.worker_errors and "no such table" in app.worker_errors[0]
 
     run(scenario())
+
+
+def test_k_prunes_a_trial_of_a_live_engine(tmp_path: Path) -> None:
+    """`k` against a real engine: the running trial stops after its current epoch, ends PRUNED with
+    the user's reason, and the sweep (one trial) finishes."""
+    import sqlite3
+
+    from engine.storage import Workspace
+    from tui_hpo.launch import RunArgs, start_engine
+
+    config = tmp_path / "klive.yaml"
+    config.write_text("name: klive\ntrain: {model: test_resnet, epochs: 200, image_size: 24, batch_size: 128}\n"
+                      "pruner: {name: none}\nbudget: {n_trials: 1}\nresources: {parallel: 1, batch_multiplier: 1.0}\n")
+    workdir = tmp_path / "runs"
+    engine = start_engine(RunArgs(config_file=str(config)), Workspace(workdir), "klive")
+
+    def db(sql: str) -> list[tuple]:
+        try:
+            with sqlite3.connect(f"file:{workdir / 'hpo.db'}?mode=ro", uri=True) as conn:
+                return conn.execute(sql).fetchall()
+        except sqlite3.Error:
+            return []
+
+    async def scenario() -> None:
+        app = make_app(workdir=workdir, study="klive")
+        async with app.run_test(size=(120, 40)) as pilot:
+            table = app.screen.query_one(TrialTable)
+            await wait_for(pilot, lambda: db("SELECT COUNT(*) FROM hpo_epoch") not in ([], [(0,)]), timeout=120)
+            await wait_for(pilot, lambda: table.row_count == 1, timeout=10)
+            table.move_cursor(row=0)
+            await pilot.press("k")
+            await wait_for(pilot, lambda: db("SELECT state FROM trials") == [("PRUNED",)], timeout=60)
+            await wait_for(pilot, lambda: "1 pruned" in text_of(app.screen.query_one("#dash-header", Static)), 10)
+
+    try:
+        run(scenario())
+        assert engine.popen.wait(timeout=60) == 0, engine.output.read_text()
+    finally:
+        if engine.exited() is None:
+            engine.popen.kill()
+    epochs = db("SELECT COUNT(*) FROM hpo_epoch")[0][0]
+    assert 1 <= epochs < 200
+    reasons = [m for (m,) in db("SELECT message FROM hpo_event WHERE kind = 'trial_pruned'")]
+    assert len(reasons) == 1 and "pruned by the user in epoch" in reasons[0], reasons
+    assert db("SELECT state FROM hpo_sweep") == [("finished",)]

@@ -11,6 +11,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from engine.storage import Workspace
+from engine.storage.states import ACTIVE
 from tui_hpo.db import Reader
 from tui_hpo.launch import EngineProcess, RunArgs, start_engine
 from tui_hpo.screens.analysis import AnalysisScreen
@@ -147,7 +148,7 @@ class HpoApp(App[None]):
             return None
         name = self.study_name or (studies[-1].name if studies else None)
         study = next((s for s in studies if s.name == name), None)
-        if study is None or study.state not in ("running", "paused"):
+        if study is None or study.state not in ACTIVE:
             return None
         launched = self.engine is not None and self.engine.exited() is None
         return study if launched or self.reader.live_workers(study.study_id) else None

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.storage import make_engine
+from engine.storage.states import SweepState, finished_count
 from tui_hpo import clock
 
 FINAL = ("COMPLETE", "PRUNED", "FAIL")
@@ -49,7 +50,7 @@ class StudyRow:
 
     @property
     def done(self) -> int:
-        return self.counts.get("COMPLETE", 0) + self.counts.get("PRUNED", 0)
+        return finished_count(self.counts)
 
     @property
     def total(self) -> int:
@@ -160,7 +161,7 @@ class Reader:
             metrics = tuple(metric) if isinstance(metric, list) else (metric,)
             out.append(StudyRow(
                 study_id=sid, name=name, directions=tuple(directions.get(sid, [])), metrics=metrics,
-                n_trials=sweep["n_trials"] if sweep else None, state=sweep["state"] if sweep else "external",
+                n_trials=sweep["n_trials"] if sweep else None, state=sweep["state"] if sweep else SweepState.EXTERNAL,
                 counts=counts.get(sid, {}), best=best.get(sid),
                 created=sweep["created"] if sweep else None, updated=sweep["updated"] if sweep else None))
         return out

@@ -7,6 +7,8 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from engine.storage.states import finished_count
+
 
 def _fmt(value: Any, suffix: str = "") -> str:
     if value is None:
@@ -62,7 +64,7 @@ def summary_table(report: dict[str, Any]) -> Table:
     table.add_column()
     counts = report["counts"]
     total = f" of {report['n_trials']}" if report["n_trials"] else ""
-    done = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+    done = finished_count(counts)
     table.add_row("trials", f"{done} finished{total}: {counts.get('COMPLETE', 0)} complete, "
                             f"{counts.get('PRUNED', 0)} pruned, {counts.get('FAIL', 0)} failed, "
                             f"{counts.get('RUNNING', 0)} running")
@@ -130,7 +132,7 @@ def summary_text(report: dict[str, Any]) -> Text:
     from tui_hpo.format import duration, number
 
     counts = report["counts"]
-    done = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+    done = finished_count(counts)
     total = f" of {report['n_trials']}" if report["n_trials"] else ""
     text = Text()
     text.append(f" {report['study']} ", style="bold reverse")

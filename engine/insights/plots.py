@@ -33,6 +33,7 @@ from engine.artifacts import write_atomic
 from engine.errors import UserError
 from engine.insights.results import best_trials, top_rows
 from engine.insights.summary import importance, summary
+from engine.storage.states import SweepState
 
 States = optuna.trial.TrialState
 
@@ -118,7 +119,7 @@ def analyse(study: optuna.Study, url: str) -> Analysis:
         notes.append(f"multi-objective study ({', '.join(metrics)}): the figures show the first "
                      f"objective, {target.name}; the report lists the Pareto front")
     counts = report["counts"]
-    if counts["RUNNING"] or report["state"] == "running":
+    if counts["RUNNING"] or report["state"] == SweepState.RUNNING:
         notes.append(f"study still running ({counts['RUNNING']} trial(s) in progress): the figures show the "
                      f"{counts['COMPLETE']} trial(s) completed so far")
     return Analysis(report, target, scores, error, notes)

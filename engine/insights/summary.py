@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from engine.config import SweepConfig
 from engine.errors import UserError
 from engine.storage import Store, SweepRow
+from engine.storage.states import SweepState
 
 States = optuna.trial.TrialState
 
@@ -65,7 +66,7 @@ def summary(study: optuna.Study, url: str) -> dict[str, Any]:
     failures = Counter(str(t.user_attrs.get("fail_reason", "unknown")) for t in trials if t.state == States.FAIL)
     out: dict[str, Any] = {
         "study": study.study_name,
-        "state": row.state if row else "external",
+        "state": row.state if row else SweepState.EXTERNAL.value,
         "n_trials": row.n_trials if row else None,
         "counts": {state.name: counts.get(state.name, 0) for state in States},
         "metrics": metrics,

@@ -26,6 +26,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from engine.errors import UserError
+from engine.storage.states import OUTCOMES, RECENT_DURATIONS, EventKind, SweepState, WorkerState, finished_count
 from engine.storage.tables import (
     MIGRATIONS,
     commands,
@@ -72,11 +73,10 @@ def make_engine(url: str, readonly: bool = False) -> Engine:
 
 
 
-def optuna_storage(url: str, heartbeat: bool = True, stale_callback: Callable[..., None] | None = None,
-                   readonly: bool = False) -> Any:
-    """Optuna's RDBStorage on `url`, with heartbeats so dead workers' trials can be failed
-    (`stale_callback` runs for each trial `fail_stale_trials` fails). `readonly`: a viewer's,
-    which never writes (a read-only SQLite connection, no table creation, no heartbeats)."""
+def optuna_storage(url: str, heartbeat: bool = True, readonly: bool = False) -> Any:
+    """Optuna's RDBStorage on `url`, with heartbeats so dead workers' trials can be found (see
+    `Store.stale_trials`). `readonly`: a viewer's, which never writes (a read-only SQLite
+    connection, no table creation, no heartbeats)."""
     import optuna
 
     refuse_bare_at(url)
@@ -87,8 +87,7 @@ def optuna_storage(url: str, heartbeat: bool = True, stale_callback: Callable[..
     kwargs: dict[str, Any] = {"engine_kwargs": {"connect_args": {"timeout": BUSY_TIMEOUT_S}}} \
         if url.startswith("sqlite") else {"engine_kwargs": {"pool_pre_ping": True}}
     if heartbeat:
-        kwargs.update(heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S,
-                      heartbeat_stale_trial_callback=stale_callback)
+        kwargs.update(heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return _creating_schema(lambda: optuna.storages.RDBStorage(url, **kwargs))
@@ -128,6 +127,11 @@ class SweepRow:
         from engine.config import SweepConfig
 
         return SweepConfig.model_validate(self.config)
+
+
+def _naive(value: Any) -> datetime:
+    """A timestamp as SQLite (text) or PostgreSQL (aware) returns it, as a naive datetime."""
+    return (datetime.fromisoformat(value) if isinstance(value, str) else value).replace(tzinfo=None)
 
 
 def _stored(config: dict[str, Any]) -> str:
@@ -178,7 +182,7 @@ class Store:
         with self.tx() as conn:
             conn.execute(sweeps.insert().values(
                 study_id=study_id, study_name=study_name, config=_stored(config), n_trials=n_trials,
-                claimed=0, state="running", deadline=None, created=now, updated=now))
+                claimed=0, state=SweepState.RUNNING, deadline=None, created=now, updated=now))
 
     def sweep(self, study_name: str) -> SweepRow | None:
         with self.engine.connect() as conn:
@@ -206,7 +210,7 @@ class Store:
             result = conn.execute(
                 sweeps.update()
                 .where(sweeps.c.study_id == study_id, sweeps.c.claimed < sweeps.c.n_trials,
-                       sweeps.c.state == "running")
+                       sweeps.c.state == SweepState.RUNNING)
                 .values(claimed=sweeps.c.claimed + 1))
         return result.rowcount == 1
 
@@ -224,7 +228,7 @@ class Store:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sweeps.c.n_trials).where(sweeps.c.study_id == study_id)).scalar())
 
-    def stop_sweep(self, study_id: int, state: str = "stopping") -> None:
+    def stop_sweep(self, study_id: int, state: SweepState = SweepState.STOPPING) -> None:
         self.update_sweep(study_id, state=state)
 
     # ------------------------------------------------------------ Optuna's tables, read by SQL
@@ -237,8 +241,7 @@ class Store:
         return {str(state).split(".")[-1]: int(n) for state, n in rows}
 
     def finished_count(self, study_id: int) -> int:
-        counts = self.state_counts(study_id)
-        return counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+        return finished_count(self.state_counts(study_id))
 
     def best_values(self, study_id: int) -> list[float] | None:
         """The best objective value of a single-objective study; None when there is none yet or
@@ -254,6 +257,17 @@ class Store:
                 "WHERE t.study_id = :s AND t.state = 'COMPLETE' AND v.objective = 0"), {"s": study_id}).scalar()
         return None if value is None else [float(value)]
 
+    def stale_trials(self, study_id: int, grace_s: float) -> set[int]:
+        """Numbers of RUNNING trials whose last heartbeat is older than `grace_s`, by the
+        database's clock (as Optuna judges it: workers on other machines have other clocks)."""
+        with self.engine.connect() as conn:
+            now = conn.execute(sa.select(sa.func.now())).scalar()
+            rows = conn.execute(sa.text(
+                "SELECT t.number, h.heartbeat FROM trials t JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+                "WHERE t.study_id = :s AND t.state = 'RUNNING'"), {"s": study_id}).all()
+        now = _naive(now)
+        return {int(n) for n, beat in rows if (now - _naive(beat)).total_seconds() > grace_s}
+
     def values_of(self, study_id: int, numbers: Iterable[int]) -> dict[int, float]:
         """First-objective values of those of the given trials that completed (one query, however
         long the study)."""
@@ -267,7 +281,7 @@ class Store:
                 f"AND t.number IN ({','.join(map(str, wanted))})"), {"s": study_id}).all()
         return {int(n): float(v) for n, v in rows if v is not None}
 
-    def durations(self, study_id: int, last: int = 50) -> list[float]:
+    def durations(self, study_id: int, last: int = RECENT_DURATIONS) -> list[float]:
         """Seconds taken by the most recent finished trials (for the ETA)."""
         with self.engine.connect() as conn:
             rows = conn.execute(sa.text(
@@ -283,14 +297,13 @@ class Store:
 
     def recent_failures(self, study_id: int, limit: int) -> int:
         """How many of the last `limit` trial outcomes in a row were failures (interruptions aside)."""
-        outcome = ("trial_complete", "trial_pruned", "trial_failed")
         with self.engine.connect() as conn:
             kinds = conn.execute(sa.select(events.c.kind).where(events.c.study_id == study_id,
-                                                                events.c.kind.in_(outcome))
+                                                                events.c.kind.in_(OUTCOMES))
                                  .order_by(events.c.id.desc()).limit(limit)).scalars().all()
         run = 0
         for kind in kinds:
-            if kind != "trial_failed":
+            if kind != EventKind.TRIAL_FAILED:
                 break
             run += 1
         return run
@@ -377,7 +390,7 @@ class Store:
         now = time.time()
         with self.tx() as conn:
             result = conn.execute(workers.insert().values(study_id=study_id, host=host, pid=pid, device=device,
-                                                          state="idle", started=now, last_seen=now))
+                                                          state=WorkerState.IDLE, started=now, last_seen=now))
         return int(result.inserted_primary_key[0])
 
     def update_worker(self, worker_id: int, **values: Any) -> None:

@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
+from engine.storage.states import SweepState
+
 metadata = sa.MetaData()
 
 schema_table = sa.Table("hpo_schema", metadata, sa.Column("version", sa.Integer, nullable=False))
@@ -21,7 +23,7 @@ sweeps = sa.Table(
     sa.Column("config", sa.Text, nullable=False),  # the resolved config, JSON
     sa.Column("n_trials", sa.Integer, nullable=False),
     sa.Column("claimed", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("state", sa.String(16), nullable=False, server_default="running"),
+    sa.Column("state", sa.String(16), nullable=False, server_default=SweepState.RUNNING.value),
     sa.Column("deadline", sa.Float, nullable=True),
     sa.Column("created", sa.Float, nullable=False),
     sa.Column("updated", sa.Float, nullable=False),

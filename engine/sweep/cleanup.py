@@ -18,6 +18,7 @@ import optuna
 from engine.config import SweepConfig, check_study_name
 from engine.errors import ConfigError
 from engine.storage import Store
+from engine.storage.states import WorkerState
 from engine.sweep import checkpoints
 
 LIVE_S = 120.0  # a worker seen this recently is alive: its study is left alone
@@ -58,7 +59,8 @@ def _leftovers(folder: Path, study: str, workdir: Path) -> list[tuple[Path, str]
 
 
 def _is_live(store: Store, study_id: int, now: float) -> bool:
-    return any(w["state"] != "exited" and (w["last_seen"] or 0) > now - LIVE_S for w in store.workers_of(study_id))
+    return any(w["state"] != WorkerState.EXITED and (w["last_seen"] or 0) > now - LIVE_S
+               for w in store.workers_of(study_id))
 
 
 def cleanup(url: str, workdir: Path, days: float, keep: int | None = None, only: str | None = None,

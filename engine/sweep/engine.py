@@ -26,6 +26,7 @@ from engine.datasets.scan import Scan, scan
 from engine.errors import DISK_EXIT, DISK_FULL, ConfigError, DiskError, disk_problem
 from engine.insights.results import export_results
 from engine.storage import STORAGE_ENV, Store, load_study, mask_url, optuna_storage, study_id
+from engine.storage.states import ACTIVE, EventKind, SweepState, eta_seconds, finished_count
 from engine.sweep.recovery import recover_dead_trials
 from engine.sweep.resolve import Resolved
 from engine.sweep.worker_args import WorkerArgs
@@ -61,13 +62,10 @@ class SweepStatus:
 
     @property
     def done(self) -> int:
-        return self.counts.get("COMPLETE", 0) + self.counts.get("PRUNED", 0)
+        return finished_count(self.counts)
 
     def eta_seconds(self) -> float | None:
-        if not self.finished_seconds or self.done >= self.n_trials:
-            return None
-        mean = sum(self.finished_seconds) / len(self.finished_seconds)
-        return mean * (self.n_trials - self.done) / max(1, self.parallel)
+        return eta_seconds(self.finished_seconds, self.n_trials, self.done, self.counts.get("RUNNING", 0))
 
 
 def check_buildable(config: SweepConfig) -> None:
@@ -101,7 +99,7 @@ def create_or_resume(config: SweepConfig, url: str, name: str, workdir: Path) ->
                                   "the same config, or name a new study with --study", key=section)
         recover_dead_trials(url, name, store, existing.study_id, config.budget.max_retries)
         store.update_sweep(existing.study_id, config=config_dict, n_trials=config.budget.n_trials,
-                           state="running", claimed=_live_or_done(store, existing.study_id))
+                           state=SweepState.RUNNING, claimed=_live_or_done(store, existing.study_id))
         return Study(existing.study_id, name, True, folder)
     study = optuna.create_study(study_name=name, storage=storage, directions=config.objective.directions(),
                                 load_if_exists=True)
@@ -115,7 +113,7 @@ def _live_or_done(store: Store, study_id: int) -> int:
     """Budget slots in use: finished and running trials. Queued (WAITING) trials hold no slot:
     the worker that runs one claims a slot first."""
     counts = store.state_counts(study_id)
-    return sum(counts.get(s, 0) for s in ("COMPLETE", "PRUNED", "RUNNING"))
+    return finished_count(counts) + counts.get("RUNNING", 0)
 
 
 def worker_plan(config: SweepConfig, info: PlatformInfo, platform: str) -> list[tuple[str, dict[str, str], int]]:
@@ -185,14 +183,14 @@ class Engine:
             self.store.update_sweep(study.study_id, deadline=None)
         self.last_event = max([e["id"] for e in self.store.events_of(study.study_id, 0, 1_000_000)] or [0])
         verb = "resumed" if study.resumed else "started"
-        self.store.add_event(study.study_id, "sweep", f"sweep '{study.name}' {verb} on {self.platform}: "
+        self.store.add_event(study.study_id, EventKind.SWEEP, f"sweep '{study.name}' {verb} on {self.platform}: "
                              f"{self.config.budget.n_trials} trials, {self.config.resources.parallel} worker(s), "
                              f"data {found.root} ({found.count} images, {len(found.classes)} classes), "
                              f"storage {mask_url(self.url)}")
         for note in self.notes:
-            self.store.add_event(study.study_id, "sweep", note)
+            self.store.add_event(study.study_id, EventKind.SWEEP, note)
         if found.skipped:
-            self.store.add_event(study.study_id, "data", found.skipped_summary() or "", level="warning")
+            self.store.add_event(study.study_id, EventKind.DATA, found.skipped_summary() or "", level="warning")
             for path, why in found.skipped:  # the event names a few; the log names every one
                 log.warning("data: skipped %s (%s)", path, why)
         previous = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
@@ -273,7 +271,7 @@ class Engine:
                                                self.config.budget.max_retries, {label})):
                 self.store.release(sid)
             how = f"signal {-code}" if code < 0 else f"code {code}"
-            running = self.store.sweep_state(sid) in ("running", "paused")
+            running = self.store.sweep_state(sid) in ACTIVE
             if running and self.respawns < max(3, len(self.procs)):
                 self.respawns += 1
                 self.procs[index] = self._spawn(index)
@@ -281,13 +279,13 @@ class Engine:
             else:
                 self.retired.add(index)
                 then = "not restarted" + (f" ({self.respawns} restarts already)" if running else "")
-            self.store.add_event(sid, "worker", f"worker pid {proc.pid} died ({how}): {then}; see {self.log_path}",
-                                 level="error")
+            self.store.add_event(sid, EventKind.WORKER, f"worker pid {proc.pid} died ({how}): {then}; see "
+                                 f"{self.log_path}", level="error")
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.interrupts += 1
         if self.interrupts == 1:
-            self.store.stop_sweep(self.study.study_id, "stopping")
+            self.store.stop_sweep(self.study.study_id, SweepState.STOPPING)
             self.stop_requested = time.monotonic()
             for proc in self.procs:
                 if proc.poll() is None:
@@ -362,7 +360,7 @@ class Engine:
             if index in self.retired:  # reported when it died
                 continue
             if proc.returncode not in (0, -signal.SIGINT, -signal.SIGKILL) and not self.interrupts:
-                self.store.add_event(self.study.study_id, "worker", f"worker pid {proc.pid} exited with code "
+                self.store.add_event(self.study.study_id, EventKind.WORKER, f"worker pid {proc.pid} exited with code "
                                      f"{proc.returncode}: see {self.log_path}", level="error")
         self._drain_events()
 
@@ -371,19 +369,19 @@ class Engine:
         done = self.store.finished_count(sid)
         n_trials = self.store.n_trials(sid)
         state = self.store.sweep_state(sid)
-        final = "finished" if done >= n_trials else "stopped"
+        final = SweepState.FINISHED if done >= n_trials else SweepState.STOPPED
         row = self.store.sweep(self.study_name)
-        if final == "stopped" and row is not None and row.deadline is not None and time.time() >= row.deadline:
-            self.store.add_event(sid, "sweep", f"time budget of {self.config.budget.timeout:g}s reached: "
+        if final == SweepState.STOPPED and row is not None and row.deadline is not None and time.time() >= row.deadline:
+            self.store.add_event(sid, EventKind.SWEEP, f"time budget of {self.config.budget.timeout:g}s reached: "
                                  "no new trials were started")
         self.store.update_sweep(sid, state=final)
         study = load_study(self.url, self.study_name)
         export_results(study, self.config, self.study.folder, self.url)
-        self.store.add_event(sid, "sweep", f"sweep '{self.study_name}' {final}: {done}/{n_trials} trials "
+        self.store.add_event(sid, EventKind.SWEEP, f"sweep '{self.study_name}' {final}: {done}/{n_trials} trials "
                              f"finished; results in {self.study.folder}")
         self._drain_events()
         if self.interrupts:
             return 130
-        if state == "stopped" and done < n_trials:
+        if state == SweepState.STOPPED and done < n_trials:
             return 1  # stopped by consecutive failures
         return 0

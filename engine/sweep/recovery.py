@@ -1,11 +1,15 @@
 """Trials whose worker died (SIGKILL, the OOM killer, a lost machine) or was interrupted: failed
 with a reason, and queued again with the same parameters, so the study still reaches n_trials.
 
-Death is noticed two ways: on this host by the worker's pid (at once), anywhere by Optuna's
-heartbeat going stale (after the grace period). A retry is an Optuna WAITING trial carrying the
-same params and Optuna's own `failed_trial`/`retry_history` system attributes, so
-`RetryHeartbeatStaleTrialCallback.retry_history()` reads it; the next `ask()` of any worker takes
-it. A trial that keeps killing its worker is retried `budget.max_retries` times, then left failed.
+Death is noticed two ways: on this host by the worker's pid (at once), on other hosts by the
+trial's heartbeat (Optuna's `trial_heartbeats`) going stale past the grace period. We find stale
+trials ourselves rather than through `optuna.storages.fail_stale_trials`: that one fails the trial
+before its callback runs, when its fail reason can no longer be recorded.
+
+A retry is an Optuna WAITING trial carrying the same params and Optuna's own `failed_trial` and
+`retry_history` system attributes, so `RetryHeartbeatStaleTrialCallback.retry_history()` reads it;
+the next `ask()` of any worker takes it. A trial that keeps killing its worker is retried
+`budget.max_retries` times, then left failed.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
 
 import optuna
 
-from engine.storage import Store, load_study, optuna_storage
+from engine.storage import HEARTBEAT_GRACE_S, Store, load_study
+from engine.storage.states import EventKind
 from engine.system import monitor
 
 log = logging.getLogger("tui_hpo.recovery")
@@ -66,7 +70,7 @@ def fail_and_requeue(study: optuna.Study, store: Store, study_id: int, trial: op
             return False  # another process recovered it, or the worker finished after all
     requeued = requeue(study, trial, max_retries, counts)
     then = "it runs again with the same params" if requeued else f"not retried: {max_retries} retry(ies) used"
-    store.add_event(study_id, "trial_interrupted", f"trial {trial.number}: {reason}; {then}", level="warning",
+    store.add_event(study_id, EventKind.TRIAL_INTERRUPTED, f"trial {trial.number}: {reason}; {then}", level="warning",
                     trial_number=trial.number)
     log.warning("trial %s: %s; %s", trial.number, reason, then)
     return True
@@ -75,32 +79,25 @@ def fail_and_requeue(study: optuna.Study, store: Store, study_id: int, trial: op
 def recover_dead_trials(url: str, study_name: str, store: Store, study_id: int, max_retries: int,
                         labels: set[str] | None = None, stopped: bool = False) -> int:
     """Fail and requeue RUNNING trials whose worker is gone: those of the workers named in
-    `labels` (host:pid), or, without labels, any on this host whose pid is dead and any whose
-    heartbeat went stale. `stopped`: the user killed them (a second Ctrl-C), which uses up no
-    retry. Returns how many were failed here."""
+    `labels` (host:pid), or, without labels, any on this host whose pid is dead and any (on any
+    host) whose heartbeat went stale. `stopped`: the user killed them (a second Ctrl-C), which
+    uses up no retry. Returns how many were failed here."""
     recovered = 0
-
-    def on_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        nonlocal recovered
-        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", HEARTBEAT_LOST)
-        fail_and_requeue(study, store, study_id, trial, HEARTBEAT_LOST, max_retries, already_failed=True)
-        recovered += 1
-
-    storage: Any = optuna_storage(url, stale_callback=on_stale)
-    study = load_study(url, study_name, storage=storage)
+    study = load_study(url, study_name)
     host = monitor.hostname()
+    stale = store.stale_trials(study_id, HEARTBEAT_GRACE_S) if labels is None else set()
     for trial in study.get_trials(deepcopy=False, states=(States.RUNNING,)):
         label = str(trial.user_attrs.get("worker", ""))
         worker_host, _, pid = label.rpartition(":")
+        reason = INTERRUPTED if stopped else WORKER_DIED
         if labels is not None:
             dead = label in labels
         elif not label:  # killed between ask() and labelling the trial: no pid, no heartbeat
             dead = trial.datetime_start is not None and time.time() - trial.datetime_start.timestamp() > UNLABELLED_S
-        else:
-            dead = worker_host == host and pid.isdigit() and not pid_alive(int(pid))
-        if dead and fail_and_requeue(study, store, study_id, trial, INTERRUPTED if stopped else WORKER_DIED,
-                                     max_retries, counts=not stopped):
+        elif worker_host == host and pid.isdigit():
+            dead = not pid_alive(int(pid))
+        else:  # another machine's worker: only its heartbeat can tell
+            dead, reason = trial.number in stale, HEARTBEAT_LOST
+        if dead and fail_and_requeue(study, store, study_id, trial, reason, max_retries, counts=not stopped):
             recovered += 1
-    if labels is None:
-        optuna.storages.fail_stale_trials(study)
     return recovered

@@ -27,6 +27,7 @@ from engine.config.space import suggest
 from engine.datasets.scan import scan, splits
 from engine.errors import DISK_EXIT, disk_problem
 from engine.storage import HEARTBEAT_INTERVAL_S, Store, load_study, optuna_storage
+from engine.storage.states import EventKind, SweepState, WorkerState
 from engine.sweep import checkpoints
 from engine.sweep.recovery import INTERRUPTED, requeue
 from engine.sweep.samplers import make_pruner, make_sampler
@@ -60,7 +61,7 @@ class StopFlag:
         if now - self._checked >= CONTROL_POLL_S:
             self._checked = now
             row = self.store.sweep_state(self.study_id)
-            self._db_stop = row in ("stopping", "stopped")
+            self._db_stop = row in (SweepState.STOPPING, SweepState.STOPPED)
         return self._db_stop
 
 
@@ -136,7 +137,7 @@ class Worker:
         data = load(found, cfg, max(sizes))
         if data.skipped:
             shown = "; ".join(f"{p} ({why})" for p, why in data.skipped[:5])
-            self.store.add_event(self.study_id, "data", f"{self.label}: skipped {len(data.skipped)} "
+            self.store.add_event(self.study_id, EventKind.DATA, f"{self.label}: skipped {len(data.skipped)} "
                                  f"unreadable image(s): {shown}", level="warning")
         self.splits = splits(data.labels.numpy(), cfg)
         # Resize and normalisation statistics for the default image size are computed now, once,
@@ -148,26 +149,26 @@ class Worker:
     # ------------------------------------------------------------ the loop
 
     def run(self) -> None:
-        self.store.add_event(self.study_id, "worker", f"worker {self.label} started on {self.device}")
+        self.store.add_event(self.study_id, EventKind.WORKER, f"worker {self.label} started on {self.device}")
         try:
             while not self.stop():
                 state = self.store.sweep_state(self.study_id)
-                if state == "paused":
-                    self.store.update_worker(self.worker_id, state="paused")
+                if state == SweepState.PAUSED:
+                    self.store.update_worker(self.worker_id, state=WorkerState.PAUSED)
                     time.sleep(IDLE_POLL_S)
                     continue
-                if state != "running" or self._past_deadline() or self._too_many_failures():
+                if state != SweepState.RUNNING or self._past_deadline() or self._too_many_failures():
                     break
                 if not self.store.claim(self.study_id):
                     if self.store.finished_count(self.study_id) >= self.store.n_trials(self.study_id):
                         break
-                    self.store.update_worker(self.worker_id, state="waiting")
+                    self.store.update_worker(self.worker_id, state=WorkerState.WAITING)
                     time.sleep(IDLE_POLL_S)  # others are running; a failure may free a slot
                     continue
                 self.run_one()
         finally:
-            self.store.update_worker(self.worker_id, state="exited", trial_number=None)
-            self.store.add_event(self.study_id, "worker", f"worker {self.label} exited")
+            self.store.update_worker(self.worker_id, state=WorkerState.EXITED, trial_number=None)
+            self.store.add_event(self.study_id, EventKind.WORKER, f"worker {self.label} exited")
 
     def _past_deadline(self) -> bool:
         row = self.store.sweep(self.sweep.study_name)
@@ -177,8 +178,8 @@ class Worker:
         limit = self.config.budget.max_consecutive_failures
         if self.store.recent_failures(self.study_id, limit) < limit:
             return False
-        self.store.stop_sweep(self.study_id, "stopped")
-        self.store.add_event(self.study_id, "sweep", f"stopped after {limit} consecutive failed trials: "
+        self.store.stop_sweep(self.study_id, SweepState.STOPPED)
+        self.store.add_event(self.study_id, EventKind.SWEEP, f"stopped after {limit} consecutive failed trials: "
                              "see the trials' fail_reason", level="error")
         return True
 
@@ -187,14 +188,14 @@ class Worker:
         number = trial.number
         trial.set_user_attr("worker", self.label)
         trial.set_user_attr("device", self.device)
-        self.store.update_worker(self.worker_id, state="running", trial_number=number)
+        self.store.update_worker(self.worker_id, state=WorkerState.RUNNING, trial_number=number)
         started = time.perf_counter()
         state, values, reason = optuna.trial.TrialState.FAIL, None, None
         model = None
         with Heartbeat(self.storage, trial._trial_id):
             try:
                 params = suggest(trial, self.config.search_space, self.config.train.model_dump())
-                self._event("trial", f"trial {number} started on {self.label}: {_fmt_params(params)}", number)
+                self._event(EventKind.TRIAL, f"trial {number} started on {self.label}: {_fmt_params(params)}", number)
                 model, per_fold = self._train(trial, params)
                 values = objective_value(self.config, per_fold, time.perf_counter() - started)
                 state = optuna.trial.TrialState.COMPLETE
@@ -217,7 +218,7 @@ class Worker:
         self._report(number, state, values, reason, seconds)
         if state == optuna.trial.TrialState.COMPLETE and model is not None and len(values or []) == 1:
             self._maybe_checkpoint(number, values[0], model, trial.params)
-        self.store.update_worker(self.worker_id, state="idle", trial_number=None)
+        self.store.update_worker(self.worker_id, state=WorkerState.IDLE, trial_number=None)
 
     def _train(self, trial: optuna.Trial, params: dict[str, Any]) -> tuple[Any, list[EpochMetrics]]:
         cfg = trial_train_config(self.config, params)
@@ -255,7 +256,7 @@ class Worker:
         steps = [*trial.user_attrs.get("oom_retries", []),
                  {"batch_size": smaller.batch_size, "accum_steps": smaller.accum_steps}]
         trial.set_user_attr("oom_retries", steps)
-        self._event("trial_oom", f"trial {trial.number}: out of memory at batch {cfg.batch_size}; again with "
+        self._event(EventKind.TRIAL_OOM, f"trial {trial.number}: out of memory at batch {cfg.batch_size}; again with "
                     f"batch {smaller.batch_size} x {smaller.accum_steps} accumulation steps (same "
                     f"effective batch)", trial.number, level="warning")
 
@@ -269,14 +270,14 @@ class Worker:
         names = self.config.objective.metrics()
         if state == optuna.trial.TrialState.COMPLETE and values is not None:
             shown = ", ".join(f"{n}={v:.4f}" for n, v in zip(names, values, strict=True))
-            self._event("trial_complete", f"trial {number} complete: {shown} in {seconds:.1f}s", number)
+            self._event(EventKind.TRIAL_COMPLETE, f"trial {number} complete: {shown} in {seconds:.1f}s", number)
         elif state == optuna.trial.TrialState.PRUNED:
-            self._event("trial_pruned", f"trial {number} {reason} after {seconds:.1f}s", number)
+            self._event(EventKind.TRIAL_PRUNED, f"trial {number} {reason} after {seconds:.1f}s", number)
         elif reason == INTERRUPTED:
-            self._event("trial_interrupted", f"trial {number} interrupted after {seconds:.1f}s: it will run "
+            self._event(EventKind.TRIAL_INTERRUPTED, f"trial {number} interrupted after {seconds:.1f}s: it will run "
                         "again on resume", number)
         else:
-            self._event("trial_failed", f"trial {number} failed: {reason}", number, level="warning")
+            self._event(EventKind.TRIAL_FAILED, f"trial {number} failed: {reason}", number, level="warning")
 
     def _maybe_checkpoint(self, number: int, value: float, model: Any, params: dict[str, Any]) -> None:
         """Keep this trial's weights if they rank among the study's best `checkpoints.keep`."""
@@ -290,7 +291,7 @@ class Worker:
                                 keep.budget_mb):
                 log.info("trial %s: checkpoint kept (one of the best %s)", number, keep.keep)
         except OSError as exc:  # the trial's result is in the database already: only its weights are lost
-            self._event("checkpoint", f"trial {number}: checkpoint not saved ({exc.strerror or exc})", number,
+            self._event(EventKind.CHECKPOINT, f"trial {number}: checkpoint not saved ({exc.strerror or exc})", number,
                         level="warning")
 
 

@@ -19,6 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Footer, Static
 
+from engine.storage.states import ACTIVE, FINISHED_TRIALS, RECENT_DURATIONS, SweepState, eta_seconds
 from tui_hpo import clock
 from tui_hpo.db import Event, Reader, Sample, StudyRow, TrialFeed, TrialRow
 from tui_hpo.format import duration, number, params
@@ -212,7 +213,7 @@ class DashboardScreen(LiveScreen):
     # ------------------------------------------------------------ actions
 
     def _require_sweep(self) -> StudyRow | None:
-        if self.study is None or self.study.state == "external":
+        if self.study is None or self.study.state == SweepState.EXTERNAL:
             self.notify("this study was not created by tui-hpo: it cannot be steered", severity="warning")
             return None
         return self.study
@@ -221,10 +222,10 @@ class DashboardScreen(LiveScreen):
         study = self._require_sweep()
         if study is None:
             return
-        if study.state == "paused":
+        if study.state == SweepState.PAUSED:
             self.app.control.resume(study.study_id)
             self.notify("resumed: new trials start again")
-        elif study.state == "running":
+        elif study.state == SweepState.RUNNING:
             self.app.control.pause(study.study_id)
             self.notify("paused: running trials finish, no new trial starts (p resumes)")
         else:
@@ -232,7 +233,7 @@ class DashboardScreen(LiveScreen):
 
     def action_stop(self) -> None:
         study = self._require_sweep()
-        if study is not None and study.state in ("running", "paused"):
+        if study is not None and study.state in ACTIVE:
             self.app.control.stop(study.study_id)
             self.notify("stopping: running trials end now and rerun on resume")
 
@@ -284,8 +285,8 @@ def _total_epochs(config: dict[str, Any]) -> int:
     return int(train.get("epochs", 0)) * int(folds or 1)
 
 
-STATE_STYLE = {"running": "bold green", "paused": "bold yellow", "stopping": "bold red", "stopped": "red",
-               "finished": "bold cyan", "external": "dim"}
+STATE_STYLE = {SweepState.RUNNING: "bold green", SweepState.PAUSED: "bold yellow", SweepState.STOPPING: "bold red",
+               SweepState.STOPPED: "red", SweepState.FINISHED: "bold cyan", SweepState.EXTERNAL: "dim"}
 
 
 def _header(study: StudyRow, best: TrialRow | None, rows: dict[int, TrialRow]) -> Text:
@@ -300,7 +301,7 @@ def _header(study: StudyRow, best: TrialRow | None, rows: dict[int, TrialRow]) -
     text.append(f"{c.get('FAIL', 0)} failed  ", style="red")
     now = clock.now()
     if study.created:
-        end = now if study.state in ("running", "paused", "stopping") else (study.updated or now)
+        end = now if study.state in (*ACTIVE, SweepState.STOPPING) else (study.updated or now)
         text.append(f"elapsed {duration(end - study.created)}")
     eta = _eta(study, rows)
     if eta is not None:
@@ -319,15 +320,11 @@ def _header(study: StudyRow, best: TrialRow | None, rows: dict[int, TrialRow]) -
 
 
 def _eta(study: StudyRow, rows: dict[int, TrialRow]) -> float | None:
-    if not study.n_trials or study.state not in ("running", "paused"):
+    if not study.n_trials or study.state not in ACTIVE:
         return None
-    durations = [r.duration() for r in rows.values() if r.state in ("COMPLETE", "PRUNED")]
-    durations = [d for d in durations if d][-50:]
-    remaining = study.n_trials - study.done
-    if not durations or remaining <= 0:
-        return None
-    parallel = max(1, study.counts.get("RUNNING", 0))
-    return sum(durations) / len(durations) * remaining / parallel
+    durations = [r.duration() for r in rows.values() if r.state in FINISHED_TRIALS]
+    recent = [d for d in durations if d][-RECENT_DURATIONS:]
+    return eta_seconds(recent, study.n_trials, study.done, study.counts.get("RUNNING", 0))
 
 
 def _events_text(events: list[Event]) -> Text:

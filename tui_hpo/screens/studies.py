@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 
+from engine.storage.states import ACTIVE, SweepState
 from tui_hpo import clock
 from tui_hpo.db import StudyRow
 from tui_hpo.format import duration, number
@@ -111,10 +112,10 @@ class StudiesScreen(LiveScreen):
         study = self._selected()
         if study is None:
             return
-        if study.state == "external":
+        if study.state == SweepState.EXTERNAL:
             self.notify("this study was not created by tui-hpo", severity="warning")
             return
-        if study.state in ("running", "paused") and self.app.reader.live_workers(study.study_id):
+        if study.state in ACTIVE and self.app.reader.live_workers(study.study_id):
             self.notify(f"'{study.name}' is already running", severity="warning")
             return
         self.post_message(self.Resume(study.name))
