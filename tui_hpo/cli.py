@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 import click
 
-from engine.config.presets import presets
+from engine.config.presets import preset_names
 from engine.errors import DISK_FULL, DiskError, UserError, disk_problem, one_line
 from engine.storage import Workspace
 from tui_hpo.commands import cleanup, results, stats, visualize
@@ -22,7 +22,7 @@ from tui_hpo.options import workspace_options
 
 EXIT_BAD_INPUT = 2
 ACTIONS = ("summary", "top", "visualize", "recommend", "cleanup")  # the original tracker's
-PRESETS = presets()
+PRESETS = preset_names()
 
 
 class Group(click.Group):

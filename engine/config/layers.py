@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from engine.config.files import parse_yaml, read_yaml_file
 from engine.config.names import check_study_name, default_study_name
-from engine.config.presets import PRESET_DIR, presets
+from engine.config.presets import PRESET_DIR, preset_names
 from engine.config.schema import SweepConfig, one_line_error, validate
 from engine.config.space import canonical_param
 from engine.errors import ConfigError
@@ -29,7 +29,7 @@ ENV_PREFIX = "TUI_HPO__"
 def preset_path(name: str) -> Path:
     path = PRESET_DIR / f"{name}.yaml"
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or not path.exists():
-        known = ", ".join(presets())
+        known = ", ".join(preset_names())
         raise ConfigError(f"unknown preset '{name}' (known: {known})", key="preset")
     return path
 

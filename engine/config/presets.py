@@ -9,6 +9,6 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
 PRESET_DIR = CONFIG_DIR / "presets"
 
 
-def presets() -> list[str]:
+def preset_names() -> list[str]:
     """The presets there are: configs/presets/*.yaml."""
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))

@@ -9,11 +9,10 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
-from textual import on, work
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 
 from engine.storage import load_study
@@ -22,7 +21,6 @@ from tui_hpo.format import duration, number, params
 from tui_hpo.report import summary_text
 from tui_hpo.screens.base import LiveScreen
 
-POLL_S = 3.0
 TOP_N = 20
 
 
@@ -75,15 +73,10 @@ def _recommendation(url: str, study: Any) -> Any:
 
 
 class AnalysisScreen(LiveScreen):
-    POLL_GROUP = "analysis"
+    POLL_S = 3.0
 
     BINDINGS = [Binding("e", "export", "export results"), Binding("n", "next_sweep", "next sweep"),
                 Binding("r", "refresh", "recompute")]
-
-    class Done(Message, bubble=False):
-        def __init__(self, analysis: Analysis) -> None:
-            super().__init__()
-            self.analysis = analysis
 
     def compose(self) -> ComposeResult:
         yield Static(id="analysis-header")
@@ -100,31 +93,21 @@ class AnalysisScreen(LiveScreen):
         self.query_one("#next-sweep").border_title = "next sweep (n writes it)"
         self._key: Any = None
         self.analysis: Analysis | None = None
-        self.poll()
 
     def on_screen_resume(self) -> None:
-        self._key = None
-        self.poll()
+        self._key = None  # analysed afresh each time the screen is shown
 
-    def poll(self) -> None:
-        if self.is_current and self.app.reader is not None:
-            self.fetch(self.app.study_name)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="analysis")
-    def fetch(self, name: str | None) -> None:
+    def read(self) -> Analysis:
+        name = self.app.study_name
         studies = self.app.reader.studies()
         study = next((s for s in studies if s.name == name), None) if name else (studies[-1] if studies else None)
         key = (study.name, study.done, study.total) if study else None
         if key == self._key:
-            self.post_message(self.Done(Analysis(None, [], None, "unchanged")))
-            return
+            return Analysis(None, [], None, "unchanged")
         self._key = key
-        self.post_message(self.Done(analyse(self.app.url, study) if study else Analysis(None, [], None)))
+        return analyse(self.app.url, study) if study else Analysis(None, [], None)
 
-    @on(Done)
-    def show(self, message: Done) -> None:
-        self.set_timer(POLL_S, self.poll)
-        result = message.analysis
+    def show(self, result: Analysis) -> None:
         if result.note == "unchanged":
             return
         header = self.query_one("#analysis-header", Static)

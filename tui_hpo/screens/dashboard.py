@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.widgets import Footer, Static
 
 from engine.storage.states import ACTIVE, FINISHED_TRIALS, RECENT_DURATIONS, SweepState, eta_seconds
@@ -28,7 +27,6 @@ from tui_hpo.widgets.chart import Chart
 from tui_hpo.widgets.gauges import Gauges
 from tui_hpo.widgets.trial_table import TrialTable
 
-POLL_S = 1.0
 MAX_POINTS = 600
 
 
@@ -46,7 +44,7 @@ class Snapshot:
 
 
 class DashboardScreen(LiveScreen):
-    POLL_GROUP = "dashboard-poll"
+    POLL_S = 1.0
 
     BINDINGS = [
         Binding("p", "pause", "pause"),
@@ -57,16 +55,6 @@ class DashboardScreen(LiveScreen):
         Binding("s", "sort", "sort", show=False),
         Binding("f", "filter", "filter", show=False),
     ]
-
-    class Polled(Message, bubble=False):
-        """New data from the database; a burst collapses into the newest."""
-
-        def __init__(self, snapshot: Snapshot) -> None:
-            super().__init__()
-            self.snapshot = snapshot
-
-        def can_replace(self, message: Message) -> bool:
-            return isinstance(message, DashboardScreen.Polled)
 
     def __init__(self) -> None:
         super().__init__()
@@ -92,28 +80,18 @@ class DashboardScreen(LiveScreen):
     def on_mount(self) -> None:
         self.query_one("#events", Static).border_title = "events"
         self.query_one("#gauges", Gauges).border_title = "system"
-        self.poll()
-
-    def on_screen_resume(self) -> None:
-        self.poll()
 
     # ------------------------------------------------------------ polling
 
-    def poll(self) -> None:
-        if not self.is_current or self.app.reader is None:
-            return
-        self.fetch(self.app.study_name, self.applied)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="dashboard-poll")
-    def fetch(self, study_name: str | None, applied: tuple[int, int]) -> None:
+    def read(self) -> Snapshot:
+        study_name, applied = self.app.study_name, self.applied
         started = time.perf_counter()
         reader: Reader = self.app.reader
         studies = reader.studies()
         study = next((s for s in studies if s.name == study_name), None) if study_name else \
             (studies[-1] if studies else None)
         if study is None:
-            self.post_message(self.Polled(Snapshot(None, [], reader.latest_samples(), {}, [], 0)))
-            return
+            return Snapshot(None, [], reader.latest_samples(), {}, [], 0)
         if self.feed is None or self.feed.study_id != study.study_id:
             self.feed = TrialFeed(reader, study.study_id)
             self.last_event = 0
@@ -128,22 +106,19 @@ class DashboardScreen(LiveScreen):
             else None
         total_epochs = _total_epochs(config) if config is not None else self._total_epochs
         events = reader.events(study.study_id, self.last_event, limit=50)
-        self.post_message(self.Polled(Snapshot(
+        return Snapshot(
             study=study, changed=changed, samples=reader.latest_samples(), curves=reader.intermediate(curve_ids),
             events=events, total_epochs=total_epochs, took_ms=(time.perf_counter() - started) * 1000, rows=rows,
-            version=self.feed.version)))
+            version=self.feed.version)
 
     _total_epochs = 0
 
-    @on(Polled)
-    def draw(self, message: Polled) -> None:
+    def show(self, snap: Snapshot) -> None:
         started = time.perf_counter()
-        snap = message.snapshot
         try:
             self._draw(snap)
         finally:
             self.tick_ms = snap.took_ms + (time.perf_counter() - started) * 1000
-            self.set_timer(POLL_S, self.poll)
 
     def _draw(self, snap: Snapshot) -> None:
         self.query_one(Gauges).show(snap.samples)

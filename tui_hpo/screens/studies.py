@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
@@ -18,18 +18,11 @@ from tui_hpo.format import duration, number
 from tui_hpo.screens.base import LiveScreen
 from tui_hpo.screens.dashboard import STATE_STYLE
 
-POLL_S = 2.0
-
 
 class StudiesScreen(LiveScreen):
-    POLL_GROUP = "studies-poll"
+    POLL_S = 2.0
 
     BINDINGS = [Binding("r", "resume", "resume sweep")]
-
-    class Listed(Message, bubble=False):
-        def __init__(self, studies: list[StudyRow]) -> None:
-            super().__init__()
-            self.studies = studies
 
     def compose(self) -> ComposeResult:
         yield Static(id="studies-header")
@@ -42,25 +35,15 @@ class StudiesScreen(LiveScreen):
                            ("pruned", "pruned"), ("failed", "failed"), ("best", "best"), ("age", "started")):
             table.add_column(label, key=key)
         self.studies: dict[str, StudyRow] = {}
-        self.poll()
 
-    def on_screen_resume(self) -> None:
-        self.poll()
+    def read(self) -> list[StudyRow]:
+        return self.app.reader.studies()
 
-    def poll(self) -> None:
-        if self.is_current and self.app.reader is not None:
-            self.fetch()
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="studies-poll")
-    def fetch(self) -> None:
-        self.post_message(self.Listed(self.app.reader.studies()))
-
-    @on(Listed)
-    def show(self, message: Listed) -> None:
+    def show(self, studies: list[StudyRow]) -> None:
         table = self.query_one(DataTable)
         now = clock.now()
         with self.app.batch_update():
-            for study in message.studies:
+            for study in studies:
                 total = f"/{study.n_trials}" if study.n_trials else ""
                 best = "pareto" if len(study.directions) > 1 else (number(study.best) if study.best is not None
                                                                     else "-")
@@ -75,13 +58,12 @@ class StudiesScreen(LiveScreen):
                 else:
                     table.add_row(*cells, key=study.name)
                 self.studies[study.name] = study
-        current = self.app.study_name or (message.studies[-1].name if message.studies else None)
-        plural = "study" if len(message.studies) == 1 else "studies"
-        header = Text(f" {len(message.studies)} {plural} in {self.app.storage_label}", style="bold")
+        current = self.app.study_name or (studies[-1].name if studies else None)
+        plural = "study" if len(studies) == 1 else "studies"
+        header = Text(f" {len(studies)} {plural} in {self.app.storage_label}", style="bold")
         header.append(f"   watching: {current}" if current else "   no study yet", style="dim")
         header.append("\n enter: watch on the dashboard   r: resume a stopped sweep", style="dim")
         self.query_one("#studies-header", Static).update(header)
-        self.set_timer(POLL_S, self.poll)
 
     def _selected(self) -> StudyRow | None:
         table = self.query_one(DataTable)

@@ -27,17 +27,12 @@ PROFILE_TEXT = {
 
 
 class SystemScreen(LiveScreen):
-    POLL_GROUP = "system-tick"
+    POLL_S = TICK_S
 
     class Probed(Message, bubble=False):
         def __init__(self, info: PlatformInfo) -> None:
             super().__init__()
             self.info = info
-
-    class Sampled(Message, bubble=False):
-        def __init__(self, sample: dict[str, Any]) -> None:
-            super().__init__()
-            self.sample = sample
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="system-top"):
@@ -56,33 +51,22 @@ class SystemScreen(LiveScreen):
         from engine.system import monitor
 
         monitor.sample()  # prime psutil: its first CPU reading is always 0
-        self.poll()
 
     @work(thread=True, exit_on_error=False, group="system-probe")
     def probe(self) -> None:
         self.post_message(self.Probed(probe_without_torch()))
 
-    def poll(self) -> None:
-        if self.is_current:
-            self.read()
-        else:
-            self.set_timer(TICK_S, self.poll)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="system-tick")
-    def read(self) -> None:
+    def read(self) -> dict[str, Any]:
         from engine.system import monitor
 
         workdir = Path(self.app.workdir)
-        self.post_message(self.Sampled(monitor.sample(workdir if workdir.exists() else Path.cwd())))
+        return monitor.sample(workdir if workdir.exists() else Path.cwd())
 
-    @on(Sampled)
-    def show_sample(self, message: Sampled) -> None:
-        s = message.sample
+    def show(self, s: dict[str, Any]) -> None:
         self.query_one("#system-gauges", Gauges).show([Sample(
             host=s["host"], ts=s["ts"], cpu_percent=s["cpu_percent"], cpu_per_core=tuple(s["cpu_per_core"]),
             ram_percent=s["ram_percent"], ram_used_mb=s["ram_used_mb"], disk_free_gb=s["disk_free_gb"],
             gpus=tuple(s["gpus"]))])
-        self.set_timer(TICK_S, self.poll)
 
     @on(Probed)
     def show_info(self, message: Probed) -> None:

@@ -18,13 +18,13 @@ from textual.widgets import Footer, Static
 from tui_hpo import clock
 from tui_hpo.db import Event, Sample, StudyRow, TrialRow
 from tui_hpo.format import duration, number
-from tui_hpo.screens.base import LiveScreen
+from tui_hpo.screens.base import WorkerScreen
 from tui_hpo.widgets.chart import Chart
 
 METRICS = ("train_loss", "val_loss", "val_accuracy", "val_f1", "lr", "samples_per_s", "peak_mem_mb", "seconds")
 
 
-class TrialScreen(LiveScreen):
+class TrialScreen(WorkerScreen):
     BINDINGS = [Binding("escape,backspace", "app.pop_screen", "back")]
 
     class Loaded(Message, bubble=False):

@@ -22,7 +22,7 @@ from textual.widgets import Button, Footer, Input, Label, RadioButton, RadioSet,
 
 from engine import config as cfg
 from engine.errors import UserError
-from tui_hpo.screens.base import LiveScreen
+from tui_hpo.screens.base import WorkerScreen
 
 TIERS = {
     "basic": ("Basic: random search, no pruning", {"sampler": {"name": "random"}, "pruner": {"name": "none"}}),
@@ -39,7 +39,7 @@ def preset_layer(name: str) -> dict[str, Any]:
     return cfg.load_layer(cfg.preset_path(name), "cpu")
 
 
-class WizardScreen(LiveScreen):
+class WizardScreen(WorkerScreen):
     BINDINGS = [Binding("f2", "save", "save YAML"), Binding("f5", "start", "start sweep")]
 
     class Checked(Message, bubble=False):
@@ -60,7 +60,7 @@ class WizardScreen(LiveScreen):
         name: str
 
     def compose(self) -> ComposeResult:
-        presets = cfg.presets()
+        presets = cfg.preset_names()
         with Horizontal(id="wizard"):
             with VerticalScroll(id="wizard-form"):
                 yield Label("Preset", classes="field-label")
