@@ -73,18 +73,19 @@ def _recommendation(url: str, study: Any) -> Any:
 
 
 class AnalysisScreen(LiveScreen):
+    CSS_PATH = "analysis.tcss"
     POLL_S = 3.0
 
     BINDINGS = [Binding("e", "export", "export results"), Binding("n", "next_sweep", "next sweep"),
                 Binding("r", "refresh", "recompute")]
 
     def compose(self) -> ComposeResult:
-        yield Static(id="analysis-header")
+        yield Static(id="analysis-header", classes="bar")
         with Horizontal(id="analysis-top"):
-            yield DataTable(id="analysis-table", cursor_type="row", zebra_stripes=True)
+            yield DataTable(id="analysis-table", classes="framed", cursor_type="row", zebra_stripes=True)
             with Vertical(id="analysis-side"):
-                yield Static(id="importance")
-                yield Static(id="next-sweep")
+                yield Static(id="importance", classes="panel")
+                yield Static(id="next-sweep", classes="panel")
         yield Footer()
 
     def on_mount(self) -> None:

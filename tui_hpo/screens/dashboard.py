@@ -44,6 +44,7 @@ class Snapshot:
 
 
 class DashboardScreen(LiveScreen):
+    CSS_PATH = "dashboard.tcss"
     POLL_S = 1.0
 
     BINDINGS = [
@@ -66,15 +67,15 @@ class DashboardScreen(LiveScreen):
         self.applied: tuple[int, int] = (0, 0)  # (study id, feed version) the table shows
 
     def compose(self) -> ComposeResult:
-        yield Static(id="dash-header")
+        yield Static(id="dash-header", classes="bar")
         with Horizontal(id="dash-main"):
-            yield TrialTable(id="trials")
+            yield TrialTable(id="trials", classes="framed")
             with Vertical(id="dash-side"):
-                yield Gauges(id="gauges")
-                yield Static(id="events")
+                yield Gauges(id="gauges", classes="panel")
+                yield Static(id="events", classes="panel")
         with Horizontal(id="dash-charts"):
-            yield Chart("objective by trial (line: best so far)", id="history")
-            yield Chart("learning curves: running and best", id="curves")
+            yield Chart("objective by trial (line: best so far)", id="history", classes="framed")
+            yield Chart("learning curves: running and best", id="curves", classes="framed")
         yield Footer()
 
     def on_mount(self) -> None:

@@ -35,6 +35,7 @@ Come back with `tui-hpo attach` or `./run_experiments.sh`.
 
 
 class HelpScreen(ModalScreen[None]):
+    CSS_PATH = "dialogs.tcss"
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close")]
 
     def compose(self) -> ComposeResult:
@@ -47,6 +48,7 @@ class HelpScreen(ModalScreen[None]):
 
 class QuitScreen(ModalScreen[str | None]):
     """`q` while a sweep runs: leave it running, stop it, or stay."""
+    CSS_PATH = "dialogs.tcss"
 
     BINDINGS = [
         Binding("l", "choose('leave')", "leave it running"),

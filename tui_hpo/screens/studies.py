@@ -20,12 +20,13 @@ from tui_hpo.screens.dashboard import STATE_STYLE
 
 
 class StudiesScreen(LiveScreen):
+    CSS_PATH = "studies.tcss"
     POLL_S = 2.0
 
     BINDINGS = [Binding("r", "resume", "resume sweep")]
 
     def compose(self) -> ComposeResult:
-        yield Static(id="studies-header")
+        yield Static(id="studies-header", classes="bar")
         yield DataTable(id="studies", cursor_type="row", zebra_stripes=True)
         yield Footer()
 

@@ -27,6 +27,7 @@ PROFILE_TEXT = {
 
 
 class SystemScreen(LiveScreen):
+    CSS_PATH = "system.tcss"
     POLL_S = TICK_S
 
     class Probed(Message, bubble=False):
@@ -36,11 +37,11 @@ class SystemScreen(LiveScreen):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="system-top"):
-            yield Static(id="system-info")
+            yield Static(id="system-info", classes="panel")
             with Vertical(id="system-right"):
-                yield Gauges(id="system-gauges")
-                yield Static(id="system-profile")
-        yield Static(id="system-gpus")
+                yield Gauges(id="system-gauges", classes="panel")
+                yield Static(id="system-profile", classes="panel")
+        yield Static(id="system-gpus", classes="panel")
         yield Footer()
 
     def on_mount(self) -> None:

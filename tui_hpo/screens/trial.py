@@ -25,6 +25,7 @@ METRICS = ("train_loss", "val_loss", "val_accuracy", "val_f1", "lr", "samples_pe
 
 
 class TrialScreen(WorkerScreen):
+    CSS_PATH = "trial.tcss"
     BINDINGS = [Binding("escape,backspace", "app.pop_screen", "back")]
 
     class Loaded(Message, bubble=False):
@@ -38,14 +39,14 @@ class TrialScreen(WorkerScreen):
         self.study, self.number = study, number_
 
     def compose(self) -> ComposeResult:
-        yield Static(id="trial-header")
+        yield Static(id="trial-header", classes="bar")
         with Horizontal(id="trial-top"):
-            yield Static(id="trial-params")
-            yield Chart("metrics per epoch", id="trial-curves")
+            yield Static(id="trial-params", classes="panel")
+            yield Chart("metrics per epoch", id="trial-curves", classes="framed")
         with VerticalScroll(id="trial-body"):
-            yield Static(id="trial-epochs")
-            yield Static(id="trial-system")
-            yield Static(id="trial-events")
+            yield Static(id="trial-epochs", classes="panel")
+            yield Static(id="trial-system", classes="panel")
+            yield Static(id="trial-events", classes="panel")
         yield Footer()
 
     def on_mount(self) -> None:

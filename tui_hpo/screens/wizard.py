@@ -40,6 +40,7 @@ def preset_layer(name: str) -> dict[str, Any]:
 
 
 class WizardScreen(WorkerScreen):
+    CSS_PATH = "wizard.tcss"
     BINDINGS = [Binding("f2", "save", "save YAML"), Binding("f5", "start", "start sweep")]
 
     class Checked(Message, bubble=False):
@@ -101,8 +102,8 @@ class WizardScreen(WorkerScreen):
                     yield Button("Save YAML (F2)", id="save")
                     yield Button("Start sweep (F5)", id="start", variant="success")
             with Vertical(id="wizard-side"):
-                yield Static(id="estimate")
-                yield Static(id="preview")
+                yield Static(id="estimate", classes="panel")
+                yield Static(id="preview", classes="panel")
         yield Footer()
 
     def on_mount(self) -> None:
