@@ -99,3 +99,23 @@ def test_wizard_start_watch_leave_and_attach(workdir: Path) -> None:
     finally:
         attached.close()
     assert sweep_state(workdir / "hpo.db") == ("finished", 8)
+
+
+def test_run_from_a_terminal_names_the_study_and_survives_a_lost_connection(workdir: Path, tmp_path: Path) -> None:
+    """`tui-hpo run --config x.yaml` on a terminal: the sweep starts in the background under the
+    config's `name:` (not the file's), the app watches it; then the SSH connection drops (the
+    terminal goes away: SIGHUP to the app) and the sweep still finishes."""
+    config = tmp_path / "x.yaml"
+    config.write_text("name: foo\nextends: " + str(ROOT / "tests" / "configs" / "tiny.yaml") + "\n"
+                      "train: {epochs: 4}\nbudget: {n_trials: 4}\nresources: {parallel: 1}\n")
+    term = Terminal(f"{sys.executable} -m tui_hpo.cli run --config {config} --workdir {workdir}", {}, logs=workdir)
+    try:
+        screen = term.wait_for("1/4 done", timeout=120)
+        assert " foo " in screen, screen
+        assert [p.name for p in workdir.iterdir() if p.is_dir()] == ["foo"]
+    finally:
+        term.close()  # the terminal is gone: tmux hangs up on the app
+    deadline = time.time() + 180
+    while time.time() < deadline and sweep_state(workdir / "hpo.db")[0] != "finished":
+        time.sleep(1)
+    assert sweep_state(workdir / "hpo.db") == ("finished", 4), "the sweep must outlive its terminal"

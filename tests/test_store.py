@@ -119,3 +119,15 @@ def test_n_trials_lives_in_one_place(tmp_path: Path) -> None:
     assert row.n_trials == row.config["budget"]["n_trials"] == row.sweep_config().budget.n_trials == 27
     store.update_sweep(1, config=row.config)  # a resume writes the config back: still one copy
     assert store.sweep("s").n_trials == 27
+
+
+def test_the_installed_optuna_writes_the_schema_our_sql_reads(tmp_path: Path) -> None:
+    """engine/storage/optuna_sql.py reads Optuna's tables with plain SQL. If a new Optuna changes
+    its schema (a new alembic revision), this fails first: check those queries, then the pin."""
+    from engine.storage import optuna_sql
+
+    url = default_url(tmp_path)
+    optuna.create_study(study_name="s", storage=optuna_storage(url))
+    with sa.create_engine(url).connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == optuna_sql.SCHEMA_VERSION
+        assert optuna_sql.has_schema(conn)

@@ -137,6 +137,13 @@ def test_number_keys_help_and_every_screen(tmp_path: Path) -> None:
             best = yaml.safe_load((tmp_path / "demo" / "best_config.yaml").read_text())
             assert best["search_space"] == {} and best["train"]["model"] in ("test_resnet", "test_efficientnet",
                                                                           "test_convnext")
+            # n writes the next sweep, narrowed, as a config `tui-hpo run` accepts
+            await pilot.press("n")
+            recommended = tmp_path / "demo" / "recommended.yaml"
+            await wait_for(pilot, recommended.exists)
+            narrowed = resolve({}, config_file=str(recommended), environ={})
+            lr = narrowed.search_space["lr"]
+            assert 0.0003 <= lr.low < lr.high <= 0.01 and (lr.low, lr.high) != (0.0003, 0.01)
             await pilot.press("question_mark")
             assert isinstance(app.screen, HelpScreen)
             await pilot.press("escape")
@@ -336,3 +343,39 @@ def test_k_prunes_a_trial_of_a_live_engine(tmp_path: Path) -> None:
     reasons = [m for (m,) in db("SELECT message FROM hpo_event WHERE kind = 'trial_pruned'")]
     assert len(reasons) == 1 and "pruned by the user in epoch" in reasons[0], reasons
     assert db("SELECT state FROM hpo_sweep") == [("finished",)]
+
+
+def test_r_on_the_studies_screen_resumes_a_stopped_sweep(tmp_path: Path) -> None:
+    """A real sweep stopped before its budget: `r` starts its engine again with the config saved
+    in the storage, and the sweep finishes."""
+    import sqlite3
+
+    from tests.conftest import CONFIGS, run_cli
+
+    workdir = tmp_path / "runs"
+    first = run_cli("run", "--config", str(CONFIGS / "tiny.yaml"), "--workdir", str(workdir), "--no-tui",
+                    "--n-trials", "1")
+    assert first.returncode == 0, first.stderr
+    store = Store(f"sqlite:///{workdir.resolve() / 'hpo.db'}")
+    row = store.sweep("tiny")
+    store.update_sweep(row.study_id, n_trials=2, state="stopped")  # as a stop, with a trial to go
+    store.close()
+
+    def db(sql: str) -> list[tuple]:
+        with sqlite3.connect(f"file:{workdir / 'hpo.db'}?mode=ro", uri=True) as conn:
+            return conn.execute(sql).fetchall()
+
+    async def scenario() -> None:
+        app = make_app(workdir=workdir, mode="studies")
+        async with app.run_test(size=(120, 40)) as pilot:
+            table = app.screen.query_one(DataTable)
+            await wait_for(pilot, lambda: table.row_count == 1)
+            await pilot.press("r")
+            await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), 5)
+            await wait_for(pilot, lambda: db("SELECT state FROM hpo_sweep") == [("finished",)], timeout=120)
+            assert app.engine is not None and app.engine.popen.wait(timeout=30) == 0
+            header = app.screen.query_one("#dash-header", Static)
+            await wait_for(pilot, lambda: "2/2 done" in text_of(header), 10)
+
+    run(scenario())
+    assert db("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'") == [(2,)]

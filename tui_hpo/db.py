@@ -1,9 +1,9 @@
 """What the TUI reads: the database, through a read-only connection, turned into frozen rows.
 
-Optuna's tables are read with plain SQL (their schema is stable and public through the `optuna`
-CLI), so the viewer never loads a Study object and never imports torch. Trials are read
-incrementally: finished trials never change, so a poll fetches only new trials and the ones that
-were still running, which keeps a tick cheap at 10,000 trials.
+Optuna's tables are read with plain SQL (`engine.storage.optuna_sql`), our own through the
+storage package's table objects, so the viewer never loads a Study object and never imports
+torch. Trials are read incrementally: finished trials never change, so a poll fetches only new
+trials and the ones that were still running, which keeps a tick cheap at 10,000 trials.
 """
 
 from __future__ import annotations
@@ -11,28 +11,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from engine.storage import make_engine
-from engine.storage.states import SweepState, finished_count
+from engine.storage import make_engine, optuna_sql
+from engine.storage.states import SweepState, WorkerState, finished_count
+from engine.storage.tables import decode_sample, events, samples, sweeps, workers
+from engine.storage.tables import epochs as epoch_rows
 from tui_hpo import clock
 
 FINAL = ("COMPLETE", "PRUNED", "FAIL")
-
-
-def _ts(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.timestamp()
-
-
-def _state(value: Any) -> str:
-    return str(value).split(".")[-1]
 
 
 @dataclass(frozen=True)
@@ -42,7 +31,7 @@ class StudyRow:
     directions: tuple[str, ...]
     metrics: tuple[str, ...]
     n_trials: int | None
-    state: str  # the sweep's state, or "external" for a study tui-hpo did not create
+    state: str  # a SweepState: the sweep's, or EXTERNAL for a study tui-hpo did not create
     counts: dict[str, int]
     best: float | None
     created: float | None
@@ -101,17 +90,6 @@ class Event:
     trial_number: int | None
 
 
-def _decode_param(value: float, distribution: dict[str, Any]) -> Any:
-    """Optuna stores a categorical choice as its index; other params as their float value."""
-    name = distribution.get("name")
-    attrs = distribution.get("attributes", {})
-    if name == "CategoricalDistribution":
-        return attrs["choices"][int(value)]
-    if name == "IntDistribution":
-        return int(value)
-    return value
-
-
 class Reader:
     """Read-only queries of one database. Safe to call from a worker thread."""
 
@@ -124,13 +102,17 @@ class Reader:
         self.engine.dispose()
 
     def has_schema(self) -> bool:
-        """Optuna writes its version_info row after creating every table: before that row exists
-        the engine is still creating the schema, and reading `trials` could fail."""
+        """False until the engine has created the database and Optuna's whole schema in it."""
         try:
             with self.engine.connect() as conn:
-                return conn.execute(sa.text("SELECT COUNT(*) FROM version_info")).scalar() > 0
-        except (sa.exc.OperationalError, sa.exc.ProgrammingError):  # no table yet (SQLite, PostgreSQL)
+                return optuna_sql.has_schema(conn)
+        except sa.exc.DBAPIError:  # no database file yet (read-only connections do not create it)
             return False
+
+    @staticmethod
+    def _ours(conn: sa.Connection, table: sa.Table) -> bool:
+        """Whether one of our tables exists: a study plain Optuna wrote has none of them."""
+        return sa.inspect(conn).has_table(table.name)
 
     # ------------------------------------------------------------ studies
 
@@ -138,124 +120,70 @@ class Reader:
         if not self.has_schema():
             return []
         with self.engine.connect() as conn:
-            studies = conn.execute(sa.text("SELECT study_id, study_name FROM studies ORDER BY study_id")).all()
-            directions: dict[int, list[str]] = {}
-            for sid, direction in conn.execute(sa.text(
-                    "SELECT study_id, direction FROM study_directions ORDER BY study_id, objective")):
-                directions.setdefault(sid, []).append(_state(direction).lower())
-            counts: dict[int, dict[str, int]] = {}
-            for sid, state, n in conn.execute(sa.text(
-                    "SELECT study_id, state, COUNT(*) FROM trials GROUP BY study_id, state")):
-                counts.setdefault(sid, {})[_state(state)] = int(n)
-            sweeps = {}
-            if sa.inspect(conn).has_table("hpo_sweep"):
-                for row in conn.execute(sa.text("SELECT study_id, n_trials, state, created, updated, config "
-                                                "FROM hpo_sweep")).mappings():
-                    sweeps[row["study_id"]] = row
-            best = self._best_values(conn, directions)
+            listed = optuna_sql.studies(conn)
+            directions = optuna_sql.directions(conn)
+            counts = optuna_sql.state_counts(conn)
+            best = optuna_sql.best_values(conn, directions)
+            ours = {row.study_id: row for row in conn.execute(sa.select(
+                sweeps.c.study_id, sweeps.c.n_trials, sweeps.c.state, sweeps.c.created, sweeps.c.updated,
+                sweeps.c.config))} if self._ours(conn, sweeps) else {}
         out = []
-        for sid, name in studies:
-            sweep = sweeps.get(sid)
-            config = json.loads(sweep["config"]) if sweep else {}
+        for sid, name in listed:
+            sweep = ours.get(sid)
+            config = json.loads(sweep.config) if sweep else {}
             metric = (config.get("objective") or {}).get("metric", "value")
-            metrics = tuple(metric) if isinstance(metric, list) else (metric,)
             out.append(StudyRow(
-                study_id=sid, name=name, directions=tuple(directions.get(sid, [])), metrics=metrics,
-                n_trials=sweep["n_trials"] if sweep else None, state=sweep["state"] if sweep else SweepState.EXTERNAL,
+                study_id=sid, name=name, directions=tuple(directions.get(sid, [])),
+                metrics=tuple(metric) if isinstance(metric, list) else (metric,),
+                n_trials=sweep.n_trials if sweep else None, state=sweep.state if sweep else SweepState.EXTERNAL,
                 counts=counts.get(sid, {}), best=best.get(sid),
-                created=sweep["created"] if sweep else None, updated=sweep["updated"] if sweep else None))
+                created=sweep.created if sweep else None, updated=sweep.updated if sweep else None))
         return out
 
     def study(self, name: str) -> StudyRow | None:
         return next((s for s in self.studies() if s.name == name), None)
 
-    @staticmethod
-    def _best_values(conn: sa.Connection, directions: dict[int, list[str]]) -> dict[int, float]:
-        best = {}
-        for agg in ("MAX", "MIN"):
-            ids = [sid for sid, d in directions.items() if len(d) == 1 and (d[0] == "maximize") == (agg == "MAX")]
-            if not ids:
-                continue
-            rows = conn.execute(sa.text(
-                f"SELECT t.study_id, {agg}(v.value) FROM trial_values v JOIN trials t ON t.trial_id = v.trial_id "
-                "WHERE t.state = 'COMPLETE' AND v.objective = 0 GROUP BY t.study_id"))
-            best.update({sid: float(v) for sid, v in rows if sid in ids and v is not None})
-        return best
-
     def sweep_config(self, study_id: int) -> dict[str, Any]:
         with self.engine.connect() as conn:
-            if not sa.inspect(conn).has_table("hpo_sweep"):
+            if not self._ours(conn, sweeps):
                 return {}
-            text = conn.execute(sa.text("SELECT config FROM hpo_sweep WHERE study_id = :s"), {"s": study_id}).scalar()
+            text = conn.execute(sa.select(sweeps.c.config).where(sweeps.c.study_id == study_id)).scalar()
         return json.loads(text) if text else {}
 
     # ------------------------------------------------------------ trials
 
     def trials(self, study_id: int, trial_ids: Iterable[int] | None = None, after_id: int = 0) -> list[TrialRow]:
         """Trials with id > after_id, plus the given ids (those that were not final last time)."""
-        ids = sorted(set(trial_ids or ()))
-        also = f" OR trial_id IN ({','.join(map(str, ids))})" if ids else ""
-        where = f"study_id = :s AND (trial_id > :after{also})"
         with self.engine.connect() as conn:
-            base = conn.execute(sa.text(
-                f"SELECT trial_id, number, state, datetime_start, datetime_complete FROM trials WHERE {where} "
-                "ORDER BY number"), {"s": study_id, "after": after_id}).all()
+            base = optuna_sql.trials(conn, study_id, sorted(set(trial_ids or ())), after_id)
             if not base:
                 return []
-            wanted = ",".join(str(r[0]) for r in base)
-            values: dict[int, dict[int, float]] = {}
-            for tid, objective, value in conn.execute(sa.text(
-                    f"SELECT trial_id, objective, value FROM trial_values WHERE trial_id IN ({wanted})")):
-                values.setdefault(tid, {})[objective] = value
-            params: dict[int, dict[str, Any]] = {}
-            for tid, name, value, dist in conn.execute(sa.text(
-                    "SELECT trial_id, param_name, param_value, distribution_json FROM trial_params "
-                    f"WHERE trial_id IN ({wanted}) ORDER BY param_id")):
-                params.setdefault(tid, {})[name] = _decode_param(value, self._dist(dist))
-            attrs: dict[int, dict[str, Any]] = {}
-            for tid, key, value in conn.execute(sa.text(
-                    "SELECT trial_id, key, value_json FROM trial_user_attributes "
-                    f"WHERE trial_id IN ({wanted}) AND key IN ('worker', 'device', 'fail_reason', 'retry_of')")):
-                attrs.setdefault(tid, {})[key] = json.loads(value)
-            epochs: dict[int, int] = {}
-            if sa.inspect(conn).has_table("hpo_epoch"):
-                for tid, n in conn.execute(sa.text(
-                        f"SELECT trial_id, COUNT(*) FROM hpo_epoch WHERE trial_id IN ({wanted}) GROUP BY trial_id")):
-                    epochs[tid] = int(n)
+            ids = [row[0] for row in base]
+            values = optuna_sql.trial_values(conn, ids)
+            params = optuna_sql.trial_params(conn, ids, self._dists)
+            attrs = optuna_sql.user_attrs(conn, ids)
+            done_epochs: dict[int, int] = {}
+            if self._ours(conn, epoch_rows):
+                done_epochs = {int(tid): int(n) for tid, n in conn.execute(
+                    sa.select(epoch_rows.c.trial_id, sa.func.count()).where(epoch_rows.c.trial_id.in_(ids))
+                    .group_by(epoch_rows.c.trial_id))}
         rows = []
         for tid, number, state, start, complete in base:
-            vals = values.get(tid)
             a = attrs.get(tid, {})
             rows.append(TrialRow(
-                trial_id=tid, number=number, state=_state(state),
-                values=tuple(vals[k] for k in sorted(vals)) if vals else None,
-                params=params.get(tid, {}), start=_ts(start), complete=_ts(complete),
-                worker=a.get("worker"), device=a.get("device"), fail_reason=a.get("fail_reason"),
-                epoch=epochs.get(tid, 0), retry_of=a.get("retry_of")))
+                trial_id=tid, number=number, state=state, values=values.get(tid), params=params.get(tid, {}),
+                start=start, complete=complete, worker=a.get("worker"), device=a.get("device"),
+                fail_reason=a.get("fail_reason"), epoch=done_epochs.get(tid, 0), retry_of=a.get("retry_of")))
         return rows
 
-    def _dist(self, text: str) -> dict[str, Any]:
-        if text not in self._dists:
-            self._dists[text] = json.loads(text)
-        return self._dists[text]
-
     def intermediate(self, trial_ids: Iterable[int]) -> dict[int, list[tuple[int, float]]]:
-        ids = ",".join(str(int(t)) for t in trial_ids)
-        if not ids:
-            return {}
-        out: dict[int, list[tuple[int, float]]] = {}
         with self.engine.connect() as conn:
-            for tid, step, value in conn.execute(sa.text(
-                    "SELECT trial_id, step, intermediate_value FROM trial_intermediate_values "
-                    f"WHERE trial_id IN ({ids}) ORDER BY step")):
-                if value is not None:
-                    out.setdefault(tid, []).append((int(step), float(value)))
-        return out
+            return optuna_sql.intermediate(conn, trial_ids)
 
     def epochs(self, trial_id: int) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT * FROM hpo_epoch WHERE trial_id = :t ORDER BY fold, epoch"),
-                                {"t": trial_id}).mappings().all()
+            rows = conn.execute(sa.select(epoch_rows).where(epoch_rows.c.trial_id == trial_id)
+                                .order_by(epoch_rows.c.fold, epoch_rows.c.epoch)).mappings().all()
         return [dict(r) for r in rows]
 
     # ------------------------------------------------------------ system, events, workers
@@ -265,45 +193,46 @@ class Reader:
         if not self.has_schema():
             return []
         with self.engine.connect() as conn:
-            if not sa.inspect(conn).has_table("hpo_sample"):
+            if not self._ours(conn, samples):
                 return []
-            rows = conn.execute(sa.text(
-                "SELECT s.* FROM hpo_sample s JOIN (SELECT host, MAX(id) AS id FROM hpo_sample WHERE ts > :since "
-                "GROUP BY host) m ON s.id = m.id ORDER BY s.host"), {"since": clock.now() - max_age_s}).mappings().all()
+            newest = (sa.select(samples.c.host, sa.func.max(samples.c.id).label("id"))
+                      .where(samples.c.ts > clock.now() - max_age_s).group_by(samples.c.host).subquery())
+            rows = conn.execute(sa.select(samples).join(newest, samples.c.id == newest.c.id)
+                                .order_by(samples.c.host)).mappings().all()
         return [_sample(r) for r in rows]
 
     def samples_between(self, start: float, end: float) -> list[Sample]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT * FROM hpo_sample WHERE ts >= :a AND ts <= :b ORDER BY ts"),
-                                {"a": start, "b": end}).mappings().all()
+            rows = conn.execute(sa.select(samples).where(samples.c.ts >= start, samples.c.ts <= end)
+                                .order_by(samples.c.ts)).mappings().all()
         return [_sample(r) for r in rows]
 
     def events(self, study_id: int, after_id: int = 0, trial_number: int | None = None,
                limit: int = 200) -> list[Event]:
-        query = "SELECT id, ts, level, kind, message, trial_number FROM hpo_event WHERE study_id = :s AND id > :a"
+        query = sa.select(events.c.id, events.c.ts, events.c.level, events.c.kind, events.c.message,
+                          events.c.trial_number).where(events.c.study_id == study_id, events.c.id > after_id)
         if trial_number is not None:
-            query += " AND trial_number = :n"
+            query = query.where(events.c.trial_number == trial_number)
         with self.engine.connect() as conn:
-            if not sa.inspect(conn).has_table("hpo_event"):
+            if not self._ours(conn, events):
                 return []
-            rows = conn.execute(sa.text(query + " ORDER BY id DESC LIMIT :l"),
-                                {"s": study_id, "a": after_id, "n": trial_number, "l": limit}).all()
+            rows = conn.execute(query.order_by(events.c.id.desc()).limit(limit)).all()
         return [Event(*r) for r in reversed(rows)]
 
     def live_workers(self, study_id: int, max_age_s: float = 60.0) -> int:
         with self.engine.connect() as conn:
-            if not sa.inspect(conn).has_table("hpo_worker"):
+            if not self._ours(conn, workers):
                 return 0
-            return int(conn.execute(sa.text(
-                "SELECT COUNT(*) FROM hpo_worker WHERE study_id = :s AND state != 'exited' AND last_seen > :t"),
-                {"s": study_id, "t": clock.now() - max_age_s}).scalar() or 0)
+            return int(conn.execute(sa.select(sa.func.count()).select_from(workers).where(
+                workers.c.study_id == study_id, workers.c.state != WorkerState.EXITED,
+                workers.c.last_seen > clock.now() - max_age_s)).scalar() or 0)
 
 
-def _sample(r: Any) -> Sample:
-    return Sample(host=r["host"], ts=r["ts"], cpu_percent=r["cpu_percent"] or 0.0,
-                  cpu_per_core=tuple(json.loads(r["cpu_per_core"] or "[]")), ram_percent=r["ram_percent"] or 0.0,
-                  ram_used_mb=r["ram_used_mb"] or 0.0, disk_free_gb=r["disk_free_gb"],
-                  gpus=tuple(json.loads(r["gpus"] or "[]")))
+def _sample(row: Any) -> Sample:
+    s = decode_sample(row)
+    return Sample(host=s["host"], ts=s["ts"], cpu_percent=s["cpu_percent"] or 0.0,
+                  cpu_per_core=tuple(s["cpu_per_core"]), ram_percent=s["ram_percent"] or 0.0,
+                  ram_used_mb=s["ram_used_mb"] or 0.0, disk_free_gb=s["disk_free_gb"], gpus=tuple(s["gpus"]))
 
 
 @dataclass

@@ -3,6 +3,8 @@
 - `tables`: our `hpo_*` tables and their migrations.
 - `store`: `Store`, the one writer of our tables; SQLite settings; Optuna's RDB storage.
 - `studies`: the one way to open an Optuna study.
+- `optuna_sql`: plain SQL on Optuna's own tables, the one module that knows their layout.
+- `states`: sweep, worker and event words as stored; what counts as done; the ETA.
 - `urls`: storage URLs and the `Workspace`, read-only viewers, passwords kept out of sight.
 
 The names below load their module on first use (PEP 562), so a command that only needs a

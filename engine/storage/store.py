@@ -18,7 +18,6 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,10 +25,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from engine.errors import UserError
+from engine.storage import optuna_sql
 from engine.storage.states import OUTCOMES, RECENT_DURATIONS, EventKind, SweepState, WorkerState, finished_count
 from engine.storage.tables import (
     MIGRATIONS,
     commands,
+    decode_sample,
     epochs,
     events,
     repeats,
@@ -129,11 +130,6 @@ class SweepRow:
         return SweepConfig.model_validate(self.config)
 
 
-def _naive(value: Any) -> datetime:
-    """A timestamp as SQLite (text) or PostgreSQL (aware) returns it, as a naive datetime."""
-    return (datetime.fromisoformat(value) if isinstance(value, str) else value).replace(tzinfo=None)
-
-
 def _stored(config: dict[str, Any]) -> str:
     """The config as JSON, without `budget.n_trials`: that lives in the n_trials column alone."""
     budget = {k: v for k, v in (config.get("budget") or {}).items() if k != "n_trials"}
@@ -231,14 +227,12 @@ class Store:
     def stop_sweep(self, study_id: int, state: SweepState = SweepState.STOPPING) -> None:
         self.update_sweep(study_id, state=state)
 
-    # ------------------------------------------------------------ Optuna's tables, read by SQL
+    # ------------------------------------------------------------ Optuna's tables, read by SQL (optuna_sql)
 
     def state_counts(self, study_id: int) -> dict[str, int]:
         """Trials by state (COMPLETE, PRUNED, FAIL, RUNNING, WAITING), in one query."""
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT state, COUNT(*) FROM trials WHERE study_id = :s GROUP BY state"),
-                                {"s": study_id}).all()
-        return {str(state).split(".")[-1]: int(n) for state, n in rows}
+            return optuna_sql.state_counts(conn, study_id).get(study_id, {})
 
     def finished_count(self, study_id: int) -> int:
         return finished_count(self.state_counts(study_id))
@@ -247,53 +241,21 @@ class Store:
         """The best objective value of a single-objective study; None when there is none yet or
         the study has several objectives (then there is a Pareto front, not a best)."""
         with self.engine.connect() as conn:
-            directions = conn.execute(sa.text("SELECT direction FROM study_directions WHERE study_id = :s"),
-                                      {"s": study_id}).scalars().all()
-            if len(directions) != 1:
-                return None
-            agg = "MAX" if str(directions[0]).endswith("MAXIMIZE") else "MIN"
-            value = conn.execute(sa.text(
-                f"SELECT {agg}(v.value) FROM trial_values v JOIN trials t ON t.trial_id = v.trial_id "
-                "WHERE t.study_id = :s AND t.state = 'COMPLETE' AND v.objective = 0"), {"s": study_id}).scalar()
-        return None if value is None else [float(value)]
+            best = optuna_sql.best_values(conn, optuna_sql.directions(conn, study_id))
+        return [best[study_id]] if study_id in best else None
 
     def stale_trials(self, study_id: int, grace_s: float) -> set[int]:
-        """Numbers of RUNNING trials whose last heartbeat is older than `grace_s`, by the
-        database's clock (as Optuna judges it: workers on other machines have other clocks)."""
         with self.engine.connect() as conn:
-            now = conn.execute(sa.select(sa.func.now())).scalar()
-            rows = conn.execute(sa.text(
-                "SELECT t.number, h.heartbeat FROM trials t JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
-                "WHERE t.study_id = :s AND t.state = 'RUNNING'"), {"s": study_id}).all()
-        now = _naive(now)
-        return {int(n) for n, beat in rows if (now - _naive(beat)).total_seconds() > grace_s}
+            return optuna_sql.stale_trials(conn, study_id, grace_s)
 
     def values_of(self, study_id: int, numbers: Iterable[int]) -> dict[int, float]:
-        """First-objective values of those of the given trials that completed (one query, however
-        long the study)."""
-        wanted = sorted({int(n) for n in numbers})
-        if not wanted:
-            return {}
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.text(
-                "SELECT t.number, v.value FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id "
-                "WHERE t.study_id = :s AND t.state = 'COMPLETE' AND v.objective = 0 "
-                f"AND t.number IN ({','.join(map(str, wanted))})"), {"s": study_id}).all()
-        return {int(n): float(v) for n, v in rows if v is not None}
+            return optuna_sql.values_of(conn, study_id, numbers)
 
     def durations(self, study_id: int, last: int = RECENT_DURATIONS) -> list[float]:
         """Seconds taken by the most recent finished trials (for the ETA)."""
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.text(
-                "SELECT datetime_start, datetime_complete FROM trials WHERE study_id = :s "
-                "AND state IN ('COMPLETE', 'PRUNED') AND datetime_complete IS NOT NULL "
-                "ORDER BY trial_id DESC LIMIT :n"), {"s": study_id, "n": last}).all()
-        out = []
-        for start, end in rows:
-            if isinstance(start, str):
-                start, end = datetime.fromisoformat(start), datetime.fromisoformat(end)
-            out.append((end - start).total_seconds())
-        return out
+            return optuna_sql.durations(conn, study_id, last)
 
     def recent_failures(self, study_id: int, limit: int) -> int:
         """How many of the last `limit` trial outcomes in a row were failures (interruptions aside)."""
@@ -371,8 +333,7 @@ class Store:
             query = query.where(samples.c.host == host)
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(samples.c.ts)).mappings().all()
-        return [{**r, "gpus": json.loads(r["gpus"] or "[]"), "cpu_per_core": json.loads(r["cpu_per_core"] or "[]")}
-                for r in rows]
+        return [decode_sample(r) for r in rows]
 
     def prune_samples(self, older_than: float) -> int:
         """Delete system samples taken before `older_than`; returns how many went."""

@@ -6,7 +6,9 @@ Schema changes go in `MIGRATIONS`, applied in order and recorded in `hpo_schema`
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -114,3 +116,8 @@ def _v2(conn: sa.Connection) -> None:
 
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2]
 
+
+
+def decode_sample(row: Any) -> dict[str, Any]:
+    """A `hpo_sample` row as the monitor wrote it: its JSON lists decoded."""
+    return {**row, "gpus": json.loads(row["gpus"] or "[]"), "cpu_per_core": json.loads(row["cpu_per_core"] or "[]")}
