@@ -39,4 +39,4 @@ echo "==> ruff"
 echo "==> import contracts (the engine never imports textual; only engine.training imports torch; the TUI never imports it)"
 .venv/bin/lint-imports pyproject.toml
 echo "==> pytest"
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest --durations=15 "$@"

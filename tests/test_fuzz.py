@@ -33,6 +33,9 @@ from engine.system.platform import probe_without_torch
 from engine.training.models import check_models
 from tests.conftest import CONFIGS, run_cli
 
+# Module-scoped fixtures (a real sweep, a server): all of this file runs in one test process.
+pytestmark = pytest.mark.xdist_group("test_fuzz")
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # a study per example: no line for each
 INFO = probe_without_torch()  # resolve_run's platform report: the same for every example, and fast
 TINY = str(CONFIGS / "tiny.yaml")

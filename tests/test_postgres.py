@@ -35,6 +35,9 @@ from engine.storage import Store
 from tests import pg
 from tests.conftest import CONFIGS, ROOT, run_cli
 
+# Module-scoped fixtures (a real sweep, a server): all of this file runs in one test process.
+pytestmark = pytest.mark.xdist_group("test_postgres")
+
 N_TRIALS = 10
 STUDY = "tiny"
 # Short trials (about a second) on a small subset, one thread per process: three training

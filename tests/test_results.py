@@ -19,6 +19,9 @@ from engine.sweep import checkpoints
 from tests.conftest import ROOT, run_cli
 from tests.studies import make_study
 
+# Module-scoped fixtures (a real sweep, a server): all of this file runs in one test process.
+pytestmark = pytest.mark.xdist_group("test_results")
+
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 
 

@@ -14,6 +14,9 @@ from engine.insights.stats import compare_groups, describe, welch
 from tests.conftest import ROOT, run_cli
 from tests.studies import make_study
 
+# Module-scoped fixtures (a real sweep, a server): all of this file runs in one test process.
+pytestmark = pytest.mark.xdist_group("test_stats")
+
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 
 

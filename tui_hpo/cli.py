@@ -139,7 +139,7 @@ def _resolve_name(args: RunArgs, workspace: Workspace, study_name: str | None) -
     if args.resume:
         return _saved_config(workspace, study_name), study_name or ""
     draft = cfg.resolve({}, preset=args.preset, config_file=args.config_file, flags=args.flags(), platform="cpu")
-    return args.config_file, cfg.study_name(study_name, draft.name)
+    return args.config_file, cfg.study_name(study_name, draft.name, args.config_file)
 
 
 def _saved_config(workspace: Workspace, study_name: str | None) -> str:

@@ -179,7 +179,8 @@ def resolve(platform_layer: dict[str, Any], preset: str | None = None, config_fi
             environ: Mapping[str, str] | None = None, flags: dict[str, Any] | None = None,
             platform: str = "cpu") -> SweepConfig:
     """All layers merged and checked. The preset defaults to `quick` when no file is given. The
-    config's `name` is always set: the file's `name:`, else its file name, else the preset's."""
+    config's `name` is the file's `name:`, else a slug of its file name, else the preset's (None
+    only for a file whose name has nothing to slug: `study_name` then asks for --study)."""
     layers: list[dict[str, Any]] = [platform_layer]
     source = None
     if preset is not None or config_file is None:

@@ -43,21 +43,26 @@ def slug(text: str) -> str:
     return out.encode("utf-8")[:STUDY_NAME_MAX_BYTES].decode("utf-8", "ignore").rstrip("-.")
 
 
-def default_study_name(config_name: str | None, config_file: str | None, preset: str | None) -> str:
-    """The study's name when `--study` is not given: the config's `name:` (already a study name),
-    else a slug of the config file's name, else the preset's name."""
+def default_study_name(config_name: str | None, config_file: str | None, preset: str | None) -> str | None:
+    """The config's name when it sets none: a slug of the config file's name (None when nothing
+    of it is left, `...yaml`), else the preset's name."""
     if config_name:
         return config_name
     if config_file:
-        return slug(Path(config_file).stem) or "sweep"
+        return slug(Path(config_file).stem) or None
     return preset or "quick"
 
 
-def study_name(flag: str | None, config_name: str | None) -> str:
-    """The one rule for a sweep's study name, used by `run` (headless and in the app), the wizard
-    and `--resume`: `--study` when given, else the resolved config's `name:`."""
+def study_name(flag: str | None, config_name: str | None, source: str | None = None) -> str:
+    """The one rule for a sweep's study name, used by `run` (headless and in the app) and the
+    wizard: `--study` when given, else the resolved config's `name:` (which `resolve` sets from
+    the file's name or the preset when the file has none). `source`: the config file, for errors."""
     if flag is not None:
         return check_study_name(flag, "--study")
     if not config_name:
-        raise ConfigError("the sweep has no name: give --study NAME", key="--study")
-    return check_study_name(config_name, "name")
+        raise ConfigError("study name cannot be made from the config file's name (it names the study's folder, "
+                          "DIR/<study>/): set name: in the file, or give --study", source=source, key="name")
+    try:
+        return check_study_name(config_name, "name")
+    except ConfigError as exc:
+        raise ConfigError(exc.detail, source=source, key="name") from None
