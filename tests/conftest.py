@@ -16,13 +16,11 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist, each test process runs on a core of its own: the engines and workers it
-    starts inherit the affinity, so their torch threads (cores // workers) never fight the other
-    test process for the same core. Oversubscribed, torch slows down many times over."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    if worker.startswith("gw") and hasattr(os, "sched_setaffinity"):
-        cores = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cores[int(worker[2:]) % len(cores)]})
+    """Under pytest-xdist two tests run at once, each starting engines and workers whose torch
+    threads together outnumber the cores. OpenMP threads that spin while they wait would then
+    steal each other's time many times over; passive ones sleep, so sharing the cores costs little."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,

@@ -70,7 +70,7 @@ def workdir(tmp_path: Path):
 def test_wizard_start_watch_leave_and_attach(workdir: Path) -> None:
     cli = f"{sys.executable} -m tui_hpo.cli"
     # The engine the wizard starts inherits the environment: a short sweep for the test.
-    env = {"TUI_HPO__BUDGET__N_TRIALS": "8", "TUI_HPO__TRAIN__EPOCHS": "4", "TUI_HPO__RESOURCES__PARALLEL": "1",
+    env = {"TUI_HPO__BUDGET__N_TRIALS": "5", "TUI_HPO__TRAIN__EPOCHS": "4", "TUI_HPO__RESOURCES__PARALLEL": "1",
            "TUI_HPO__PRUNER__NAME": "none"}
     term = Terminal(f"{cli} --workdir {workdir}", env, logs=workdir)
     try:
@@ -79,7 +79,7 @@ def test_wizard_start_watch_leave_and_attach(workdir: Path) -> None:
         term.wait_for("ready to start")
         term.keys("F5")
         term.wait_for("starting in the background", timeout=30)
-        screen = term.wait_for("1/8 done", timeout=120)  # a trial finished, live in the table
+        screen = term.wait_for("1/5 done", timeout=120)  # a trial finished, live in the table
         assert "best val_f1" in screen
         term.keys("q")
         term.wait_for("is still running")
@@ -87,18 +87,18 @@ def test_wizard_start_watch_leave_and_attach(workdir: Path) -> None:
         term.wait_for("goes on. Attach again with")
         db = workdir / "hpo.db"
         state, done = sweep_state(db)
-        assert state == "running" and done < 8, "quitting the app must not stop the sweep"
+        assert state == "running" and done < 5, "quitting the app must not stop the sweep"
     finally:
         term.close()
     attached = Terminal(f"{cli} attach --workdir {workdir}", {}, logs=workdir)
     try:
         attached.wait_for("running")
-        screen = attached.wait_for("finished  8/8 done", timeout=180)
+        screen = attached.wait_for("finished  5/5 done", timeout=180)
         assert "best val_f1" in screen
         attached.keys("q")  # finished: quits at once, no question
     finally:
         attached.close()
-    assert sweep_state(workdir / "hpo.db") == ("finished", 8)
+    assert sweep_state(workdir / "hpo.db") == ("finished", 5)
 
 
 def test_run_from_a_terminal_names_the_study_and_survives_a_lost_connection(workdir: Path, tmp_path: Path) -> None:

@@ -86,8 +86,8 @@ def test_sweep_trains_records_exports_and_reproduces(tmp_path: Path, tiny_config
 def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path, tiny_config: Path) -> None:
     workdir = tmp_path / "runs"
     args = [sys.executable, "-m", "tui_hpo.cli", "run", "--config", str(tiny_config), "--workdir", str(workdir),
-            "--no-tui", "--n-trials", "4"]
-    env = {**os.environ, "TUI_HPO__TRAIN__EPOCHS": "8", "TUI_HPO__SEARCH_SPACE__BATCH_SIZE__CHOICES": "[32]"}
+            "--no-tui", "--n-trials", "3"]
+    env = {**os.environ, "TUI_HPO__TRAIN__EPOCHS": "4", "TUI_HPO__SEARCH_SPACE__BATCH_SIZE__CHOICES": "[32]"}
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.time() + 120
@@ -119,7 +119,7 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path, tiny_
     resumed = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert_ok(resumed)
     study = load(workdir, "tiny")
-    assert len(finished(study)) == 4
+    assert len(finished(study)) == 3
     for number, value in completed_before.items():
         assert study.trials[number].value == value
 
