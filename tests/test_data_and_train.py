@@ -11,7 +11,7 @@ import torch
 from engine.config import DataConfig, TrainConfig
 from engine.datasets.scan import load_digits, scan, splits
 from engine.errors import DataError
-from engine.training.fit import Runtime, fit, lr_factor, macro_f1
+from engine.training.fit import Runtime, build_schedule, fit, macro_f1
 from engine.training.tensors import augment, load
 
 
@@ -82,11 +82,25 @@ def test_augment_keeps_shape_and_zero_strength_is_identity() -> None:
     assert y.shape == x.shape and not torch.equal(x, y)
 
 
+def lrs(cfg: TrainConfig, steps: int) -> list[float]:
+    """The learning rate of each of `steps` optimizer steps, as the training loop sets it."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    schedule = build_schedule(optimizer, cfg, steps)
+    out = []
+    for update in range(1, steps + 1):
+        out.append(optimizer.param_groups[0]["lr"])
+        schedule.step_update(update)
+    return out
+
+
 def test_schedule_and_metrics() -> None:
-    cfg = TrainConfig(warmup_ratio=0.1, scheduler="cosine")
-    assert lr_factor(0, 100, cfg) == pytest.approx(0.1)
-    assert lr_factor(10, 100, cfg) == pytest.approx(1.0)
-    assert lr_factor(99, 100, cfg) < 0.01
+    cosine = lrs(TrainConfig(lr=1.0, warmup_ratio=0.1, scheduler="cosine"), 100)
+    assert cosine[0] == pytest.approx(0.1) and cosine[5] < cosine[9] < cosine[10] == pytest.approx(1.0)
+    assert cosine[55] == pytest.approx(0.5, abs=0.02) and cosine[99] < 0.01  # half way down, then ~0
+    step = lrs(TrainConfig(lr=1.0, warmup_ratio=0.0, scheduler="step", step_gamma=0.1), 90)
+    assert (step[0], step[29], step[30], step[60], step[89]) == pytest.approx((1.0, 1.0, 0.1, 0.01, 0.01))
+    constant = lrs(TrainConfig(lr=0.5, warmup_ratio=0.2, scheduler="none"), 50)
+    assert constant[0] == pytest.approx(0.05) and constant[10:] == pytest.approx([0.5] * 40)
     confusion = torch.tensor([[5, 0], [5, 0]])
     assert macro_f1(confusion) == pytest.approx((2 * 5 / (10 + 5) + 0) / 2)
 

@@ -14,10 +14,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
+from timm.scheduler import CosineLRScheduler, StepLRScheduler
+from timm.scheduler.scheduler import Scheduler
 
 from engine.config import ResourcesConfig, TrainConfig
 from engine.training.models import build_model
@@ -75,17 +78,18 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return create_optimizer_v2(model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
-    """Linear warmup over `warmup_ratio` of the steps, then cosine, step decay, or constant."""
-    warmup = int(total * cfg.warmup_ratio)
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> Scheduler:
+    """timm's schedulers, updated per optimizer step (`step_update`): a linear warm-up over
+    `warmup_ratio` of the steps, then cosine to zero, three step decays by `step_gamma`, or
+    constant (`none`: a step schedule that never decays)."""
+    warmup = int(steps * cfg.warmup_ratio)
+    after = max(1, steps - warmup)
+    common: dict[str, Any] = {"warmup_t": warmup, "warmup_lr_init": cfg.lr / warmup if warmup else 0.0,
+                              "warmup_prefix": True, "t_in_epochs": False}
     if cfg.scheduler == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    if cfg.scheduler == "step":
-        return cfg.step_gamma ** int(progress * 3)  # three drops across the run
-    return 1.0
+        return CosineLRScheduler(optimizer, t_initial=after, lr_min=0.0, **common)
+    decay = cfg.step_gamma if cfg.scheduler == "step" else 1.0
+    return StepLRScheduler(optimizer, decay_t=max(1, math.ceil(after / 3)), decay_rate=decay, **common)
 
 
 def macro_f1(confusion: torch.Tensor) -> float:
@@ -126,7 +130,7 @@ class _Loop:
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    schedule: torch.optim.lr_scheduler.LambdaLR
+    schedule: Scheduler
     scaler: torch.amp.GradScaler | None
     loss_fn: nn.Module
     device: torch.device
@@ -134,6 +138,7 @@ class _Loop:
     generator: torch.Generator
     mean: torch.Tensor
     std: torch.Tensor
+    updates: int = 0  # optimizer steps so far: the schedule's clock
 
 
 def train_one_epoch(loop: _Loop, data: ImageData, idx: np.ndarray, cfg: TrainConfig, epoch: int,
@@ -175,7 +180,8 @@ def _step(loop: _Loop) -> None:
     else:
         loop.optimizer.step()
     loop.optimizer.zero_grad(set_to_none=True)
-    loop.schedule.step()
+    loop.updates += 1
+    loop.schedule.step_update(loop.updates)
 
 
 @torch.no_grad()
@@ -210,7 +216,7 @@ def fit(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray],
     train_idx, val_idx = split
     optimizer = build_optimizer(model, cfg)
     steps = cfg.epochs * math.ceil(math.ceil(len(train_idx) / cfg.batch_size) / cfg.accum_steps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, cfg))
+    schedule = build_schedule(optimizer, cfg, steps)
     mean, std = data.mean_std(cfg.image_size, train_idx)
     loop = _Loop(
         model=torch.compile(model) if runtime.compile else model,
