@@ -16,7 +16,7 @@ import optuna
 import sqlalchemy as sa
 
 from engine.config import resolve
-from engine.storage import Store, default_url, optuna_storage
+from engine.storage import Store, default_url, optuna_storage, study_id
 
 T0 = datetime(2026, 11, 24, 9, 0, 0).timestamp()
 CHOICES = ["test_resnet", "test_efficientnet", "test_convnext"]
@@ -31,13 +31,13 @@ def make_study(workdir: Path, name: str = "demo", n_trials: int = 12, running: i
     workdir.mkdir(parents=True, exist_ok=True)
     url = default_url(workdir)
     storage = optuna_storage(url, heartbeat=False)
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    optuna.create_study(study_name=name, storage=storage, direction="maximize")
     store = Store(url)
     config = resolve({}, preset="quick", environ={}, platform="cpu")
     config.train.epochs = epochs
     config.name = name
-    store.create_sweep(study._study_id, name, config.to_dict(), n_trials + running)
-    sid = study._study_id
+    sid = study_id(storage, name)
+    store.create_sweep(sid, name, config.to_dict(), n_trials + running)
     dist_model = json.dumps({"name": "CategoricalDistribution", "attributes": {"choices": CHOICES}})
     dist_lr = json.dumps({"name": "FloatDistribution", "attributes": {"low": 0.0003, "high": 0.01, "log": True,
                                                                        "step": None}})

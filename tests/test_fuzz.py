@@ -452,14 +452,15 @@ def test_a_study_name_is_one_folder_under_the_workspace(name: str) -> None:
 def escaped_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workspace whose database holds a finished sweep named `../escaped` (the storage was
     written by something other than `tui-hpo run`, which refuses the name)."""
-    from engine.storage import Store
+    from engine.storage import Store, optuna_storage, study_id
 
     workdir = tmp_path_factory.mktemp("escaped")
     url = f"sqlite:///{workdir / 'hpo.db'}"
     config = cfg.resolve({}, config_file=TINY, environ={})
-    study = optuna.create_study(study_name="../escaped", storage=url, direction="maximize")
+    storage = optuna_storage(url, heartbeat=False)
+    study = optuna.create_study(study_name="../escaped", storage=storage, direction="maximize")
     study.optimize(lambda trial: suggest(trial, config.search_space, FIXED)["lr"], n_trials=4)
-    Store(url).create_sweep(study._study_id, "../escaped", config.to_dict(), 4)
+    Store(url).create_sweep(study_id(storage, "../escaped"), "../escaped", config.to_dict(), 4)
     return workdir
 
 
