@@ -58,7 +58,6 @@ class SweepStatus:
     best: list[float] | None
     started: float
     finished_seconds: list[float] = field(default_factory=list)
-    parallel: int = 1
 
     @property
     def done(self) -> int:
@@ -319,8 +318,7 @@ class Engine:
         counts = self.store.state_counts(self.study.study_id)
         return SweepStatus(study_name=self.study_name, n_trials=self.store.n_trials(self.study.study_id),
                            counts=counts, best=self.store.best_values(self.study.study_id),
-                           started=started, finished_seconds=self.store.durations(self.study.study_id),
-                           parallel=len(self.procs))
+                           started=started, finished_seconds=self.store.durations(self.study.study_id))
 
     def _drain_events(self, status: SweepStatus | None = None) -> None:
         """Report new events, with the status read after them so their lines show fresh counts."""
