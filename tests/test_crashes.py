@@ -338,3 +338,24 @@ def test_a_worker_on_another_machine_that_went_silent_is_found_by_its_heartbeat(
     assert trials[1].user_attrs["retry_of"] == 0
     events = [e["message"] for e in store.events_of(created.study_id)]
     assert any(HEARTBEAT_LOST in m and "runs again with the same params" in m for m in events), events
+
+    # A machine that goes silent while the sweep runs: its trial holds a budget slot, so the
+    # sweep could never finish unless the running engine finds it (it used to wait forever).
+    silent = study.ask()
+    silent.suggest_float("lr", 1e-3, 1e-2, log=True)
+    silent.set_user_attr("worker", "gpu-node-8:99")
+    storage.record_heartbeat(silent._trial_id)
+    with sa.create_engine(url).begin() as conn:  # stale some 12 s after the engine starts
+        conn.execute(sa.text(f"UPDATE trial_heartbeats SET heartbeat = datetime('now', '-{HEARTBEAT_GRACE_S - 12} "
+                             f"seconds') WHERE trial_id = {silent._trial_id}"))
+    resumed = run_cli("run", "--config", str(TINY), "--workdir", str(tmp_path), "--no-tui", "--n-trials", "2",
+                      timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = load(tmp_path).trials
+    assert trials[silent.number].state == States.FAIL
+    assert trials[silent.number].user_attrs["fail_reason"] == HEARTBEAT_LOST
+    assert sum(t.state == States.COMPLETE for t in trials) == 2
+    events = [e["message"] for e in store.events_of(created.study_id)]
+    resumed_at = next(i for i, m in enumerate(events) if "sweep 'tiny' resumed" in m)
+    found_at = next(i for i, m in enumerate(events) if f"trial {silent.number}: {HEARTBEAT_LOST}" in m)
+    assert found_at > resumed_at, "found while the sweep ran, not only at its start"

@@ -86,7 +86,11 @@ def test_a_full_disk_stops_with_one_line_and_resume_finishes(tiny_fs: Path) -> N
     assert integrity(db) == "ok"
     after = completed(db)
     assert all(after[n] == v for n, v in before.items()), "a finished trial was lost"
-    resumed = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    try:
+        resumed = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        log = (workdir / "tiny" / "engine.log").read_text(errors="replace")
+        pytest.fail(f"the resumed sweep hung; engine.log ends:\n{log[-6000:]}")
     assert resumed.returncode == 0, resumed.stderr
     assert len(completed(db)) == 5 and integrity(db) == "ok"
 

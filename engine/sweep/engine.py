@@ -37,6 +37,10 @@ log = logging.getLogger("tui_hpo.engine")
 STOP_GRACE_S = 15.0
 TICK_S = 1.0
 STAGGER_S = 0.4
+# How often a running sweep looks for trials whose worker is gone without this engine seeing it
+# die: a worker on another machine (its heartbeat went stale) or one killed between asking for
+# a trial and labelling it. Each such trial holds a budget slot until it is found.
+RECOVER_EVERY_S = 10.0
 SAMPLE_KEEP_S = 7 * 24 * 3600
 # Sections that define what a study measures: a resume must not change them.
 IDENTITY = ("data", "train", "objective", "search_space", "sampler", "pruner")
@@ -297,12 +301,17 @@ class Engine:
     def _supervise(self) -> None:
         monitor.sample()  # the first CPU reading is always 0.0: discard it
         started = time.time()
-        last_prune = 0.0
+        last_prune, last_recovery = 0.0, time.monotonic()
         while True:
             tick = time.monotonic()
             self.store.add_sample(monitor.sample(self.workdir))
             self._drain_events(self.status(started))
             self._replace_dead_workers()
+            if tick - last_recovery >= RECOVER_EVERY_S and not self.interrupts:
+                for _ in range(recover_dead_trials(self.url, self.study_name, self.store, self.study.study_id,
+                                                   self.config.budget.max_retries)):
+                    self.store.release(self.study.study_id)
+                last_recovery = tick
             if all(p.poll() is not None for p in self.procs):
                 break
             if self.interrupts and time.monotonic() - self.stop_requested > STOP_GRACE_S:
