@@ -49,3 +49,10 @@ def ensure_writable(folder: Path) -> None:
     finally:
         os.close(fd)
         os.unlink(tmp)
+
+
+def user_cache_dir() -> Path:
+    """Where tui-hpo keeps what any workspace may reuse ($XDG_CACHE_HOME/tui-hpo, else
+    ~/.cache/tui-hpo): losing it costs time, never results."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tui-hpo"

@@ -38,6 +38,7 @@ class DiskError(UserError):
 DISK_FULL = "no space left on the device"
 READ_ONLY = "read-only file system"
 DISK_EXIT = 75  # a worker's exit code when it cannot write (EX_TEMPFAIL): the engine stops the sweep
+DEVICE_EXIT = 69  # a worker's exit code when torch cannot use its device (EX_UNAVAILABLE): the same
 
 
 def disk_problem(exc: BaseException | None) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,8 @@ def pytest_configure(config: pytest.Config) -> None:
     steal each other's time many times over; passive ones sleep, so sharing the cores costs little."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    else:  # one user cache (models already checked) for this run's tests, not the user's own
+        os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="tui-hpo-test-cache-")
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,

@@ -8,11 +8,14 @@ TUI later) only reads. Control goes the other way through the database too: the 
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +26,11 @@ import optuna
 from engine.artifacts import dump_yaml, ensure_writable, write_atomic
 from engine.config import SweepConfig, check_study_name
 from engine.datasets.scan import Scan, scan
-from engine.errors import DISK_EXIT, DISK_FULL, ConfigError, DiskError, disk_problem
+from engine.errors import DEVICE_EXIT, DISK_EXIT, DISK_FULL, ConfigError, DiskError, disk_problem
 from engine.insights.results import export_results
 from engine.storage import STORAGE_ENV, Store, load_study, mask_url, optuna_storage, study_id
 from engine.storage.states import ACTIVE, EventKind, SweepState, eta_seconds, finished_count
+from engine.sweep.model_cache import check_models_once
 from engine.sweep.recovery import recover_dead_trials
 from engine.sweep.resolve import Resolved
 from engine.sweep.worker_args import WorkerArgs
@@ -36,6 +40,7 @@ from engine.system.platform import PlatformInfo, usable_cores
 log = logging.getLogger("tui_hpo.engine")
 STOP_GRACE_S = 15.0
 TICK_S = 1.0
+EXIT_POLL_S = 0.05
 STAGGER_S = 0.4
 # How often a running sweep looks for trials whose worker is gone without this engine seeing it
 # die: a worker on another machine (its heartbeat went stale) or one killed between asking for
@@ -161,10 +166,8 @@ class Engine:
     def prepare(self) -> Scan:
         """Every check that can fail on bad input, before anything is written."""
         check_study_name(self.study_name, "--study")  # its folder is DIR/<study>/
-        from engine.training.models import check_models
-
         try:
-            check_models(self.config)
+            check_models_once(self.config)
             check_buildable(self.config)
         except ConfigError as exc:
             raise ConfigError(exc.detail, source=exc.source or self.source, key=exc.key) from None
@@ -204,6 +207,8 @@ class Engine:
             self._supervise()
         except BaseException:
             self._stop_workers()  # the engine cannot go on (a full disk): neither can its workers
+            with contextlib.suppress(Exception):  # where the database can still be written
+                self.store.stop_sweep(study.study_id, SweepState.STOPPED)
             raise
         finally:
             for signum, handler in previous.items():
@@ -269,6 +274,10 @@ class Engine:
                 continue
             if code == DISK_EXIT:
                 raise DiskError(f"{DISK_FULL} (worker pid {proc.pid} could not write)", key=str(self.workdir))
+            if code == DEVICE_EXIT:
+                raise ConfigError(f"torch cannot use {self.plan[index][0]} here (the reason is in {self.log_path}; "
+                                  "`tui-hpo info` shows what torch sees): fix the driver or run with --device cpu",
+                                  key="resources.device")
             label = f"{monitor.hostname()}:{proc.pid}"
             for _ in range(recover_dead_trials(self.url, self.study_name, self.store, sid,
                                                self.config.budget.max_retries, {label})):
@@ -300,6 +309,9 @@ class Engine:
 
     def _supervise(self) -> None:
         monitor.sample()  # the first CPU reading is always 0.0: discard it
+        # The export at the end computes parameter importance, whose import (Optuna's evaluators
+        # pull in scikit-learn) takes seconds: done now, while the workers train, not after them.
+        threading.Thread(target=importlib.import_module, args=("optuna.importance",), daemon=True).start()
         started = time.time()
         last_prune, last_recovery = 0.0, time.monotonic()
         while True:
@@ -320,8 +332,17 @@ class Engine:
             if tick - last_prune > 3600:
                 self.store.prune_samples(time.time() - SAMPLE_KEEP_S)
                 last_prune = tick
-            time.sleep(max(0.0, TICK_S - (time.monotonic() - tick)))
+            self._wait_for_exit(tick + TICK_S)
         self._drain_events()
+
+    def _wait_for_exit(self, until: float) -> None:
+        """Sleep until `until` (monotonic), or until a worker exits: the last one's exit ends the
+        sweep at once instead of at the next tick."""
+        running = [p for p in self.procs if p.poll() is None]
+        while time.monotonic() < until:
+            if any(p.poll() is not None for p in running):
+                return
+            time.sleep(min(EXIT_POLL_S, max(0.0, until - time.monotonic())))
 
     def status(self, started: float) -> SweepStatus:
         counts = self.store.state_counts(self.study.study_id)

@@ -10,7 +10,7 @@ from typing import Any
 
 from engine import config as cfg
 from engine.config.space import grid_values
-from engine.system.platform import PlatformInfo, choose_platform, profile
+from engine.system.platform import PlatformInfo, choose_platform, probe_for_sweep, profile
 from engine.training.devices import probe
 
 
@@ -28,10 +28,11 @@ def resolve_run(preset: str | None, config_file: str | None, flags: dict[str, An
                 environ: Mapping[str, str] | None = None, info: PlatformInfo | None = None) -> Resolved:
     """All layers for this machine. The device may be set by any layer, so a first pass without
     a profile finds the platform, and the second pass puts that platform's profile underneath.
-    The first pass runs before the probe (which imports torch), so bad input fails fast."""
+    The first pass runs before the probe, so bad input fails fast. The probe asks NVML and reads
+    how torch was built; only where that cannot tell which GPUs CUDA shows does it import torch."""
     draft = cfg.resolve({}, preset=preset, config_file=config_file, environ=environ, flags=flags,
                         platform="cpu")
-    info = info or probe()
+    info = info or probe_for_sweep() or probe()
     platform = choose_platform(info, draft.resources.device)
     layer = profile(info, platform, draft.resources.gpus, draft.resources.trials_per_gpu)
     config = cfg.resolve(layer, preset=preset, config_file=config_file, environ=environ, flags=flags,

@@ -18,14 +18,14 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import optuna
 
 from engine.config import SweepConfig
 from engine.config.space import suggest
 from engine.datasets.scan import scan, splits
-from engine.errors import DISK_EXIT, disk_problem
+from engine.errors import DEVICE_EXIT, DISK_EXIT, disk_problem
 from engine.storage import HEARTBEAT_INTERVAL_S, Store, load_study, optuna_storage
 from engine.storage.states import EventKind, SweepState, WorkerState
 from engine.sweep import checkpoints
@@ -33,7 +33,7 @@ from engine.sweep.recovery import INTERRUPTED, requeue
 from engine.sweep.samplers import make_pruner, make_sampler
 from engine.sweep.worker_args import WorkerArgs
 from engine.system.monitor import hostname
-from engine.training.devices import set_threads
+from engine.training.devices import cuda_problem, set_threads
 from engine.training.fit import EpochMetrics, Interrupted, Runtime, fit_within_memory
 from engine.training.models import serialize  # imports torch and timm once, not inside the first trial's timing
 from engine.training.tensors import ImageData, load
@@ -311,7 +311,8 @@ def _fmt_params(params: dict[str, Any]) -> str:
 
 
 def run_worker(args: WorkerArgs) -> int:
-    """Run trials until the sweep ends; the exit code (DISK_EXIT when the disk is full)."""
+    """Run trials until the sweep ends; the exit code (DISK_EXIT when the disk is full,
+    DEVICE_EXIT when torch cannot use the device it was given)."""
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{args.index} %(levelname)s %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # We run the heartbeat ourselves (class Heartbeat): ask/tell with heartbeats is intended here.
@@ -323,6 +324,10 @@ def run_worker(args: WorkerArgs) -> int:
         signal.signal(signum, lambda *_: signalled.set())
     if args.parent:  # given, not read with getppid(): the engine may have died while this one started
         threading.Thread(target=_watch_parent, args=(args.parent, signalled), daemon=True).start()
+    problem = cuda_problem() if args.device.startswith("cuda") else None
+    if problem:  # the engine planned GPUs from NVML; torch has the last word
+        log.error("torch cannot use %s: %s", args.device, problem)
+        return DEVICE_EXIT
     try:
         Worker(args.url, args.study, args.workdir, args.device, args.index, signalled).run()
     except Exception as exc:
@@ -334,5 +339,14 @@ def run_worker(args: WorkerArgs) -> int:
     return 0
 
 
+def exit_now(code: int) -> NoReturn:
+    """End the worker without the interpreter's teardown, which takes over a second once torch
+    and timm are loaded, and which the sweep would wait for: every result is committed by now."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(run_worker(WorkerArgs.parse()))
+    exit_now(run_worker(WorkerArgs.parse()))

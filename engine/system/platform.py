@@ -1,8 +1,10 @@
 """Platform report (OS, CPU, RAM, CUDA GPUs, Apple MPS) and the training profile it implies.
 
-This module never imports torch: `probe_without_torch` reads NVML and the OS (for the TUI);
-`engine.training.devices.probe` asks torch itself, for the processes that train.
-The probe never raises: each part that cannot be read is left empty. The profile is the bottom
+This module never imports torch: `probe_without_torch` reads NVML and the OS (for the TUI),
+`probe_for_sweep` adds what torch was built with and which GPUs CUDA will show (for the engine,
+whose start would otherwise spend seconds importing torch); `engine.training.devices.probe` asks
+torch itself, for `tui-hpo info` and the processes that train.
+The probes never raise: each part that cannot be read is left empty. The profile is the bottom
 layer of every resolved config, so a config file or a flag overrides any of its settings.
 """
 
@@ -10,9 +12,12 @@ from __future__ import annotations
 
 import os
 import platform as pyplatform
+import re
 import sys
-from dataclasses import asdict, dataclass, field
-from importlib import metadata
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from importlib import metadata, util
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -109,6 +114,58 @@ def report(gpus: list[GpuInfo], cuda: bool, cuda_version: str | None, mps: bool,
 def probe_without_torch() -> PlatformInfo:
     """The same report from NVML and the OS alone, for processes that must not import torch (the
     TUI). CUDA availability is inferred from the driver; MPS from Apple silicon."""
+    gpus = _nvml_gpus()
+    mps = sys.platform == "darwin" and pyplatform.machine() == "arm64"
+    return report(gpus, bool(gpus), nvml.cuda_driver_version(), mps)
+
+
+def torch_cuda_build() -> tuple[bool, str | None]:
+    """(torch is installed, the CUDA version it was built with: None for a CPU-only build), read
+    from torch's version.py without importing torch."""
+    spec = util.find_spec("torch")
+    if spec is None or not spec.origin:
+        return False, None
+    try:
+        text = (Path(spec.origin).parent / "version.py").read_text(encoding="utf-8")
+    except OSError:
+        return True, None
+    found = re.search(r"^cuda\s*(?::[^=\n]*)?=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
+    return True, found.group(1) if found else None
+
+
+def probe_for_sweep(environ: Mapping[str, str] | None = None) -> PlatformInfo | None:
+    """What the engine needs to plan a sweep, without importing torch: NVML's GPUs as CUDA will
+    number them (after CUDA_VISIBLE_DEVICES), kept only when this torch is built with CUDA.
+
+    None when only CUDA itself can tell which GPUs a process sees: CUDA_VISIBLE_DEVICES naming
+    GPUs by UUID or MIG instance, or unlike GPUs in CUDA's default fastest-first order (which
+    NVML does not follow). The caller then asks torch. A driver too old for this torch is found
+    by the workers (`engine.training.devices.cuda_problem`), which stop the sweep with its reason."""
+    environ = os.environ if environ is None else environ
+    installed, cuda_build = torch_cuda_build()
+    notes = [] if installed else ["torch is not installed: the sweep cannot train"]
+    gpus = _nvml_gpus()
+    if gpus and cuda_build is None:
+        notes.append(f"{len(gpus)} NVIDIA GPU(s) found, but this torch is built without CUDA: training runs on "
+                     "the CPU (install a CUDA build of torch to use them)")
+        gpus = []
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if gpus and visible is not None:
+        entries = [v.strip() for v in visible.split(",")] if visible.strip() else []
+        if not all(e.isdigit() for e in entries):
+            return None
+        picked = [int(e) for e in entries]
+        if len(set(picked)) != len(picked) or any(i >= len(gpus) for i in picked):
+            return None  # CUDA stops at a repeated or missing index: let it say what it shows
+        gpus = [replace(gpus[physical], index=n) for n, physical in enumerate(picked)]
+    if len({g.name for g in gpus}) > 1 and environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+        return None
+    mps = installed and sys.platform == "darwin" and pyplatform.machine() == "arm64"
+    return report(gpus, bool(gpus), cuda_build, mps, notes)
+
+
+def _nvml_gpus() -> list[GpuInfo]:
+    """Every GPU NVML sees, in its (PCI bus) order."""
     gpus = []
     nv = nvml._nvml()
     for reading in nvml.readings():
@@ -123,8 +180,7 @@ def probe_without_torch() -> PlatformInfo:
                             free_mb=free, compute_capability=f"{major}.{minor}" if cc else "?", bf16=major >= 8,
                             util_percent=reading.util_percent, temperature_c=reading.temperature_c,
                             power_w=reading.power_w))
-    mps = sys.platform == "darwin" and pyplatform.machine() == "arm64"
-    return report(gpus, bool(gpus), nvml.cuda_driver_version(), mps)
+    return gpus
 
 
 def choose_platform(info: PlatformInfo, requested: str = "auto") -> str:

@@ -63,3 +63,19 @@ def set_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def cuda_problem() -> str | None:
+    """Why torch cannot use CUDA here (most often a driver older than the CUDA torch was built
+    with, which NVML alone cannot see), or None when it can."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if torch.cuda.is_available():
+            return None
+    said = " ".join(str(w.message).strip() for w in caught if "CUDA" in str(w.message))
+    build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
+    return said or f"torch.cuda.is_available() is False (torch {torch.__version__}, {build})"

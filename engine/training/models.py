@@ -4,7 +4,6 @@ load needs."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any
 
 import timm
@@ -36,7 +35,8 @@ def check_models(config: SweepConfig) -> None:
     """Every model the sweep can pick must exist in timm and build with the config's arguments.
 
     Built on the meta device (no memory, no weights), before any study exists, so a typo in
-    `model_kwargs` is an input error and not a string of failed trials."""
+    `model_kwargs` is an input error and not a string of failed trials. The engine calls it through
+    `engine.sweep.model_cache`, which also checks the weights file."""
     for i, name in enumerate(config.models()):
         if not timm.is_model(name):
             near = timm.list_models(f"*{name.split('_')[0]}*")[:5]
@@ -44,8 +44,6 @@ def check_models(config: SweepConfig) -> None:
             key = "search_space.model.choices" + (f"[{i}]" if "model" in config.search_space else "")
             raise ConfigError(f"unknown timm model '{name}'{hint}",
                               key=key if "model" in config.search_space else "train.model")
-    if config.train.weights and not Path(config.train.weights).is_file():
-        raise ConfigError(f"no such weights file: {config.train.weights}", key="train.weights")
     for name in config.models():
         try:
             with torch.device("meta"):
