@@ -148,7 +148,7 @@ def fake_info(gpus: list[tuple[str, bool]] | None = None, mps: bool = False) -> 
 
 def test_profiles() -> None:
     cuda = profile(fake_info([("A100", True), ("A100", True)]), "cuda")["resources"]
-    assert cuda == {"amp": "bf16", "compile": True, "channels_last": True, "pin_memory": True,
+    assert cuda == {"amp": "bf16", "compile": "auto", "channels_last": True, "pin_memory": True,
                     "batch_multiplier": 1.5, "parallel": 2}
     assert profile(fake_info([("V100", False)]), "cuda")["resources"]["amp"] == "fp16"
     assert profile(fake_info([("A100", True)] * 2), "cuda", trials_per_gpu=3)["resources"]["parallel"] == 6
@@ -202,6 +202,8 @@ def test_one_rule_names_the_study(tmp_path: Path) -> None:
     assert study_name("mine", resolve({}, config_file=named, environ={}).name) == "mine"
     with pytest.raises(ConfigError, match="--study: study name 'a/b' contains a path separator"):
         study_name("a/b", "foo")
+    with pytest.raises(ConfigError, match=r"study name '.cache' starts with '.' \(DIR/.<name>/ holds the"):
+        study_name(".cache", "foo")
 
 
 def test_run_names_the_study_the_same_way_headless_and_in_the_app(tmp_path: Path, monkeypatch) -> None:

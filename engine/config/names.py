@@ -24,6 +24,8 @@ def check_study_name(name: str, key: str) -> str:
         problem = "is empty"
     elif name in (".", ".."):
         problem = "is not a folder name"
+    elif name.startswith("."):
+        problem = "starts with '.' (DIR/.<name>/ holds the workspace's caches)"
     elif "/" in name or "\\" in name:
         problem = "contains a path separator"
     elif not name.isprintable():

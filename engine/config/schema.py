@@ -91,7 +91,7 @@ class ResourcesConfig(Section):
     parallel: int | None = Field(None, ge=1, le=256)
     threads_per_worker: int | None = Field(None, ge=1)
     amp: Literal["off", "bf16", "fp16"] | None = None
-    compile: bool | None = None
+    compile: bool | Literal["auto"] | None = None  # auto: per model and shape, from measured cost and gain
     channels_last: bool | None = None
     pin_memory: bool | None = None
     batch_multiplier: float | None = Field(None, gt=0, le=16)

@@ -50,6 +50,7 @@ class EventKind(_Word):
     TRIAL_FAILED = "trial_failed"
     TRIAL_INTERRUPTED = "trial_interrupted"  # its worker died or was stopped: it runs again
     TRIAL_OOM = "trial_oom"  # out of memory: it goes on with a smaller batch
+    COMPILE = "compile"  # resources.compile: auto decided for a model and shape
 
 
 OUTCOMES = (EventKind.TRIAL_COMPLETE, EventKind.TRIAL_PRUNED, EventKind.TRIAL_FAILED)

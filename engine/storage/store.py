@@ -30,6 +30,7 @@ from engine.storage.states import OUTCOMES, RECENT_DURATIONS, EventKind, SweepSt
 from engine.storage.tables import (
     MIGRATIONS,
     commands,
+    compile_speeds,
     decode_sample,
     epochs,
     events,
@@ -287,6 +288,29 @@ class Store:
             rows = conn.execute(sa.select(epochs).where(epochs.c.trial_id == trial_id)
                                 .order_by(epochs.c.fold, epochs.c.epoch)).mappings().all()
         return [dict(r) for r in rows]
+
+    # ------------------------------------------------------------ compile measurements
+
+    def compile_speeds(self, key: str) -> dict[str, float | None]:
+        """What was measured for `key` (see `engine.sweep.compile_policy.speed_key`); empty if nothing."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(compile_speeds).where(compile_speeds.c.key == key)).mappings().first()
+        return {k: row[k] for k in ("eager_step_s", "compiled_step_s", "compile_s")} if row else {}
+
+    def record_compile_speeds(self, key: str, **measured: float) -> None:
+        """Set the measured values of `key` (others are kept): the newest measurement wins."""
+        values = {**measured, "updated": time.time()}
+        for _attempt in range(2):
+            with self.tx() as conn:
+                done = conn.execute(compile_speeds.update().where(compile_speeds.c.key == key).values(**values))
+                if done.rowcount:
+                    return
+                try:
+                    with conn.begin_nested():
+                        conn.execute(compile_speeds.insert().values(key=key, **values))
+                    return
+                except sa.exc.IntegrityError:  # another worker inserted it first: update theirs
+                    continue
 
     def add_repeat(self, study_id: int, trial_number: int, seed: int, values: list[float], seconds: float,
                    host: str) -> None:

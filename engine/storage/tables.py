@@ -104,6 +104,18 @@ repeats = sa.Table(
 )
 
 
+# What torch.compile costs and gains per (device, model, image size, batch, precision, torch): kept
+# across sweeps of the workspace, so `resources.compile: auto` decides from measurements.
+compile_speeds = sa.Table(
+    "hpo_compile", metadata,
+    sa.Column("key", sa.String(512), primary_key=True),
+    sa.Column("eager_step_s", sa.Float, nullable=True),  # a steady training step, eager
+    sa.Column("compiled_step_s", sa.Float, nullable=True),  # the same, compiled
+    sa.Column("compile_s", sa.Float, nullable=True),  # the one-off cost of compiling (both passes)
+    sa.Column("updated", sa.Float, nullable=False),
+)
+
+
 def _v1(conn: sa.Connection) -> None:
     for table in (sweeps, epochs, samples, events, workers, commands):
         table.create(conn, checkfirst=True)
@@ -114,7 +126,12 @@ def _v2(conn: sa.Connection) -> None:
     repeats.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2]
+def _v3(conn: sa.Connection) -> None:
+    """`resources.compile: auto`: measured compile costs and step times."""
+    compile_speeds.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3]
 
 
 

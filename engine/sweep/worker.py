@@ -9,7 +9,9 @@ reason "interrupted" and its budget slot is given back); the worker then exits.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 import signal
 import sys
@@ -17,6 +19,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -28,12 +31,12 @@ from engine.datasets.scan import scan, splits
 from engine.errors import DEVICE_EXIT, DISK_EXIT, disk_problem
 from engine.storage import HEARTBEAT_INTERVAL_S, Store, load_study, optuna_storage
 from engine.storage.states import EventKind, SweepState, WorkerState
-from engine.sweep import checkpoints
+from engine.sweep import checkpoints, compile_policy
 from engine.sweep.recovery import INTERRUPTED, requeue
 from engine.sweep.samplers import make_pruner, make_sampler
 from engine.sweep.worker_args import WorkerArgs
 from engine.system.monitor import hostname
-from engine.training.devices import cuda_problem, set_threads
+from engine.training.devices import cuda_problem, device_name, set_threads
 from engine.training.fit import EpochMetrics, Interrupted, Runtime, fit_within_memory
 from engine.training.models import serialize  # imports torch and timm once, not inside the first trial's timing
 from engine.training.tensors import ImageData, load
@@ -121,6 +124,8 @@ class Worker:
         self.study_id = row.study_id
         self.device = device
         self.runtime = Runtime.from_resources(self.config.resources, device)
+        self.device_name = device_name(device)
+        self.compile_said: set[str] = set()  # compile decisions already reported by this worker
         self.label = f"{hostname()}:{os.getpid()}"
         self.artifacts = workdir / study_name
         self.stop = StopFlag(self.store, self.study_id, signalled)
@@ -227,6 +232,7 @@ class Worker:
         folds = len(self.splits)
         finals: list[EpochMetrics] = []
         model = None
+        runtime, speeds = self._compile_choice(trial, cfg)
         for fold, split in enumerate(self.splits):
             def on_epoch(m: EpochMetrics, fold: int = fold) -> None:
                 self.store.add_epoch(self.study_id, trial._trial_id, fold, m.to_dict() | {"epoch": m.epoch})
@@ -238,9 +244,10 @@ class Worker:
                         raise optuna.TrialPruned(f"pruned in epoch {m.epoch + 1} ({metric}={getattr(m, metric):.4f})")
 
             model, history, cfg = fit_within_memory(
-                cfg, self.data, split, self.runtime, on_epoch, self.stop,
+                cfg, self.data, split, runtime, on_epoch, self.stop,
                 lambda old, new, fold=fold: self._step_down(trial, fold, old, new))
             finals.append(history[-1])
+            speeds = self._record_speeds(cfg, runtime, history, len(split[0]), speeds)
             if single and folds > 1:
                 trial.report(getattr(history[-1], metric), fold)
                 if trial.should_prune():
@@ -248,6 +255,35 @@ class Worker:
         assert model is not None
         trial.set_user_attr("epochs", cfg.epochs * folds)
         return model, finals
+
+    def _speed_key(self, cfg: Any) -> str:
+        return compile_policy.speed_key(self.device_name, cfg.model, cfg.image_size, cfg.batch_size, self.runtime.amp,
+                                        self.runtime.channels_last, metadata.version("torch"))
+
+    def _compile_choice(self, trial: optuna.Trial, cfg: Any) -> tuple[Runtime, compile_policy.Speeds]:
+        """This trial's runtime, compiled or not (`resources.compile`), and what was measured for
+        its model and shape so far. Each decision is an event, once per worker and shape."""
+        speeds = compile_policy.Speeds.of(self.store.compile_speeds(self._speed_key(cfg)))
+        steps = sum(cfg.epochs * math.ceil(len(train) / cfg.batch_size) for train, _val in self.splits)
+        what = f"{cfg.model} at {cfg.image_size} px, batch {cfg.batch_size}"
+        decision = compile_policy.decide(self.config.resources.compile, speeds, steps, what)
+        trial.set_user_attr("compiled", decision.compile)
+        said = f"{what}|{decision.compile}|{speeds.eager_step_s is None}|{speeds.compile_s is None}"  # news only
+        if self.config.resources.compile == "auto" and said not in self.compile_said:
+            self.compile_said.add(said)
+            self._event(EventKind.COMPILE, f"trial {trial.number}: {decision.reason}", trial.number)
+        return dataclasses.replace(self.runtime, compile=decision.compile), speeds
+
+    def _record_speeds(self, cfg: Any, runtime: Runtime, history: list[EpochMetrics], n_train: int,
+                       known: compile_policy.Speeds) -> compile_policy.Speeds:
+        """Keep what this fold measured (a step, eager or compiled, and the compile cost) for
+        later trials and sweeps; returns the speeds known now."""
+        measured = compile_policy.measure(history, cfg.batch_size, math.ceil(n_train / cfg.batch_size),
+                                          runtime.compile, known)
+        if not measured:
+            return known
+        self.store.record_compile_speeds(self._speed_key(cfg), **measured)
+        return dataclasses.replace(known, **measured)
 
     def _step_down(self, trial: optuna.Trial, fold: int, cfg: Any, smaller: Any) -> None:
         """Out of memory at `cfg`'s batch: recorded on the trial, and the epochs the failed attempt
@@ -319,6 +355,10 @@ def run_worker(args: WorkerArgs) -> int:
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     if args.threads:
         set_threads(args.threads)
+    # torch.compile's kernels, kept in the workspace: every worker, and later sweeps, reuse them
+    # instead of compiling again (a variable the user set wins).
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(args.workdir / ".cache" / "inductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(args.workdir / ".cache" / "triton"))
     signalled = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: signalled.set())

@@ -79,3 +79,17 @@ def cuda_problem() -> str | None:
     said = " ".join(str(w.message).strip() for w in caught if "CUDA" in str(w.message))
     build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
     return said or f"torch.cuda.is_available() is False (torch {torch.__version__}, {build})"
+
+
+def device_name(device: str) -> str:
+    """The model of the device a worker trains on ("NVIDIA H200", "mps", the CPU's name): speed
+    measurements are kept per device model."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(torch.device(device))
+    if device == "mps":
+        return "Apple MPS"
+    from engine.system.platform import cpu_model
+
+    return cpu_model()

@@ -41,7 +41,7 @@ class Runtime:
 
     device: str = "cpu"
     amp: str = "off"  # "off", "bf16" or "fp16"
-    compile: bool = False
+    compile: bool = False  # `resources.compile: auto` is decided per trial (engine.sweep.compile_policy)
     channels_last: bool = False
     pin_memory: bool = False
 
@@ -49,7 +49,7 @@ class Runtime:
     def from_resources(cls, res: ResourcesConfig, device: str) -> Runtime:
         on_cuda = device.startswith("cuda")
         return cls(device=device, amp=(res.amp or "off") if on_cuda else "off",
-                   compile=bool(res.compile) and on_cuda, channels_last=bool(res.channels_last),
+                   compile=res.compile is True, channels_last=bool(res.channels_last),
                    pin_memory=bool(res.pin_memory) and on_cuda)
 
 

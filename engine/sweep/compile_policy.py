@@ -1,0 +1,101 @@
+"""`resources.compile: auto`: compile a trial's model only where the measured gain pays for the
+measured cost.
+
+torch.compile costs a minute or more per (model, input shape) and gains nothing on short trials
+(FACTS.md: resnet18 at 64 px on an H200 ran 12,000 samples/s eager, 10,200 compiled, and its
+first compiled epoch took 52 s). Whether it pays depends on the GPU, the model, the image size,
+the batch, the precision and the torch version, so each such combination (a `speed_key`) keeps
+its measured eager step, compiled step and compile cost in the database, across sweeps.
+
+The first trial of a combination runs eager (its steady step time is measured). A later trial is
+compiled once, to measure, only when it is long enough that a typical compile would pay even at
+a modest gain; from then on each trial compiles exactly when `steps x (eager - compiled)` exceeds
+the compile cost. An explicit `true`/`false` is never second-guessed.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+# Before anything is measured: what compiling is assumed to cost and to gain when deciding
+# whether one trial is long enough to be worth measuring. The cost is FACTS.md's 52 s, rounded
+# up (larger models take longer); the gain is a hopeful one (it was negative there).
+ASSUMED_COMPILE_S = 60.0
+ASSUMED_GAIN = 0.2
+
+
+class EpochTiming(Protocol):
+    """What a finished epoch says about speed (engine.training.fit.EpochMetrics has it)."""
+
+    samples_per_s: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Speeds:
+    eager_step_s: float | None = None
+    compiled_step_s: float | None = None
+    compile_s: float | None = None
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> Speeds:
+        return cls(**{k: row.get(k) for k in ("eager_step_s", "compiled_step_s", "compile_s")})
+
+
+@dataclass(frozen=True)
+class Decision:
+    compile: bool
+    reason: str  # the event the user reads: "compile skipped for resnet18 at 64 px: ..."
+
+
+def speed_key(device_name: str, model: str, image_size: int, batch_size: int, amp: str, channels_last: bool,
+              torch_version: str) -> str:
+    layout = "channels-last" if channels_last else "contiguous"
+    return f"{device_name}|{model}|{image_size}px|batch {batch_size}|amp {amp}|{layout}|torch {torch_version}"
+
+
+def decide(setting: bool | str | None, speeds: Speeds, steps: int, what: str) -> Decision:
+    """Whether a trial of `steps` training steps compiles `what` ("resnet18 at 64 px")."""
+    if setting is not None and setting != "auto":
+        return Decision(bool(setting), f"compile {'on' if setting else 'off'} for {what}: set in the config")
+    eager, compiled, cost = speeds.eager_step_s, speeds.compiled_step_s, speeds.compile_s
+    if eager is None:
+        return Decision(False, f"compile skipped for {what}: its first trial runs eager, to measure a step")
+    training = steps * eager
+    if compiled is None or cost is None:
+        if training * ASSUMED_GAIN > ASSUMED_COMPILE_S:
+            return Decision(True, f"compile tried for {what}: {training:.0f} s of eager training may repay a "
+                                  f"compile (~{ASSUMED_COMPILE_S:.0f} s, not measured yet); measuring it")
+        return Decision(False, f"compile skipped for {what}: ~{ASSUMED_COMPILE_S:.0f} s to compile (not measured "
+                               f"here yet), {training:.0f} s of training")
+    saving = steps * (eager - compiled)
+    if saving > cost:
+        return Decision(True, f"compile on for {what}: {cost:.0f} s to compile, saves {saving:.0f} s of "
+                              f"{training:.0f} s training")
+    gain = "runs no faster compiled" if compiled >= eager else f"would save {saving:.0f} s"
+    return Decision(False, f"compile skipped for {what}: {cost:.0f} s to compile, {training:.0f} s of training "
+                           f"({gain})")
+
+
+def measure(epochs: Sequence[EpochTiming], batch_size: int, steps_per_epoch: int, compiled: bool,
+            known: Speeds) -> dict[str, float]:
+    """What a finished fold says: the steady step time (epochs after the first, the first when
+    there is only one and nothing was compiled), and for a compiled run its compile cost (the
+    first epoch's excess over a steady one, or over the eager estimate with a single epoch)."""
+    if not epochs:
+        return {}
+    steady = list(epochs[1:]) or ([] if compiled else list(epochs))
+    out: dict[str, float] = {}
+    if steady:
+        rate = statistics.median(e.samples_per_s for e in steady)
+        if rate > 0:
+            out["compiled_step_s" if compiled else "eager_step_s"] = batch_size / rate
+    if compiled:
+        if len(epochs) > 1:
+            out["compile_s"] = max(0.0, epochs[0].seconds - statistics.median(e.seconds for e in epochs[1:]))
+        elif known.eager_step_s is not None:
+            out["compile_s"] = max(0.0, epochs[0].seconds - steps_per_epoch * known.eager_step_s)
+    return out
