@@ -92,6 +92,7 @@ def test_a_sweep_decides_says_why_once_and_records_eager_steps(tmp_path: Path) -
     url = default_url(tmp_path)
     trials = load_study(url, "tiny").trials
     assert [t.user_attrs["compiled"] for t in trials] == [False] * 3
+    assert all(t.user_attrs["peak_mem_mb"] > 0 and "gpu" not in t.user_attrs for t in trials), "a CPU: no GPU"
     store = Store(url)
     row = store.sweep("tiny")
     assert row is not None

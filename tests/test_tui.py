@@ -68,6 +68,7 @@ def test_dashboard_shows_the_study_and_steers_it(tmp_path: Path) -> None:
             header = text_of(screen.query_one("#dash-header", Static))
             assert "demo" in header and "running" in header and "best val_f1" in header
             assert "2 running" in header
+            assert "GPU busy 87%" in header, "the last 30 s of GPU samples, live"
             assert "CPU" in text_of(screen.query_one("#gauges", Static))
             assert "GPU0" in text_of(screen.query_one("#gauges", Static))
             # p pauses, p resumes, + and - change the budget, through the database

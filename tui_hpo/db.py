@@ -202,7 +202,12 @@ class Reader:
         return [_sample(r) for r in rows]
 
     def samples_between(self, start: float, end: float) -> list[Sample]:
+        """Every host's readings in [start, end]; none for a database Optuna wrote without us."""
+        if not self.has_schema():
+            return []
         with self.engine.connect() as conn:
+            if not self._ours(conn, samples):
+                return []
             rows = conn.execute(sa.select(samples).where(samples.c.ts >= start, samples.c.ts <= end)
                                 .order_by(samples.c.ts)).mappings().all()
         return [_sample(r) for r in rows]

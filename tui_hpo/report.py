@@ -7,6 +7,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from engine.insights.gpu import describe as describe_gpu
 from engine.storage.states import finished_count
 
 
@@ -88,6 +89,8 @@ def summary_table(report: dict[str, Any]) -> Table:
     if report.get("retried"):
         reruns = ", ".join(f"#{r['trial']} of #{r['retry_of']} ({r['state'].lower()})" for r in report["retried"][:8])
         table.add_row("retried", f"{len(report['retried'])} rerun(s) after a worker died: {reruns}")
+    if report.get("gpu"):
+        table.add_row("GPU", describe_gpu(report["gpu"]))
     for oom in report.get("oom_retries", [])[:5]:
         last = oom["steps"][-1]
         table.add_row("out of memory", f"trial {oom['trial']} went on with batch {last['batch_size']} x "
@@ -149,6 +152,8 @@ def summary_text(report: dict[str, Any]) -> Text:
         text.append("no completed trial yet", style="dim")
     text.append(f"   compute {duration(report['compute_seconds'])}   saved by pruning "
                 f"{duration(report['pruning_saved_seconds'])}")
+    if report.get("gpu") and report["gpu"].get("busy_percent") is not None:
+        text.append(f"   GPU busy {report['gpu']['busy_percent']:.0f}%")
     failures = report["failures"]
     if failures:
         reasons = ", ".join(f"{f['count']}x {f['reason'].split(':')[0]}" for f in failures[:3])

@@ -24,10 +24,10 @@ def check_study_name(name: str, key: str) -> str:
         problem = "is empty"
     elif name in (".", ".."):
         problem = "is not a folder name"
-    elif name.startswith("."):
-        problem = "starts with '.' (DIR/.<name>/ holds the workspace's caches)"
     elif "/" in name or "\\" in name:
         problem = "contains a path separator"
+    elif name.startswith("."):
+        problem = "starts with '.' (DIR/.<name>/ holds the workspace's caches)"
     elif not name.isprintable():
         problem = "contains control or invisible characters, or bytes that are not UTF-8"
     elif len(name.encode("utf-8")) > STUDY_NAME_MAX_BYTES:

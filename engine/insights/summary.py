@@ -6,6 +6,7 @@ TUI's Analysis screen, so both show the same numbers.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections import Counter
 from typing import Any
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 
 from engine.config import SweepConfig
 from engine.errors import UserError
+from engine.insights.gpu import gpu_usage
 from engine.storage import Store, SweepRow
 from engine.storage.states import SweepState
 
@@ -49,9 +51,26 @@ def _seconds(trial: optuna.trial.FrozenTrial) -> float:
     return trial.duration.total_seconds() if trial.duration else 0.0
 
 
+def sweep_gpu_usage(url: str, row: SweepRow | None, trials: list[optuna.trial.FrozenTrial]) -> dict[str, Any] | None:
+    """GPU busy share, GPU-hours and peak memory over the sweep's span (its first trial's start to
+    its last trial's end, or now while it runs), from the engine's system samples; None on a
+    machine without NVIDIA GPUs, or for a study tui-hpo did not run (no samples of its own)."""
+    starts = [t.datetime_start.timestamp() for t in trials if t.datetime_start]
+    if row is None or not starts:
+        return None
+    running = any(t.state == States.RUNNING for t in trials)
+    ends = [t.datetime_complete.timestamp() for t in trials if t.datetime_complete]
+    end = time.time() if running or not ends else max(ends)
+    store = Store(url, readonly=True)
+    try:
+        return gpu_usage(store.samples_between(min(starts), end))
+    finally:
+        store.close()
+
+
 def summary(study: optuna.Study, url: str) -> dict[str, Any]:
-    """Counts by state, best value(s) and params, compute time, compute saved by pruning, and
-    failures grouped by reason."""
+    """Counts by state, best value(s) and params, compute time, compute saved by pruning,
+    failures grouped by reason, and how busy the GPUs were."""
     trials = study.get_trials(deepcopy=False)
     counts = Counter(t.state.name for t in trials)
     row = sweep_row(url, study.study_name)
@@ -79,6 +98,7 @@ def summary(study: optuna.Study, url: str) -> dict[str, Any]:
                     for t in trials if "retry_of" in t.user_attrs],
         "oom_retries": [{"trial": t.number, "steps": t.user_attrs["oom_retries"]}
                         for t in trials if t.user_attrs.get("oom_retries")],
+        "gpu": sweep_gpu_usage(url, row, trials),
     }
     complete = [t for t in trials if t.state == States.COMPLETE]
     if not complete:

@@ -29,6 +29,7 @@ from engine.config import SweepConfig
 from engine.config.space import suggest
 from engine.datasets.scan import scan, splits
 from engine.errors import DEVICE_EXIT, DISK_EXIT, disk_problem
+from engine.insights.gpu import gpu_usage
 from engine.storage import HEARTBEAT_INTERVAL_S, Store, load_study, optuna_storage
 from engine.storage.states import EventKind, SweepState, WorkerState
 from engine.sweep import checkpoints, compile_policy
@@ -125,6 +126,8 @@ class Worker:
         self.device = device
         self.runtime = Runtime.from_resources(self.config.resources, device)
         self.device_name = device_name(device)
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # the engine gives each GPU worker one GPU
+        self.gpu_index = int(visible) if device.startswith("cuda") and visible.isdigit() else None
         self.compile_said: set[str] = set()  # compile decisions already reported by this worker
         self.label = f"{hostname()}:{os.getpid()}"
         self.artifacts = workdir / study_name
@@ -139,6 +142,7 @@ class Worker:
         spec = self.config.search_space.get("image_size")
         if spec is not None:
             sizes += [int(c) for c in spec.choices or []] + [int(spec.high or 0)]
+        # Decoded once into the workspace: every other worker, and later sweeps on the same files, read it.
         data = load(found, cfg, max(sizes))
         if data.skipped:
             shown = "; ".join(f"{p} ({why})" for p, why in data.skipped[:5])
@@ -194,7 +198,7 @@ class Worker:
         trial.set_user_attr("worker", self.label)
         trial.set_user_attr("device", self.device)
         self.store.update_worker(self.worker_id, state=WorkerState.RUNNING, trial_number=number)
-        started = time.perf_counter()
+        started, since = time.perf_counter(), time.time()
         state, values, reason = optuna.trial.TrialState.FAIL, None, None
         model = None
         with Heartbeat(self.storage, trial._trial_id):
@@ -202,6 +206,7 @@ class Worker:
                 params = suggest(trial, self.config.search_space, self.config.train.model_dump())
                 self._event(EventKind.TRIAL, f"trial {number} started on {self.label}: {_fmt_params(params)}", number)
                 model, per_fold = self._train(trial, params)
+                self._record_device_use(trial, per_fold, since)
                 values = objective_value(self.config, per_fold, time.perf_counter() - started)
                 state = optuna.trial.TrialState.COMPLETE
             except optuna.TrialPruned as exc:
@@ -255,6 +260,17 @@ class Worker:
         assert model is not None
         trial.set_user_attr("epochs", cfg.epochs * folds)
         return model, finals
+
+    def _record_device_use(self, trial: optuna.Trial, finals: list[EpochMetrics], since: float) -> None:
+        """The trial's peak memory and, on a GPU, which one and how busy it was meanwhile (the
+        engine's samples of that GPU): what packing trials onto GPUs is judged by."""
+        trial.set_user_attr("peak_mem_mb", round(max(m.peak_mem_mb for m in finals), 1))
+        if self.gpu_index is None:
+            return
+        trial.set_user_attr("gpu", f"{self.device_name} (GPU {self.gpu_index})")
+        usage = gpu_usage(self.store.samples_between(since, time.time(), hostname()), [self.gpu_index])
+        if usage and usage["busy_percent"] is not None:
+            trial.set_user_attr("gpu_util", usage["busy_percent"])
 
     def _speed_key(self, cfg: Any) -> str:
         return compile_policy.speed_key(self.device_name, cfg.model, cfg.image_size, cfg.batch_size, self.runtime.amp,

@@ -8,7 +8,7 @@ poll runs while this screen is not the one shown.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rich.text import Text
@@ -18,6 +18,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Static
 
+from engine.insights.gpu import gpu_usage
 from engine.storage.states import ACTIVE, FINISHED_TRIALS, RECENT_DURATIONS, SweepState, eta_seconds
 from tui_hpo import clock
 from tui_hpo.db import Event, Reader, Sample, StudyRow, TrialFeed, TrialRow
@@ -41,6 +42,10 @@ class Snapshot:
     took_ms: float = 0.0
     rows: dict[int, TrialRow] = field(default_factory=dict)
     version: int = 0
+    gpu_busy: float | None = None  # mean GPU utilisation over the last GPU_WINDOW_S; None without GPUs
+
+
+GPU_WINDOW_S = 30.0
 
 
 class DashboardScreen(LiveScreen):
@@ -107,10 +112,12 @@ class DashboardScreen(LiveScreen):
             else None
         total_epochs = _total_epochs(config) if config is not None else self._total_epochs
         events = reader.events(study.study_id, self.last_event, limit=50)
+        recent = [asdict(x) for x in reader.samples_between(clock.now() - GPU_WINDOW_S, clock.now())]
+        usage = gpu_usage(recent)
         return Snapshot(
             study=study, changed=changed, samples=reader.latest_samples(), curves=reader.intermediate(curve_ids),
             events=events, total_epochs=total_epochs, took_ms=(time.perf_counter() - started) * 1000, rows=rows,
-            version=self.feed.version)
+            version=self.feed.version, gpu_busy=usage["busy_percent"] if usage else None)
 
     _total_epochs = 0
 
@@ -141,7 +148,7 @@ class DashboardScreen(LiveScreen):
         with self.app.batch_update():
             table.apply(snap.changed, best.number if best else None, running)
         self.applied = (study.study_id, snap.version)
-        header.update(_header(study, best, rows))
+        header.update(_header(study, best, rows, snap.gpu_busy))
         if snap.events:
             self.last_event = snap.events[-1].id
             # Trial starts are in the table already; the panel keeps outcomes and commands.
@@ -265,7 +272,7 @@ STATE_STYLE = {SweepState.RUNNING: "bold green", SweepState.PAUSED: "bold yellow
                SweepState.STOPPED: "red", SweepState.FINISHED: "bold cyan", SweepState.EXTERNAL: "dim"}
 
 
-def _header(study: StudyRow, best: TrialRow | None, rows: dict[int, TrialRow]) -> Text:
+def _header(study: StudyRow, best: TrialRow | None, rows: dict[int, TrialRow], gpu_busy: float | None = None) -> Text:
     c = study.counts
     text = Text()
     text.append(f" {study.name} ", style="bold reverse")
@@ -283,6 +290,8 @@ def _header(study: StudyRow, best: TrialRow | None, rows: dict[int, TrialRow]) -
     if eta is not None:
         text.append(f"  ETA {duration(eta)}")
     text.append("\n")
+    if gpu_busy is not None:  # first on its line: the figure a GPU sweep is judged by, never wrapped away
+        text.append(f" GPU busy {gpu_busy:.0f}% ", style="bold" if gpu_busy >= 60 else "bold yellow")
     if best is not None:
         text.append(f" best {study.metrics[0] if study.metrics else 'value'} ", style="bold")
         text.append(f"{number(best.values[0])} ", style="bold green")
