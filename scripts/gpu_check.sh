@@ -13,7 +13,8 @@
 # 3. a forced CUDA out-of-memory (memory capped with torch.cuda.set_per_process_memory_fraction):
 #    the trial must step its batch down and finish
 # 4. the fixed costs around the trials (benchmarks/fixed_costs.py, one cold and one warm start)
-# 5. the image-folder benchmark (benchmarks/image_folder.py, a generated folder of JPEGs)
+# 5. where a new model's first steps go, per precision/layout/cuDNN setting (benchmarks/first_epoch.py)
+# 6. the image-folder benchmark (benchmarks/image_folder.py, a generated folder of JPEGs)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -66,7 +67,10 @@ grep -h "out of memory" "$OOM_DIR/runs/oom/engine.log" | cut -c1-200 || echo "(n
 step "4. fixed costs around the trials (cold and warm start)"
 timed "$PY" benchmarks/fixed_costs.py --repeats 1
 
-step "5. image folder: trial 1 and trial 2 against ImageFolder + DataLoader"
+step "5. the first steps of a new model and shape, per setting (efficientnet_b0: the slowest first epoch)"
+timed "$PY" benchmarks/first_epoch.py --models efficientnet_b0 --profile
+
+step "6. image folder: trial 1 and trial 2 against ImageFolder + DataLoader"
 if [ -f benchmarks/image_folder.py ]; then
   timed "$PY" benchmarks/image_folder.py
 else
