@@ -70,7 +70,7 @@ def workdir(tmp_path: Path):
 def test_wizard_start_watch_leave_and_attach(workdir: Path) -> None:
     cli = f"{sys.executable} -m tui_hpo.cli"
     # The engine the wizard starts inherits the environment: a short sweep for the test.
-    env = {"TUI_HPO__BUDGET__N_TRIALS": "5", "TUI_HPO__TRAIN__EPOCHS": "4", "TUI_HPO__RESOURCES__PARALLEL": "1",
+    env = {"TUI_HPO__BUDGET__N_TRIALS": "5", "TUI_HPO__TRAIN__EPOCHS": "3", "TUI_HPO__RESOURCES__PARALLEL": "1",
            "TUI_HPO__PRUNER__NAME": "none"}
     term = Terminal(f"{cli} --workdir {workdir}", env, logs=workdir)
     try:
@@ -107,10 +107,10 @@ def test_run_from_a_terminal_names_the_study_and_survives_a_lost_connection(work
     terminal goes away: SIGHUP to the app) and the sweep still finishes."""
     config = tmp_path / "x.yaml"
     config.write_text("name: foo\nextends: " + str(ROOT / "tests" / "configs" / "tiny.yaml") + "\n"
-                      "train: {epochs: 4}\nbudget: {n_trials: 4}\nresources: {parallel: 1}\n")
+                      "train: {epochs: 3}\nbudget: {n_trials: 3}\nresources: {parallel: 1}\n")
     term = Terminal(f"{sys.executable} -m tui_hpo.cli run --config {config} --workdir {workdir}", {}, logs=workdir)
     try:
-        screen = term.wait_for("1/4 done", timeout=120)
+        screen = term.wait_for("1/3 done", timeout=120)
         assert " foo " in screen, screen
         assert [p.name for p in workdir.iterdir() if p.is_dir()] == ["foo"]
     finally:
@@ -118,4 +118,4 @@ def test_run_from_a_terminal_names_the_study_and_survives_a_lost_connection(work
     deadline = time.time() + 180
     while time.time() < deadline and sweep_state(workdir / "hpo.db")[0] != "finished":
         time.sleep(1)
-    assert sweep_state(workdir / "hpo.db") == ("finished", 4), "the sweep must outlive its terminal"
+    assert sweep_state(workdir / "hpo.db") == ("finished", 3), "the sweep must outlive its terminal"
