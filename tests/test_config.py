@@ -149,9 +149,10 @@ def fake_info(gpus: list[tuple[str, bool]] | None = None, mps: bool = False) -> 
 def test_profiles() -> None:
     cuda = profile(fake_info([("A100", True), ("A100", True)]), "cuda")["resources"]
     assert cuda == {"amp": "bf16", "compile": "auto", "channels_last": True, "pin_memory": True,
-                    "batch_multiplier": 1.5, "parallel": 2}
+                    "batch_multiplier": 1.5, "parallel": 2, "trials_per_gpu": "auto"}
     assert profile(fake_info([("V100", False)]), "cuda")["resources"]["amp"] == "fp16"
-    assert profile(fake_info([("A100", True)] * 2), "cuda", trials_per_gpu=3)["resources"]["parallel"] == 6
+    asked = profile(fake_info([("A100", True)] * 2), "cuda", trials_per_gpu=3)["resources"]
+    assert asked["parallel"] == 6 and asked["trials_per_gpu"] == 3, "a number asked for is kept: no packing"
     mps = profile(fake_info(mps=True), "mps")["resources"]
     assert mps["amp"] == "off" and mps["pin_memory"] is False and mps["batch_multiplier"] == 0.8
     assert mps["parallel"] == 1
@@ -236,3 +237,21 @@ def test_run_names_the_study_the_same_way_headless_and_in_the_app(tmp_path: Path
     assert started["study"] == started["watched"] == "foo"
     assert cli._resolve_name(args, Workspace(tmp_path / "runs"), None)[1] == "foo"  # the headless path's name
     assert "--config" in launch.RunArgs(config_file=config).argv() and "x.yaml" in " ".join(started["args"].argv())
+
+
+@pytest.mark.parametrize(("layer", "message"), [
+    ({"resources": {"trials_per_gpu": "many"}},
+     "resources.trials_per_gpu: input should be a valid integer or 'auto' (got 'many')"),
+    ({"resources": {"trials_per_gpu": 0}},
+     "resources.trials_per_gpu: input should be greater than or equal to 1 or 'auto' (got 0)"),
+    ({"resources": {"compile": "maybe"}}, "resources.compile: input should be a valid boolean or 'auto' (got 'maybe')"),
+])
+def test_a_value_of_none_of_a_keys_types_names_the_key_and_what_it_takes(layer: dict, message: str) -> None:
+    """pydantic tags each branch of a union in the error's location ("constrained-int"): the line
+    names the key the user wrote, and what each branch would take."""
+    from engine.config.schema import validate
+
+    with pytest.raises(ConfigError) as raised:
+        validate(layer, "x.yaml")
+    assert str(raised.value).endswith(message), str(raised.value)
+    assert "constrained" not in str(raised.value) and "literal[" not in str(raised.value)

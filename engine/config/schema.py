@@ -6,7 +6,8 @@ the key path in one line (`search_space.lr.low: ...`); the loader adds the file.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -95,7 +96,8 @@ class ResourcesConfig(Section):
     channels_last: bool | None = None
     pin_memory: bool | None = None
     batch_multiplier: float | None = Field(None, gt=0, le=16)
-    trials_per_gpu: int = Field(1, ge=1, le=16)
+    # auto (the CUDA profile's): one per GPU, then more while measurements say they fit and help
+    trials_per_gpu: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] | None = None
     gpus: list[int] | None = None
 
 
@@ -180,14 +182,31 @@ def validate(merged: dict[str, Any], source: str | None) -> SweepConfig:
     return config
 
 
+# How pydantic tags the branch of a union in an error's location ("constrained-int", "bool",
+# "literal['auto']"): not a key of ours, so never shown as one.
+UNION_BRANCH = re.compile(r"^(constrained-\w+|literal\[.*\]|bool|int|float|str|none|list\[.*\]|dict\[.*\])$")
+
+
+def _key_path(loc: tuple[Any, ...]) -> tuple[str, bool]:
+    """(the dotted key path, whether the last element was a union branch)."""
+    parts = [str(p) for p in loc]
+    branch = bool(parts) and isinstance(loc[-1], str) and bool(UNION_BRANCH.match(parts[-1]))
+    return ".".join(parts[:-1] if branch else parts), branch
+
+
 def one_line_error(exc: ValidationError, source: str | None) -> ConfigError:
-    err = exc.errors()[0]
-    path = ".".join(str(p) for p in err["loc"])
+    errors = exc.errors()
+    err = errors[0]
+    path, branch = _key_path(err["loc"])
     if err["type"] == "extra_forbidden":
         key = path.rpartition(".")[2]
         hint = f" (did you mean '{PARAM_ALIASES[key]}'?)" if key in PARAM_ALIASES else ""
         return ConfigError(f"unknown key '{key}'{hint}", source=source, key=path)
     msg = err["msg"].removeprefix("Value error, ")
+    if branch:  # a value fitting none of a union's types: say what each would take
+        wants = [e["msg"].removeprefix("Input should be ").split(", unable to")[0]
+                 for e in errors if _key_path(e["loc"]) == (path, True)]
+        msg = "input should be " + " or ".join(dict.fromkeys(wants))
     value = err.get("input")
     shown = f" (got {value!r})" if value is not None and not isinstance(value, dict | list) else ""
     return ConfigError(f"{msg[0].lower()}{msg[1:]}{shown}", source=source, key=path)

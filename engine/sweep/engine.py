@@ -27,9 +27,11 @@ from engine.artifacts import dump_yaml, ensure_writable, write_atomic
 from engine.config import SweepConfig, check_study_name
 from engine.datasets.scan import Scan, scan
 from engine.errors import DEVICE_EXIT, DISK_EXIT, DISK_FULL, ConfigError, DiskError, disk_problem
+from engine.insights.gpu import gpu_usage
 from engine.insights.results import export_results
 from engine.storage import STORAGE_ENV, Store, load_study, mask_url, optuna_storage, study_id
 from engine.storage.states import ACTIVE, EventKind, SweepState, eta_seconds, finished_count
+from engine.sweep import packing
 from engine.sweep.model_cache import check_models_once
 from engine.sweep.recovery import recover_dead_trials
 from engine.sweep.resolve import Resolved
@@ -46,8 +48,11 @@ STAGGER_S = 0.4
 # die: a worker on another machine (its heartbeat went stale) or one killed between asking for
 # a trial and labelling it. Each such trial holds a budget slot until it is found.
 RECOVER_EVERY_S = 10.0
+PACK_EVERY_S = 10.0  # `trials_per_gpu: auto`: how often the GPUs' load is looked at
+PACK_WINDOW_S = 20.0  # the utilisation it judges by: the mean over this much of the newest samples
 SAMPLE_KEEP_S = 7 * 24 * 3600
 # Sections that define what a study measures: a resume must not change them.
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 IDENTITY = ("data", "train", "objective", "search_space", "sampler", "pruner")
 
 
@@ -162,6 +167,9 @@ class Engine:
         self.retired: set[int] = set()  # worker slots that died and were not restarted
         self.interrupts = 0
         self.last_event = 0
+        self.packed: set[str] = set()  # GPUs (CUDA_VISIBLE_DEVICES ids) that take no more workers
+        self.busy_at_add: dict[str, float] = {}
+        self.added_last: dict[str, int] = {}  # GPU id -> pid of the worker added to it last
 
     def prepare(self) -> Scan:
         """Every check that can fail on bad input, before anything is written."""
@@ -179,6 +187,7 @@ class Engine:
         study = create_or_resume(self.config, self.url, self.study_name, self.workdir)
         self.study = study
         self.store = Store(self.url)
+        self.optuna_study = load_study(self.url, study.name)
         folder = study.folder
         folder.mkdir(parents=True, exist_ok=True)
         self._log_to(folder / "engine.log")
@@ -314,11 +323,15 @@ class Engine:
         threading.Thread(target=importlib.import_module, args=("optuna.importance",), daemon=True).start()
         started = time.time()
         last_prune, last_recovery = 0.0, time.monotonic()
+        last_pack = last_recovery
         while True:
             tick = time.monotonic()
             self.store.add_sample(monitor.sample(self.workdir))
             self._drain_events(self.status(started))
             self._replace_dead_workers()
+            if self.packing and tick - last_pack >= PACK_EVERY_S and not self.interrupts:
+                self._pack()
+                last_pack = tick
             if tick - last_recovery >= RECOVER_EVERY_S and not self.interrupts:
                 for _ in range(recover_dead_trials(self.url, self.study_name, self.store, self.study.study_id,
                                                    self.config.budget.max_retries)):
@@ -334,6 +347,58 @@ class Engine:
                 last_prune = tick
             self._wait_for_exit(tick + TICK_S)
         self._drain_events()
+
+    @property
+    def packing(self) -> bool:
+        return self.platform == "cuda" and self.config.resources.trials_per_gpu == "auto"
+
+    def _pack(self) -> None:
+        """`trials_per_gpu: auto`: one more worker on each GPU where the newest measurements say
+        it fits and helps (engine.sweep.packing); each decision that changes something is an event."""
+        now = time.time()
+        samples = self.store.samples_between(now - PACK_WINDOW_S, now, monitor.hostname())
+        if not samples:
+            return
+        newest = {g.get("index"): g for g in samples[-1]["gpus"]}
+        peaks, finished_by = self._trial_peaks()
+        for gpu_id in dict.fromkeys(env["CUDA_VISIBLE_DEVICES"] for _device, env, _threads in self.plan):
+            last = self.added_last.get(gpu_id)
+            if gpu_id in self.packed or not gpu_id.isdigit() or (last is not None and last not in finished_by):
+                continue  # a UUID we cannot match to NVML, or the worker added last has not finished a trial
+            index = int(gpu_id)
+            slots = [i for i, (_d, env, _t) in enumerate(self.plan) if env["CUDA_VISIBLE_DEVICES"] == gpu_id]
+            reading = newest.get(index) or {}
+            total, used = reading.get("mem_total_mb"), reading.get("mem_used_mb")
+            usage = gpu_usage(samples, [index])
+            decision = packing.decide(packing.GpuLoad(
+                index=index, workers=sum(self.procs[i].poll() is None for i in slots),
+                busy_percent=usage["busy_percent"] if usage else None,
+                free_mb=total - used if total is not None and used is not None else None,
+                peak_trial_mb=peaks.get(gpu_id), busy_at_last_add=self.busy_at_add.get(gpu_id)))
+            if decision.final:
+                self.packed.add(gpu_id)
+            if decision.add:
+                self.busy_at_add[gpu_id] = usage["busy_percent"] if usage else 0.0
+                self.plan.append(self.plan[slots[0]])
+                self.procs.append(self._spawn(len(self.plan) - 1))
+                self.added_last[gpu_id] = self.procs[-1].pid
+            if decision.add or decision.final:
+                self.store.add_event(self.study.study_id, EventKind.WORKER, f"packing: {decision.reason}")
+
+    def _trial_peaks(self) -> tuple[dict[str, float], set[int]]:
+        """Per GPU id, the largest peak memory of the recent finished trials its workers ran, and
+        the pids of the workers that finished one."""
+        gpu_of = {proc.pid: self.plan[i][1]["CUDA_VISIBLE_DEVICES"] for i, proc in enumerate(self.procs)}
+        peaks: dict[str, float] = {}
+        finished_by: set[int] = set()
+        for trial in self.optuna_study.get_trials(deepcopy=False, states=FINISHED)[-50:]:
+            pid = str(trial.user_attrs.get("worker", "")).rpartition(":")[2]
+            gpu_id = gpu_of.get(int(pid)) if pid.isdigit() else None
+            if gpu_id is None or "peak_mem_mb" not in trial.user_attrs:
+                continue
+            finished_by.add(int(pid))
+            peaks[gpu_id] = max(peaks.get(gpu_id, 0.0), float(trial.user_attrs["peak_mem_mb"]))
+        return peaks, finished_by
 
     def _wait_for_exit(self, until: float) -> None:
         """Sleep until `until` (monotonic), or until a worker exits: the last one's exit ends the

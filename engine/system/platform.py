@@ -197,23 +197,24 @@ def choose_platform(info: PlatformInfo, requested: str = "auto") -> str:
 
 
 def profile(info: PlatformInfo, platform: str, gpu_indices: list[int] | None = None,
-            trials_per_gpu: int = 1) -> dict[str, Any]:
+            trials_per_gpu: int | str | None = None) -> dict[str, Any]:
     """Training defaults that suit the platform, as a config layer (`resources:` only).
 
     CUDA: mixed precision (bf16 where every GPU supports it, else fp16 with a grad scaler),
     torch.compile where measurements say it pays (`auto`), channels_last, pinned memory, batch
-    x1.5, one trial per GPU.
+    x1.5, one trial per GPU to start with and more while they fit and help (`trials_per_gpu:
+    auto`, engine.sweep.packing) unless a number is asked for.
     MPS: full precision, no pinned memory, batch x0.8, one trial at a time.
     CPU: batch x0.5, up to four parallel trials; each worker gets cores // parallel threads.
     """
     cores = info.logical_cores
     if platform == "cuda":
         gpus = [g for g in info.gpus if gpu_indices is None or g.index in gpu_indices]
-        parallel = max(1, len(gpus) * trials_per_gpu)
+        per_gpu = trials_per_gpu if isinstance(trials_per_gpu, int) else 1
         resources = {
             "amp": "bf16" if gpus and all(g.bf16 for g in gpus) else "fp16",
             "compile": "auto", "channels_last": True, "pin_memory": True, "batch_multiplier": 1.5,
-            "parallel": parallel,
+            "parallel": max(1, len(gpus) * per_gpu), "trials_per_gpu": trials_per_gpu or "auto",
         }
     elif platform == "mps":
         resources = {"amp": "off", "compile": False, "channels_last": False, "pin_memory": False,
