@@ -22,12 +22,12 @@ from pathlib import Path
 
 from _common import ROOT, run_sweep
 
-MODEL, EPOCHS, BATCH, SIZE, LR = "test_resnet", 4, 64, 32, 2e-3
-SAMPLES = 1438 * EPOCHS  # training images x epochs
+MODEL, BATCH, SIZE, LR = "test_resnet", 64, 32, 2e-3
+TRAIN_IMAGES = 1438
 
 
-def plain_loops(trials: int) -> list[float]:
-    """Seconds of build + EPOCHS x (train + validate) with nothing but PyTorch, `trials` times."""
+def plain_loops(trials: int, epochs: int) -> list[float]:
+    """Seconds of build + `epochs` x (train + validate) with nothing but PyTorch, `trials` times."""
     import timm
     import torch
     import torch.nn.functional as F
@@ -50,7 +50,7 @@ def plain_loops(trials: int) -> list[float]:
         model = timm.create_model(MODEL, num_classes=10)
         opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.05)
         gen = torch.Generator().manual_seed(0)
-        for _ in range(EPOCHS):
+        for _ in range(epochs):
             model.train()
             order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=gen)]
             for i in range(0, len(order), BATCH):
@@ -68,17 +68,17 @@ def plain_loops(trials: int) -> list[float]:
     return seconds
 
 
-def plain_side(trials: int) -> list[float]:
+def plain_side(trials: int, epochs: int) -> list[float]:
     """`plain_loops` in a fresh process, as the engine's trials run in a fresh worker."""
-    out = subprocess.run([sys.executable, __file__, "--plain", str(trials)], capture_output=True, text=True,
-                         cwd=ROOT, check=True)
+    out = subprocess.run([sys.executable, __file__, "--plain", str(trials), "--epochs", str(epochs)],
+                         capture_output=True, text=True, cwd=ROOT, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def engine_side(workdir: Path, trials: int) -> list[float]:
+def engine_side(workdir: Path, trials: int, epochs: int) -> list[float]:
     """Seconds of each sweep trial (ask to tell, as Optuna records it) with the same settings."""
     config = workdir / "overhead.yaml"
-    config.write_text(f"train: {{model: {MODEL}, epochs: {EPOCHS}, batch_size: {BATCH}, image_size: {SIZE}, "
+    config.write_text(f"train: {{model: {MODEL}, epochs: {epochs}, batch_size: {BATCH}, image_size: {SIZE}, "
                       f"lr: {LR}, warmup_ratio: 0.0, scheduler: none}}\n"
                       "resources: {parallel: 1, threads_per_worker: 1, batch_multiplier: 1.0}\n"
                       f"pruner: {{name: none}}\nbudget: {{n_trials: {trials}}}\n"
@@ -95,27 +95,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (each side once per round)")
     parser.add_argument("--trials", type=int, default=3, help="trials per side and round")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per trial (1: trials of about 2 s)")
     parser.add_argument("--plain", type=int, metavar="N", help=argparse.SUPPRESS)  # the subprocess side
     args = parser.parse_args()
     if args.plain:
-        print(json.dumps(plain_loops(args.plain)))
+        print(json.dumps(plain_loops(args.plain, args.epochs)))
         return
     plain: list[float] = []
     engine: list[float] = []
     ratios: list[float] = []
     for r in range(args.rounds):
-        p = plain_side(args.trials)
+        p = plain_side(args.trials, args.epochs)
         with tempfile.TemporaryDirectory() as tmp:
-            e = engine_side(Path(tmp), args.trials)
+            e = engine_side(Path(tmp), args.trials, args.epochs)
         plain += p
         engine += e
         ratios.append(statistics.median(p) / statistics.median(e))
-        print(f"round {r + 1}: plain {SAMPLES / statistics.median(p):6.0f} samples/s   "
-              f"engine {SAMPLES / statistics.median(e):6.0f} samples/s   ratio {ratios[-1]:.3f}")
+        samples = TRAIN_IMAGES * args.epochs
+        print(f"round {r + 1}: plain {samples / statistics.median(p):6.0f} samples/s   "
+              f"engine {samples / statistics.median(e):6.0f} samples/s   ratio {ratios[-1]:.3f}")
     print(f"plain loop:   {spread(plain)}")
     print(f"engine trial: {spread(engine)}")
     print(f"ratio per round: median {statistics.median(ratios):.3f}, min {min(ratios):.3f}, max {max(ratios):.3f} "
-          f"({MODEL}, {EPOCHS} epochs, batch {BATCH}, 1 thread)")
+          f"({MODEL}, {args.epochs} epoch(s), batch {BATCH}, 1 thread)")
     print(f"ratio={statistics.median(ratios):.3f}")
 
 

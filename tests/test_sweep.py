@@ -87,7 +87,7 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path, tiny_
     workdir = tmp_path / "runs"
     args = [sys.executable, "-m", "tui_hpo.cli", "run", "--config", str(tiny_config), "--workdir", str(workdir),
             "--no-tui", "--n-trials", "3"]
-    env = {**os.environ, "TUI_HPO__TRAIN__EPOCHS": "4", "TUI_HPO__SEARCH_SPACE__BATCH_SIZE__CHOICES": "[32]"}
+    env = {**os.environ, "TUI_HPO__TRAIN__EPOCHS": "3", "TUI_HPO__SEARCH_SPACE__BATCH_SIZE__CHOICES": "[32]"}
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.time() + 120
