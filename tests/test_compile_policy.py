@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import SweepConfig
-from engine.sweep.compile_policy import ASSUMED_COMPILE_S, ASSUMED_GAIN, Speeds, decide, measure, speed_key
+from engine.sweep.compile_policy import ASSUMED_COMPILE_S, ASSUMED_GAIN, Speeds, decide, measure, shape_key
 from engine.system.platform import cpu_model
 from tests.conftest import ROOT, run_cli
 
@@ -66,13 +66,14 @@ def test_measurements_are_kept_per_shape_and_merged(tmp_path: Path) -> None:
 
     store = Store(default_url(tmp_path))
     store.migrate()
-    key = speed_key("NVIDIA H200", "resnet18", 64, 192, "bf16", True, "2.11.0")
-    assert store.compile_speeds(key) == {}
-    store.record_compile_speeds(key, eager_step_s=0.01)
-    store.record_compile_speeds(key, compiled_step_s=0.008, compile_s=50.0)
-    assert store.compile_speeds(key) == {"eager_step_s": 0.01, "compiled_step_s": 0.008, "compile_s": 50.0}
-    other = speed_key("NVIDIA H200", "resnet18", 64, 96, "bf16", True, "2.11.0")
-    assert store.compile_speeds(other) == {}, "another batch is another shape"
+    key = shape_key("NVIDIA H200", "resnet18", 64, 192, "bf16", True, "2.11.0")
+    assert store.shape(key) == {}
+    store.record_shape(key, eager_step_s=0.01)
+    store.record_shape(key, compiled_step_s=0.008, compile_s=50.0)
+    assert store.shape(key) == {"eager_step_s": 0.01, "compiled_step_s": 0.008, "compile_s": 50.0,
+                                "fitted_batch": None}
+    other = shape_key("NVIDIA H200", "resnet18", 64, 96, "bf16", True, "2.11.0")
+    assert store.shape(other) == {}, "another batch is another shape"
 
 
 def test_the_cuda_profile_leaves_compile_to_measurements() -> None:
@@ -99,5 +100,5 @@ def test_a_sweep_decides_says_why_once_and_records_eager_steps(tmp_path: Path) -
     said = [e["message"] for e in store.events_of(row.study_id) if e["kind"] == "compile"]
     assert len(said) == 2, said  # first trial: measure eager; then: too short to repay a compile
     assert "its first trial runs eager" in said[0] and "~60 s to compile" in said[1]
-    key = speed_key(cpu_model(), "test_resnet", 24, 64, "off", False, metadata.version("torch"))
-    assert (store.compile_speeds(key)["eager_step_s"] or 0) > 0
+    key = shape_key(cpu_model(), "test_resnet", 24, 64, "off", False, metadata.version("torch"))
+    assert (store.shape(key)["eager_step_s"] or 0) > 0

@@ -224,7 +224,8 @@ def test_out_of_memory_retries_with_half_the_batch(tmp_path: Path, monkeypatch: 
     """Fault injection on the CPU: from the second epoch on, any training batch above 32 images
     raises MemoryError (as a CUDA OOM would), so each attempt has written its first epoch's row
     before it fails. The trial goes on with the same effective batch and finishes, and its epoch
-    rows are those of the attempt that fitted."""
+    rows are those of the attempt that fitted. The next trial of the same shape starts at the
+    batch that fitted, without running out of memory again."""
     from engine.storage import Store, default_url
     from engine.sweep.engine import create_or_resume
     from engine.sweep.resolve import resolve_run
@@ -250,15 +251,21 @@ def test_out_of_memory_retries_with_half_the_batch(tmp_path: Path, monkeypatch: 
     assert [t.state for t in study.trials] == [States.COMPLETE, States.COMPLETE], \
         [t.user_attrs.get("fail_reason") for t in study.trials]
     store = Store(url)
+    first, second = study.trials
+    assert first.user_attrs["oom_retries"] == [{"batch_size": 64, "accum_steps": 2},
+                                               {"batch_size": 32, "accum_steps": 4}]
+    assert "oom_retries" not in second.user_attrs, "the second trial started where the first fitted"
     for trial in study.trials:
         assert trial.params["batch_size"] == 128
-        assert trial.user_attrs["oom_retries"] == [{"batch_size": 64, "accum_steps": 2},
-                                                   {"batch_size": 32, "accum_steps": 4}]
         assert trial.value > 0.3
         rows = store.epochs_of(trial._trial_id)
         assert [(r["fold"], r["epoch"]) for r in rows] == [(0, 0), (0, 1)]
         assert rows[-1]["val_f1"] == pytest.approx(trial.value)
     assert (128, 1, 1) in seen and (64, 2, 1) in seen and (32, 4, 1) in seen
+    assert seen.count((128, 1, 0)) == 1, "batch 128 was tried once, by the first trial"
+    events = [e["message"] for e in store.events_of(1)]
+    assert "trial 1: starts at batch 32 x 4 accumulation steps: batch 128 ran out of memory here before " \
+           "(same effective batch)" in events
     summary = run_cli("summary", "--workdir", str(tmp_path))
     assert "went on with batch 32 x 4 accumulation steps" in summary.stdout
 

@@ -30,13 +30,13 @@ from engine.storage.states import OUTCOMES, RECENT_DURATIONS, EventKind, SweepSt
 from engine.storage.tables import (
     MIGRATIONS,
     commands,
-    compile_speeds,
     decode_sample,
     epochs,
     events,
     repeats,
     samples,
     schema_table,
+    shapes,
     sweeps,
     workers,
 )
@@ -289,25 +289,25 @@ class Store:
                                 .order_by(epochs.c.fold, epochs.c.epoch)).mappings().all()
         return [dict(r) for r in rows]
 
-    # ------------------------------------------------------------ compile measurements
+    # ------------------------------------------------------------ measurements per shape
 
-    def compile_speeds(self, key: str) -> dict[str, float | None]:
-        """What was measured for `key` (see `engine.sweep.compile_policy.speed_key`); empty if nothing."""
+    def shape(self, key: str) -> dict[str, float | None]:
+        """What was measured for `key` (see `engine.sweep.compile_policy.shape_key`); empty if nothing."""
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(compile_speeds).where(compile_speeds.c.key == key)).mappings().first()
-        return {k: row[k] for k in ("eager_step_s", "compiled_step_s", "compile_s")} if row else {}
+            row = conn.execute(sa.select(shapes).where(shapes.c.key == key)).mappings().first()
+        return {k: row[k] for k in ("eager_step_s", "compiled_step_s", "compile_s", "fitted_batch")} if row else {}
 
-    def record_compile_speeds(self, key: str, **measured: float) -> None:
+    def record_shape(self, key: str, **measured: float) -> None:
         """Set the measured values of `key` (others are kept): the newest measurement wins."""
         values = {**measured, "updated": time.time()}
         for _attempt in range(2):
             with self.tx() as conn:
-                done = conn.execute(compile_speeds.update().where(compile_speeds.c.key == key).values(**values))
+                done = conn.execute(shapes.update().where(shapes.c.key == key).values(**values))
                 if done.rowcount:
                     return
                 try:
                     with conn.begin_nested():
-                        conn.execute(compile_speeds.insert().values(key=key, **values))
+                        conn.execute(shapes.insert().values(key=key, **values))
                     return
                 except sa.exc.IntegrityError:  # another worker inserted it first: update theirs
                     continue

@@ -104,14 +104,16 @@ repeats = sa.Table(
 )
 
 
-# What torch.compile costs and gains per (device, model, image size, batch, precision, torch): kept
-# across sweeps of the workspace, so `resources.compile: auto` decides from measurements.
-compile_speeds = sa.Table(
-    "hpo_compile", metadata,
+# What was measured per shape, (device, model, image size, batch, precision, layout, torch), kept
+# across sweeps of the workspace: what torch.compile costs and gains there (`resources.compile:
+# auto` decides from it), and the batch that fitted in memory when this one did not.
+shapes = sa.Table(
+    "hpo_shape", metadata,
     sa.Column("key", sa.String(512), primary_key=True),
     sa.Column("eager_step_s", sa.Float, nullable=True),  # a steady training step, eager
     sa.Column("compiled_step_s", sa.Float, nullable=True),  # the same, compiled
     sa.Column("compile_s", sa.Float, nullable=True),  # the one-off cost of compiling (both passes)
+    sa.Column("fitted_batch", sa.Integer, nullable=True),  # out of memory at this batch: this one fitted
     sa.Column("updated", sa.Float, nullable=False),
 )
 
@@ -127,8 +129,8 @@ def _v2(conn: sa.Connection) -> None:
 
 
 def _v3(conn: sa.Connection) -> None:
-    """`resources.compile: auto`: measured compile costs and step times."""
-    compile_speeds.create(conn, checkfirst=True)
+    """Measurements per shape: compile costs and step times, the batch that fitted."""
+    shapes.create(conn, checkfirst=True)
 
 
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3]

@@ -4,7 +4,7 @@ measured cost.
 torch.compile costs a minute or more per (model, input shape) and gains nothing on short trials
 (FACTS.md: resnet18 at 64 px on an H200 ran 12,000 samples/s eager, 10,200 compiled, and its
 first compiled epoch took 52 s). Whether it pays depends on the GPU, the model, the image size,
-the batch, the precision and the torch version, so each such combination (a `speed_key`) keeps
+the batch, the precision and the torch version, so each such combination (a `shape_key`) keeps
 its measured eager step, compiled step and compile cost in the database, across sweeps.
 
 The first trial of a combination runs eager (its steady step time is measured). A later trial is
@@ -51,7 +51,7 @@ class Decision:
     reason: str  # the event the user reads: "compile skipped for resnet18 at 64 px: ..."
 
 
-def speed_key(device_name: str, model: str, image_size: int, batch_size: int, amp: str, channels_last: bool,
+def shape_key(device_name: str, model: str, image_size: int, batch_size: int, amp: str, channels_last: bool,
               torch_version: str) -> str:
     layout = "channels-last" if channels_last else "contiguous"
     return f"{device_name}|{model}|{image_size}px|batch {batch_size}|amp {amp}|{layout}|torch {torch_version}"

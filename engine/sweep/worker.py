@@ -237,6 +237,8 @@ class Worker:
         folds = len(self.splits)
         finals: list[EpochMetrics] = []
         model = None
+        asked = cfg
+        cfg = self._fitted_before(trial, cfg)
         runtime, speeds = self._compile_choice(trial, cfg)
         for fold, split in enumerate(self.splits):
             def on_epoch(m: EpochMetrics, fold: int = fold) -> None:
@@ -252,6 +254,8 @@ class Worker:
                 cfg, self.data, split, runtime, on_epoch, self.stop,
                 lambda old, new, fold=fold: self._step_down(trial, fold, old, new))
             finals.append(history[-1])
+            if cfg.batch_size < asked.batch_size:  # later trials of this shape start where this one fitted
+                self.store.record_shape(self._shape_key(asked), fitted_batch=cfg.batch_size)
             speeds = self._record_speeds(cfg, runtime, history, len(split[0]), speeds)
             if single and folds > 1:
                 trial.report(getattr(history[-1], metric), fold)
@@ -272,14 +276,28 @@ class Worker:
         if usage and usage["busy_percent"] is not None:
             trial.set_user_attr("gpu_util", usage["busy_percent"])
 
-    def _speed_key(self, cfg: Any) -> str:
-        return compile_policy.speed_key(self.device_name, cfg.model, cfg.image_size, cfg.batch_size, self.runtime.amp,
+    def _shape_key(self, cfg: Any) -> str:
+        return compile_policy.shape_key(self.device_name, cfg.model, cfg.image_size, cfg.batch_size, self.runtime.amp,
                                         self.runtime.channels_last, metadata.version("torch"))
+
+    def _fitted_before(self, trial: optuna.Trial, cfg: Any) -> Any:
+        """`cfg`, or, when its batch ran out of memory on this device before, the smaller batch
+        that fitted then, with the gradient accumulation that keeps the effective batch: the same
+        experiment without going through the same out-of-memory errors again."""
+        fitted = self.store.shape(self._shape_key(cfg)).get("fitted_batch")
+        if not fitted or fitted >= cfg.batch_size:
+            return cfg
+        factor = max(1, cfg.batch_size // int(fitted))
+        smaller = cfg.model_copy(update={"batch_size": int(fitted), "accum_steps": cfg.accum_steps * factor})
+        self._event(EventKind.TRIAL_OOM, f"trial {trial.number}: starts at batch {smaller.batch_size} x "
+                    f"{smaller.accum_steps} accumulation steps: batch {cfg.batch_size} ran out of memory here "
+                    "before (same effective batch)", trial.number)
+        return smaller
 
     def _compile_choice(self, trial: optuna.Trial, cfg: Any) -> tuple[Runtime, compile_policy.Speeds]:
         """This trial's runtime, compiled or not (`resources.compile`), and what was measured for
         its model and shape so far. Each decision is an event, once per worker and shape."""
-        speeds = compile_policy.Speeds.of(self.store.compile_speeds(self._speed_key(cfg)))
+        speeds = compile_policy.Speeds.of(self.store.shape(self._shape_key(cfg)))
         steps = sum(cfg.epochs * math.ceil(len(train) / cfg.batch_size) for train, _val in self.splits)
         what = f"{cfg.model} at {cfg.image_size} px, batch {cfg.batch_size}"
         decision = compile_policy.decide(self.config.resources.compile, speeds, steps, what)
@@ -298,7 +316,7 @@ class Worker:
                                           runtime.compile, known)
         if not measured:
             return known
-        self.store.record_compile_speeds(self._speed_key(cfg), **measured)
+        self.store.record_shape(self._shape_key(cfg), **measured)
         return dataclasses.replace(known, **measured)
 
     def _step_down(self, trial: optuna.Trial, fold: int, cfg: Any, smaller: Any) -> None:
