@@ -57,7 +57,6 @@ class DataConfig(Section):
     subset: int | None = Field(None, ge=4)  # use at most this many images (stratified): fast screening
     split_seed: int = 0
     cache_limit_mb: int = Field(2048, ge=0)
-    loader_workers: int = Field(0, ge=0)
 
 
 class TrainConfig(Section):

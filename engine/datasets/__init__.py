@@ -1,6 +1,7 @@
 """What images a data path holds: the embedded digits, ImageFolder trees, CSV label files; their
-classes, what was skipped and why, and the train/validation splits. Never imports torch, so the
-wizard can check a path; decoding into tensors is `engine.training.tensors`.
+classes, what was skipped and why, and the train/validation splits; the decoded-image cache
+(`image_cache`) every worker reads. Never imports torch, so the wizard can check a path; the
+tensors a model trains on are `engine.training.tensors`.
 """
 
 from engine.datasets.scan import Entry, Scan, scan, splits

@@ -3,7 +3,8 @@
 `scan()` needs no torch: it finds the layout, the classes and the usable files, and reports
 what it skipped (broken, not an image, missing, or outside the data root: never opened). The
 engine process calls it to reject bad input before a study exists; each worker calls it again
-(it is deterministic) and then decodes the images once into memory (`engine.training.tensors`).
+(it is deterministic) and then reads the decoded images from the workspace's image cache
+(`engine.datasets.image_cache`, filled by the first worker that needs it).
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ class Worker:
         if spec is not None:
             sizes += [int(c) for c in spec.choices or []] + [int(spec.high or 0)]
         # Decoded once into the workspace: every other worker, and later sweeps on the same files, read it.
-        data = load(found, cfg, max(sizes))
+        data = load(found, cfg, max(sizes), cache_dir=self.artifacts.parent / ".cache" / "images")
         if data.skipped:
             shown = "; ".join(f"{p} ({why})" for p, why in data.skipped[:5])
             self.store.add_event(self.study_id, EventKind.DATA, f"{self.label}: skipped {len(data.skipped)} "

@@ -3,7 +3,8 @@
 - `fit`: plain `train_one_epoch`, `validate` and `fit` functions after timm's train.py; the
   out-of-memory fallback (`fit_within_memory`).
 - `models`: timm models by name, checked before a study exists, serialised for checkpoints.
-- `tensors`: images decoded once per worker, served as batches.
+- `tensors`: images read from the decoded-image cache (`engine.datasets.image_cache`), served as
+  batches from memory or from the memory-mapped cache file.
 - `devices`: what torch says about CUDA and MPS (`probe`).
 - `single`: one training run outside a sweep (`tui-hpo train`, `repeat`).
 

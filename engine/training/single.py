@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from engine.artifacts import user_cache_dir
 from engine.config import SweepConfig
 from engine.datasets.scan import scan, splits
 from engine.system.platform import usable_cores
@@ -27,7 +28,7 @@ def train_once(config: SweepConfig, platform: str) -> dict[str, Any]:
     threads = config.resources.threads_per_worker or max(1, usable_cores() // (config.resources.parallel or 1))
     torch.set_num_threads(threads)
     device = {"cuda": "cuda:0", "mps": "mps"}.get(platform, "cpu")
-    data = load(found, config.data, config.train.image_size)
+    data = load(found, config.data, config.train.image_size, cache_dir=user_cache_dir() / "images")
     split = splits(data.labels.numpy(), config.data)[0]
     started = time.perf_counter()
     _model, history = fit(config.train, data, split, Runtime.from_resources(config.resources, device))
