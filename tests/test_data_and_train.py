@@ -144,3 +144,19 @@ def test_subset_is_stratified_and_split_inside() -> None:
     assert all((labels[np.concatenate([train, val])] == c).sum() == 10 for c in range(4))
     folds = splits(labels, DataConfig(subset=40, folds=2))
     assert sorted(np.concatenate([v for _t, v in folds]).tolist()) == sorted(np.concatenate([train, val]).tolist())
+
+
+def test_images_resident_on_a_device_give_the_same_batches() -> None:
+    """On a GPU an in-memory dataset is copied to the device once and batches are indexed there
+    (no host copy per step); the batches, shuffled by the same seed, are the ones the host serves.
+    Here the device is the CPU: the indexing is the same code."""
+
+    cfg = DataConfig()
+    data = load(scan(cfg), cfg, 16)
+    idx = np.arange(0, 500, 3)
+    host = list(data.batches(idx, 12, 64, True, torch.Generator().manual_seed(7)))
+    resident = list(data.batches(idx, 12, 64, True, torch.Generator().manual_seed(7), device=torch.device("cpu")))
+    assert len(host) == len(resident) == 3
+    for (xa, ya), (xb, yb) in zip(host, resident, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert data.resident(12, torch.device("cpu")) is data.resident(12, torch.device("cpu")), "copied once"

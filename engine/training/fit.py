@@ -139,6 +139,7 @@ class _Loop:
     mean: torch.Tensor
     std: torch.Tensor
     updates: int = 0  # optimizer steps so far: the schedule's clock
+    resident: torch.device | None = None  # the GPU the images sit on, when they fit there
 
 
 def train_one_epoch(loop: _Loop, data: ImageData, idx: np.ndarray, cfg: TrainConfig, epoch: int,
@@ -148,7 +149,8 @@ def train_one_epoch(loop: _Loop, data: ImageData, idx: np.ndarray, cfg: TrainCon
     total_loss, seen, started = torch.zeros((), device=loop.device), 0, time.perf_counter()
     loop.optimizer.zero_grad(set_to_none=True)
     micro = 0
-    for xb, yb in data.batches(idx, cfg.image_size, cfg.batch_size, True, loop.generator, loop.runtime.pin_memory):
+    for xb, yb in data.batches(idx, cfg.image_size, cfg.batch_size, True, loop.generator, loop.runtime.pin_memory,
+                               loop.resident):
         if should_stop():
             raise Interrupted("stopped during training")
         x = _prepare(xb, loop.mean, loop.std, loop.device, loop.runtime)
@@ -192,7 +194,7 @@ def validate(loop: _Loop, data: ImageData, idx: np.ndarray, cfg: TrainConfig) ->
     confusion = torch.zeros(n, n, dtype=torch.int64, device=loop.device)
     total_loss = torch.zeros((), device=loop.device)
     for xb, yb in data.batches(idx, cfg.image_size, max(cfg.batch_size, 256), False, loop.generator,
-                               loop.runtime.pin_memory):
+                               loop.runtime.pin_memory, loop.resident):
         x = _prepare(xb, loop.mean, loop.std, loop.device, loop.runtime)
         y = yb.to(loop.device)
         with _autocast(loop.runtime, loop.device):
@@ -226,6 +228,9 @@ def fit(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray],
         device=device, runtime=runtime,
         generator=torch.Generator().manual_seed(cfg.seed),
         mean=mean.to(device), std=std.to(device),
+        # On a GPU the images of an in-memory dataset are copied there once: no host gather, pin
+        # and copy per step, which small models on a big GPU otherwise wait for.
+        resident=device if device.type == "cuda" else None,
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -30,6 +30,7 @@ from engine.system.platform import usable_cores
 
 PREFETCH = 2  # batches gathered ahead of the training loop: enough to hide one slow read
 STATS_SAMPLE = 256  # images behind the normalisation statistics of a memory-mapped dataset
+DEVICE_CACHE_FRACTION = 0.05  # of a GPU's memory, at most, for one worker's copy of the images
 T = TypeVar("T")
 
 
@@ -99,6 +100,7 @@ class ImageData:
     _rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))  # image i: _mapped[_rows[i]]
     _by_size: dict[int, torch.Tensor] = field(default_factory=dict)
     _stats: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    _on_device: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -140,13 +142,38 @@ class ImageData:
             self._stats[key] = (mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1))
         return self._stats[key]
 
+    def resident(self, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The in-memory images at `size` and their labels on `device`, copied there once per
+        worker; None when they are not in memory or would take more than DEVICE_CACHE_FRACTION
+        of the device (several workers may share it)."""
+        if not self.cached:
+            return None
+        key = (size, str(device))
+        if key not in self._on_device:
+            images = self.images(size)
+            total = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
+            if total is not None and images.numel() > total * DEVICE_CACHE_FRACTION:
+                return None
+            self._on_device[key] = (images.to(device), self.labels.to(device))
+        return self._on_device[key]
+
     def batches(self, idx: np.ndarray, size: int, batch_size: int, shuffle: bool,
-                generator: torch.Generator, pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                generator: torch.Generator, pin_memory: bool = False,
+                device: torch.device | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(uint8 images, labels) over `idx`, shuffled by `generator` when asked: the same batches
-        whether the images are in memory or memory-mapped."""
+        whether the images are in memory, memory-mapped, or (`device`) resident on the GPU, where
+        a batch is an index into device memory: no copy from the host per step."""
         order = torch.from_numpy(idx)
         if shuffle:
             order = order[torch.randperm(len(order), generator=generator)]
+        on_device = self.resident(size, device) if device is not None else None
+        if on_device is not None:
+            images, labels = on_device
+            order = order.to(images.device)
+            for start in range(0, len(order), batch_size):
+                take = order[start:start + batch_size]
+                yield images[take], labels[take]
+            return
         if self.cached:
             images = self.images(size)
             for start in range(0, len(order), batch_size):
