@@ -1,19 +1,17 @@
 """`resources.compile: auto`: the decision from measured costs (fake measurements: the same code
-decides on a GPU), what a finished fold measures, the table that keeps it across sweeps, and a
-real sweep that decides, says so once per shape, and records its eager steps."""
+decides on a GPU), what a finished fold measures, and the table that keeps it across sweeps. A
+real sweep deciding on the CPU: tests/test_sweep.py::test_sweep_trains_records_exports_and_reproduces."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import pytest
 
 from engine.config import SweepConfig
 from engine.sweep.compile_policy import ASSUMED_COMPILE_S, ASSUMED_GAIN, Speeds, decide, measure, shape_key
-from engine.system.platform import cpu_model
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT
 
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 WHAT = "resnet18 at 64 px, batch 192"
@@ -82,23 +80,3 @@ def test_the_cuda_profile_leaves_compile_to_measurements() -> None:
 
     assert profile(machine([40_000]), "cuda")["resources"]["compile"] == "auto"
     SweepConfig.model_validate({"resources": {"compile": "auto"}})
-
-
-def test_a_sweep_decides_says_why_once_and_records_eager_steps(tmp_path: Path) -> None:
-    from engine.storage import Store, default_url, load_study
-
-    done = run_cli("run", "--config", str(TINY), "--workdir", str(tmp_path), "--no-tui", "--n-trials", "3",
-                   env={"TUI_HPO__RESOURCES__COMPILE": "auto", "TUI_HPO__SEARCH_SPACE__BATCH_SIZE__CHOICES": "[64]"})
-    assert done.returncode == 0, done.stderr
-    url = default_url(tmp_path)
-    trials = load_study(url, "tiny").trials
-    assert [t.user_attrs["compiled"] for t in trials] == [False] * 3
-    assert all(t.user_attrs["peak_mem_mb"] > 0 and "gpu" not in t.user_attrs for t in trials), "a CPU: no GPU"
-    store = Store(url)
-    row = store.sweep("tiny")
-    assert row is not None
-    said = [e["message"] for e in store.events_of(row.study_id) if e["kind"] == "compile"]
-    assert len(said) == 2, said  # first trial: measure eager; then: too short to repay a compile
-    assert "its first trial runs eager" in said[0] and "~60 s to compile" in said[1]
-    key = shape_key(cpu_model(), "test_resnet", 24, 64, "off", False, metadata.version("torch"))
-    assert (store.shape(key)["eager_step_s"] or 0) > 0

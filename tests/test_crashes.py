@@ -102,7 +102,8 @@ def test_sigkill_again_and_again_loses_nothing(tmp_path: Path) -> None:
 
     for cycle in range(KILLS):
         since = datetime.now()
-        proc = start(workdir, n_trials, parallel=2, extra_env={"TUI_HPO__BUDGET__MAX_RETRIES": "3"})
+        # Two workers while training (both must stop when the engine alone dies), one while starting up.
+        proc = start(workdir, n_trials, parallel=2 if cycle < 2 else 1, extra_env={"TUI_HPO__BUDGET__MAX_RETRIES": "3"})
         if cycle >= 2:  # while starting up: the group, then the engine alone
             time.sleep(rng.uniform(0.2, 2.0))
         else:  # while training: mid-epoch, between trials, while a trial is told

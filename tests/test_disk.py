@@ -62,7 +62,7 @@ def finished_so_far(db: Path) -> dict[int, float]:
 def test_a_full_disk_stops_with_one_line_and_resume_finishes(tiny_fs: Path) -> None:
     workdir = tiny_fs / "runs"
     args = [sys.executable, "-m", "tui_hpo.cli", "run", "--config", str(TINY), "--workdir", str(workdir), "--no-tui",
-            "--n-trials", "5"]
+            "--n-trials", "4"]
     env = {**os.environ, "TUI_HPO__TRAIN__EPOCHS": "4"}
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = workdir / "hpo.db"
@@ -92,7 +92,7 @@ def test_a_full_disk_stops_with_one_line_and_resume_finishes(tiny_fs: Path) -> N
         log = (workdir / "tiny" / "engine.log").read_text(errors="replace")
         pytest.fail(f"the resumed sweep hung; engine.log ends:\n{log[-6000:]}")
     assert resumed.returncode == 0, resumed.stderr
-    assert len(completed(db)) == 5 and integrity(db) == "ok"
+    assert len(completed(db)) == 4 and integrity(db) == "ok"
 
 
 def test_a_read_only_workspace_is_one_line(tiny_fs: Path) -> None:

@@ -41,7 +41,9 @@ def assert_ok(result: subprocess.CompletedProcess) -> None:
 
 def test_sweep_trains_records_exports_and_reproduces(tmp_path: Path, tiny_config: Path) -> None:
     workdir = tmp_path / "runs"
-    result = run_cli("run", "--config", str(tiny_config), "--workdir", str(workdir), "--no-tui")
+    # compile: auto (the CUDA default) on the CPU: it decides per shape, says why once, measures.
+    result = run_cli("run", "--config", str(tiny_config), "--workdir", str(workdir), "--no-tui",
+                     env={"TUI_HPO__RESOURCES__COMPILE": "auto"})
     assert_ok(result)
     # Not a terminal: one line per finished trial, then the top table.
     assert result.stdout.count(" complete: val_f1=") == 3
@@ -57,6 +59,12 @@ def test_sweep_trains_records_exports_and_reproduces(tmp_path: Path, tiny_config
     assert query(workdir, "SELECT COUNT(*) FROM hpo_sample")[0][0] >= 1
     assert query(workdir, "SELECT state FROM hpo_sweep") == [("finished",)]
     assert query(workdir, "SELECT COUNT(*) FROM hpo_worker WHERE state = 'exited'")[0][0] == 1
+    assert not any(t.user_attrs["compiled"] for t in study.trials), "seconds of training never buy a compile"
+    assert all(t.user_attrs["peak_mem_mb"] > 0 and "gpu" not in t.user_attrs for t in study.trials), "no GPU here"
+    said = [m.split(": ", 1)[1] for (m,) in query(workdir, "SELECT message FROM hpo_event WHERE kind = 'compile'")]
+    assert len(said) == len(set(said)) >= 2, said  # each decision once per shape and state
+    assert any("its first trial runs eager" in m for m in said) and any("~60 s to compile" in m for m in said)
+    assert query(workdir, "SELECT MIN(eager_step_s) > 0 FROM hpo_shape") == [(1,)], "eager steps measured"
     folder = workdir / "tiny"
     for name in ("config.yaml", "best_config.yaml", "best_params.yaml", "trials.csv", "engine.log",
                  "best_model.pt", "report.json", f"checkpoints/trial_{best.number}.pt"):
