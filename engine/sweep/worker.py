@@ -129,6 +129,7 @@ class Worker:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")  # the engine gives each GPU worker one GPU
         self.gpu_index = int(visible) if device.startswith("cuda") and visible.isdigit() else None
         self.compile_said: set[str] = set()  # compile decisions already reported by this worker
+        self.torch_version = metadata.version("torch")  # part of every shape key; a lookup costs milliseconds
         self.label = f"{hostname()}:{os.getpid()}"
         self.artifacts = workdir / study_name
         self.stop = StopFlag(self.store, self.study_id, signalled)
@@ -278,7 +279,7 @@ class Worker:
 
     def _shape_key(self, cfg: Any) -> str:
         return compile_policy.shape_key(self.device_name, cfg.model, cfg.image_size, cfg.batch_size, self.runtime.amp,
-                                        self.runtime.channels_last, metadata.version("torch"))
+                                        self.runtime.channels_last, self.torch_version)
 
     def _fitted_before(self, trial: optuna.Trial, cfg: Any) -> Any:
         """`cfg`, or, when its batch ran out of memory on this device before, the smaller batch
