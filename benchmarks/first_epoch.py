@@ -41,7 +41,7 @@ def one_case(model: str, amp: str, channels_last: bool, benchmark: bool, device:
 
     torch.backends.cudnn.benchmark = benchmark
     started = time.perf_counter()
-    net = build_model(TrainConfig(model=model, image_size=64), num_classes=10).to(device)
+    net = build_model(TrainConfig(model=model, image_size=64, augment=0, hflip=False), num_classes=10).to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)

@@ -11,6 +11,7 @@ import math
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import optuna
 import sqlalchemy as sa
@@ -20,18 +21,30 @@ from engine.storage import Store, default_url, optuna_storage, study_id
 
 T0 = datetime(2026, 11, 24, 9, 0, 0).timestamp()
 CHOICES = ["test_resnet", "test_efficientnet", "test_convnext"]
+# Splits as the engine stores them (engine.datasets.scan.split_sizes): the digits' 20% holdout, big
+# enough to rank trials, and a three-class folder whose validation set is too small to.
+DIGITS_SPLIT = {"images": 1797, "train": 1438, "val": 359, "folds": 1,
+                "val_counts": {str(d): 35 if d == 8 else 36 for d in range(10)}}
+SMALL_SPLIT = {"images": 195, "train": 156, "val": 39, "folds": 1, "val_counts": {"cat": 13, "dog": 13, "bird": 13}}
 
 
 def make_study(workdir: Path, name: str = "demo", n_trials: int = 12, running: int = 2, epochs: int = 4,
-               state: str = "running", live_worker: bool = True, now: float | None = None) -> str:
+               state: str = "running", live_worker: bool = True, now: float | None = None,
+               data: dict[str, Any] | None = None) -> str:
     """A study of `n_trials` finished trials plus `running` running ones; returns the URL.
 
-    `now` fixes every timestamp that would otherwise come from the clock (for snapshots)."""
+    `now` fixes every timestamp that would otherwise come from the clock (for snapshots). `data`
+    is the split the engine would store at sweep start (engine.datasets.scan.split_sizes): with
+    it, completed trials get an F1 per class of its classes (the last one weakest), and every
+    fourth of them one from early stopping, as the workers write them."""
     now = time.time() if now is None else now
     workdir.mkdir(parents=True, exist_ok=True)
     url = default_url(workdir)
     storage = optuna_storage(url, heartbeat=False)
-    optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    if data is not None:
+        study.set_user_attr("tui_hpo", {"metrics": ["val_f1"], "data": data})
+    classes = list((data or {}).get("val_counts") or {})
     store = Store(url)
     config = resolve({}, preset="quick", environ={}, platform="cpu")
     config.train.epochs = epochs
@@ -66,6 +79,13 @@ def make_study(workdir: Path, name: str = "demo", n_trials: int = 12, running: i
         if state_name == "FAIL":
             attrs.append({"trial_id": tid, "key": "fail_reason",
                           "value_json": json.dumps("NonFiniteLoss: loss became nan in epoch 1")})
+        if state_name == "COMPLETE" and classes:
+            spread = [0.02 - 0.06 * i / max(1, len(classes) - 1) for i in range(len(classes))]
+            attrs.append({"trial_id": tid, "key": "class_f1", "value_json": json.dumps(
+                {c: round(min(1.0, value + d), 4) for c, d in zip(classes, spread, strict=True)})})
+            if number % 4 == 0:
+                attrs.append({"trial_id": tid, "key": "stopped_early", "value_json": json.dumps(
+                    {"fold": 0, "after_epoch": epochs, "best_epoch": max(1, epochs - 2)})})
         for epoch in range(done_epochs):
             curve = value * (1 - 0.5 ** (epoch + 1))
             inter.append({"trial_id": tid, "step": epoch, "intermediate_value": curve,

@@ -1,14 +1,18 @@
-"""`tui-hpo summary` and `top` on fixed studies: normal, empty, multi-objective, running."""
+"""`tui-hpo summary` and `top` on fixed studies: normal, empty, multi-objective, running; and the
+verdict on the validation set a result is judged by."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import optuna
+import pytest
 
+from engine.insights.validation import judge
 from tests.conftest import run_cli
-from tests.studies import make_study
+from tests.studies import DIGITS_SPLIT, SMALL_SPLIT, make_study
 
 
 def test_summary_counts_best_pruning_savings_and_failures(tmp_path: Path) -> None:
@@ -40,7 +44,11 @@ def test_empty_and_multi_objective_studies(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'hpo.db'}"
     optuna.create_study(study_name="empty", storage=url)
     result = run_cli("summary", "--workdir", str(tmp_path), "--study", "empty", "--json")
-    assert result.returncode == 0 and json.loads(result.stdout)["best"] is None
+    empty = json.loads(result.stdout)
+    assert result.returncode == 0 and empty["best"] is None
+    # a plain Optuna study: no split stored, so nothing to judge it by (and no error)
+    assert empty["data"] is None and empty["validation"] is None and empty["class_f1"] is None
+    assert empty["stopped_early"] == 0
     top = run_cli("top", "--workdir", str(tmp_path), "--study", "empty")
     assert top.returncode == 0 and "no completed trial yet" in top.stdout
     multi = optuna.create_study(study_name="multi", storage=url, directions=["maximize", "minimize"])
@@ -74,3 +82,59 @@ def test_importance_needs_two_completed_trials(tmp_path: Path) -> None:
     optuna.create_study(study_name="empty", storage=f"sqlite:///{tmp_path / 'hpo.db'}")
     result = run_cli("importance", "--workdir", str(tmp_path))
     assert result.returncode == 2 and "importance needs two or more" in result.stderr
+
+
+def test_summary_reports_the_split_its_noise_and_the_best_trials_classes(tmp_path: Path) -> None:
+    make_study(tmp_path, n_trials=24, running=0, state="finished", data=DIGITS_SPLIT)
+    report = json.loads(run_cli("summary", "--workdir", str(tmp_path), "--json").stdout)
+    assert report["data"] == DIGITS_SPLIT
+    validation = report["validation"]
+    best = report["best"]["value"]
+    assert validation["images"] == 359 and validation["classes"] == 10
+    assert (validation["smallest_class"], validation["largest_class"]) == (35, 36)
+    assert validation["noise"] == pytest.approx(math.sqrt(best * (1 - best) / 359), abs=1e-4)
+    assert validation["warning"] is None, "359 images, 35 of each class at least: big enough"
+    assert set(report["class_f1"]) == set(DIGITS_SPLIT["val_counts"])
+    assert report["stopped_early"] == 5  # completed trials 0, 8, 12, 16, 20
+    table = run_cli("summary", "--workdir", str(tmp_path)).stdout
+    assert "1797 images: 1438 train, 359 validation (35-36 per class)" in table
+    assert "warning" not in table and "±0.009" in table
+    classes = table.split("F1 per class")[1]
+    assert classes.index("9=0.93") < classes.index("0=0.99"), "the worst class comes first"
+    assert "5 trial(s) ended by early stopping" in table
+
+
+def test_summary_warns_when_the_validation_set_cannot_rank_trials(tmp_path: Path) -> None:
+    make_study(tmp_path, n_trials=12, running=0, state="finished", data=SMALL_SPLIT)
+    report = json.loads(run_cli("summary", "--workdir", str(tmp_path), "--json").stdout)
+    noise = report["validation"]["noise"]
+    assert report["validation"]["warning"] == (
+        f"validation set of 39 images (13 per class at least): differences below ~{noise:.2f} between trials "
+        "are noise; use data.folds: 5 or more data")
+    table = run_cli("summary", "--workdir", str(tmp_path), env={"COLUMNS": "200"}).stdout
+    assert "195 images: 156 train, 39 validation (13 per class)" in table
+    assert "warning" in table and "use data.folds: 5 or more data" in table
+
+
+def split(val_counts: dict[str, int], folds: int = 1) -> dict[str, object]:
+    val = sum(val_counts.values())
+    return {"images": val * 5, "train": val * 4, "val": val, "folds": folds, "val_counts": val_counts}
+
+
+def test_the_validation_thresholds() -> None:
+    assert judge(None, 0.9, "val_f1") is None
+    assert judge(split({"a": 50, "b": 50}), 0.9, "val_f1")["warning"] is None
+    assert judge(split({"a": 50, "b": 49}), 0.9, "val_f1")["warning"], "99 images: too few"
+    assert judge(split({"a": 190, "b": 10}), 0.9, "val_f1")["warning"] is None
+    assert judge(split({"a": 191, "b": 9}), 0.9, "val_f1")["warning"], "9 of one class: too few"
+    # the brief's case: 39 images, 13 per class, best 0.9 -> one standard error is about 0.05
+    small = judge(split({"a": 13, "b": 13, "c": 13}), 0.9, "val_accuracy")
+    assert small["noise"] == pytest.approx(0.048, abs=1e-3) and "below ~0.05 between trials" in small["warning"]
+    # k folds validate every image once: 5 folds of 20 are 100 images, 5 x 5 of the rarest class
+    assert judge(split({"a": 5, "b": 15}, folds=5), 0.9, "val_f1")["warning"] is None
+    four = judge(split({"a": 5, "b": 15}, folds=4), 0.9, "val_f1")["warning"]
+    assert four.startswith("validation set of 4 folds of 20 images") and four.endswith("use data.folds: 5 or more data")
+    assert judge(split({"a": 5, "b": 14}, folds=5), 0.9, "val_f1")["warning"].endswith("; use more data")
+    # a loss is no share of images, and without a best there is no p: the noise at its largest, p=0.5
+    assert judge(split({"a": 50, "b": 50}), 0.2, "val_loss")["noise_at"] == 0.5
+    assert judge(split({"a": 50, "b": 50}), None, "val_f1")["noise"] == pytest.approx(0.05)

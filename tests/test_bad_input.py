@@ -118,3 +118,18 @@ def test_model_kwargs_are_checked_before_the_study(tmp_path: Path) -> None:
     config.write_text("train: {model: test_resnet, model_kwargs: {no_such_argument: 1}}\n")
     result = run_cli("run", "--config", str(config), "--workdir", str(tmp_path / "runs"), "--no-tui")
     assert_clean_failure(result, tmp_path / "runs", "train.model_kwargs: model 'test_resnet' cannot be built")
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    ([], "labels.csv: data.id_column: several columns could hold the image ids (file, path); columns: file, path, "
+         "label; set data.id_column in the config or --id-column"),
+    (["--id-column", "nope"], "labels.csv: data.id_column: no column 'nope' (columns: file, path, label)"),
+])
+def test_labels_csv_whose_columns_cannot_be_told(flags: list[str], needle: str, tmp_path: Path) -> None:
+    rows = ["file,path,label"]
+    for i in range(4):
+        write_png(tmp_path / "data" / "images" / f"{i}.png", 100)
+        rows.append(f"{i}.png,images/{i}.png,{i % 2}")
+    (tmp_path / "data" / "labels.csv").write_text("\n".join(rows) + "\n")
+    result = run_cli("run", "--data", str(tmp_path / "data"), "--workdir", str(tmp_path / "runs"), "--no-tui", *flags)
+    assert_clean_failure(result, tmp_path / "runs", needle)

@@ -167,6 +167,12 @@ def test_batch_multiplier_applied_once() -> None:
     assert config.resources.batch_multiplier == 1.0
     again = SweepConfig.model_validate(config.to_dict())
     assert apply_batch_multiplier(again) == 1.0 and again.search_space["batch_size"].choices == [32, 64]
+    per_model = SweepConfig.model_validate({
+        "resources": {"batch_multiplier": 0.5},
+        "search_space": {"model": {"choices": ["test_resnet", "test_vit"]},
+                         "batch_size": {"choices": [64, 128], "by": {"model": {"test_vit": {"choices": [16, 32]}}}}}})
+    apply_batch_multiplier(per_model)  # each model's own batch sizes are scaled too
+    assert per_model.search_space["batch_size"].by["model"]["test_vit"].choices == [8, 16]
 
 
 def test_unknown_key_names_path(tmp_path: Path) -> None:
@@ -255,3 +261,32 @@ def test_a_value_of_none_of_a_keys_types_names_the_key_and_what_it_takes(layer: 
         validate(layer, "x.yaml")
     assert str(raised.value).endswith(message), str(raised.value)
     assert "constrained" not in str(raised.value) and "literal[" not in str(raised.value)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"lr": {"low": 1e-4, "high": 1e-2, "by": {"model": {"test_vit": {"choices": [1e-3]}}}}},
+     "search_space.lr.by.model.test_vit.choices: a case of a float parameter takes low/high/step, not 'choices'"),
+    ({"batch_size": {"choices": [64], "by": {"model": {"test_vit": {"choices": [16, 0]}}}}},
+     "search_space.batch_size.by.model.test_vit.choices[1]: input should be greater than or equal to 1 (got 0)"),
+    ({"batch_size": {"choices": [64], "by": {"model": {"test_vit": {"low": 8, "high": 32}}}}},
+     "search_space.batch_size.by.model.test_vit: a case of a categorical parameter takes 'choices', not low/high"),
+    ({"batch_size": {"choices": [64], "by": {"model": {"test_vit": {"choices": []}}}}},
+     "search_space.batch_size.by.model.test_vit.choices: is empty"),
+])
+def test_a_bad_by_case_names_its_key_path(spec: dict, message: str) -> None:
+    from engine.config.schema import validate
+
+    layer = {"search_space": {"model": {"choices": ["test_resnet", "test_vit"]}, **spec}}
+    with pytest.raises(ConfigError) as raised:
+        validate(layer, "x.yaml")
+    assert str(raised.value).startswith(f"x.yaml: {message}"), str(raised.value)
+
+
+def test_a_per_model_recipe_is_a_valid_config() -> None:
+    """Categorical `by` (refused before: one choice list per name in a study) loads, grid included."""
+    from engine.config.schema import validate
+
+    config = validate({"sampler": {"name": "grid"}, "search_space": {
+        "model": {"choices": ["test_resnet", "test_vit"]},
+        "batch_size": {"choices": [64, 128], "by": {"model": {"test_vit": {"choices": [16, 32]}}}}}}, None)
+    assert config.search_space["batch_size"].by["model"]["test_vit"].choices == [16, 32]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,51 @@ def test_csv_with_several_candidates_asks_for_labels(csv_dataset: Path) -> None:
     assert scan(DataConfig(path=str(csv_dataset), labels=str(csv_dataset / "train.csv"))).count == 30
 
 
+def write_labels(root: Path, header: str, row: Callable[[str, str], str]) -> None:
+    """train.csv over `csv_dataset`'s 30 images, with other columns: `row(file, class)` is a line."""
+    lines = [row(f"img{i}.png", "bright" if i % 2 else "dark") for i in range(30)]
+    (root / "train.csv").write_text("\n".join([header, *lines]) + "\n")
+
+
+@pytest.mark.parametrize(("header", "row", "columns"), [
+    ("filename,category", lambda f, c: f"{f},{c}", ("filename", "category")),
+    ("Image,Label", lambda f, c: f"{f},{c}", ("Image", "Label")),
+    ("Class Name,notes,IMAGE-ID", lambda f, c: f"{c},x,{f}", ("IMAGE-ID", "Class Name")),
+])
+def test_csv_columns_are_recognised_by_name(csv_dataset: Path, header: str, row: Callable[[str, str], str],
+                                            columns: tuple[str, str]) -> None:
+    write_labels(csv_dataset, header, row)
+    found = scan(DataConfig(path=str(csv_dataset)))
+    assert found.count == 30 and found.classes == ["bright", "dark"]
+    assert {e.path.name: found.classes[e.label] for e in found.entries}["img3.png"] == "bright"
+    assert found.columns is not None and (found.columns.id, found.columns.label) == columns
+    assert str(found.columns) == (f"train.csv: id column '{columns[0]}', label column '{columns[1]}' "
+                                  "(recognised by name)")
+
+
+def test_two_unnamed_columns_are_taken_by_position_only_after_file_names(csv_dataset: Path) -> None:
+    write_labels(csv_dataset, "a,b", lambda f, c: f"{f},{c}")
+    found = scan(DataConfig(path=str(csv_dataset)))
+    assert found.count == 30 and found.columns is not None and (found.columns.id, found.columns.label) == ("a", "b")
+    write_labels(csv_dataset, "a,b", lambda f, c: f"{c},{f}")  # which is which is not ours to guess
+    with pytest.raises(DataError, match=r"train.csv: data.id_column: no column is named like the image ids; "
+                                        r"columns: a, b; set data.id_column in the config or --id-column$"):
+        scan(DataConfig(path=str(csv_dataset)))
+
+
+def test_a_set_column_wins_over_recognition(csv_dataset: Path) -> None:
+    write_labels(csv_dataset, "file,path,label", lambda f, c: f"wrong-{f},{f},{c}")
+    with pytest.raises(DataError, match=r"data.id_column: several columns could hold the image ids \(file, path\)"):
+        scan(DataConfig(path=str(csv_dataset)))
+    found = scan(DataConfig(path=str(csv_dataset), id_column="path"))
+    assert found.count == 30 and found.classes == ["bright", "dark"]
+    assert str(found.columns) == "train.csv: id column 'path' (as set), label column 'label' (recognised by name)"
+    write_labels(csv_dataset, "filename,stem,category", lambda f, c: f"wrong-{f},{f.removesuffix('.png')},{c}")
+    assert scan(DataConfig(path=str(csv_dataset), id_column="stem")).count == 30  # over a unique name, too
+    with pytest.raises(DataError, match=r"data.id_column: no column 'ID' \(columns: filename, stem, category\)"):
+        scan(DataConfig(path=str(csv_dataset), id_column="ID"))  # a set column is required, as named
+
+
 def test_images_are_cached_once_per_size(image_folder: Path) -> None:
     cfg = DataConfig(path=str(image_folder))
     data = load(scan(cfg), cfg, 32)
@@ -77,8 +123,8 @@ def test_images_are_cached_once_per_size(image_folder: Path) -> None:
 def test_augment_keeps_shape_and_zero_strength_is_identity() -> None:
     x = torch.rand(4, 3, 16, 16)
     gen = torch.Generator().manual_seed(0)
-    assert augment(x, 0.0, gen) is x
-    y = augment(x, 1.0, gen)
+    assert augment(x, 0.0, False, gen) is x
+    y = augment(x, 1.0, False, gen)
     assert y.shape == x.shape and not torch.equal(x, y)
 
 
@@ -110,7 +156,7 @@ def test_fit_is_deterministic_on_cpu_and_learns() -> None:
     cfg_data = DataConfig()
     data = load(scan(cfg_data), cfg_data, 16)
     split = splits(data.labels.numpy(), cfg_data)[0]
-    cfg = TrainConfig(model="test_resnet", epochs=2, image_size=16, lr=5e-3, augment=0.3, accum_steps=2,
+    cfg = TrainConfig(model="test_resnet", epochs=2, image_size=16, lr=5e-3, augment=0.3, hflip=True, accum_steps=2,
                       label_smoothing=0.1, dropout=0.1)
     _m1, first = fit(cfg, data, split, Runtime())
     _m2, second = fit(cfg, data, split, Runtime())
@@ -125,14 +171,16 @@ def test_fit_stops_when_asked() -> None:
     data = load(scan(cfg_data), cfg_data, 16)
     split = splits(data.labels.numpy(), cfg_data)[0]
     with pytest.raises(Interrupted):
-        fit(TrainConfig(epochs=1, image_size=16), data, split, Runtime(), should_stop=lambda: True)
+        fit(TrainConfig(epochs=1, image_size=16, augment=0, hflip=False), data, split, Runtime(),
+            should_stop=lambda: True)
 
 
 def test_sgd_step_scheduler_and_vit_image_size() -> None:
     cfg_data = DataConfig()
     data = load(scan(cfg_data), cfg_data, 32)
     split = splits(data.labels.numpy(), cfg_data)[0]
-    cfg = TrainConfig(model="test_vit", epochs=1, image_size=32, optimizer="sgd", scheduler="step", drop_path=0.1)
+    cfg = TrainConfig(model="test_vit", epochs=1, image_size=32, augment=0, hflip=False, optimizer="sgd",
+                      scheduler="step", drop_path=0.1)
     _model, history = fit(cfg, data, split, Runtime())
     assert np.isfinite(history[-1].val_loss)
 

@@ -388,9 +388,10 @@ FIXED = cfg.TrainConfig().model_dump()
 
 
 def within(value: Any, spec: Any) -> bool:
-    """`value` is one of the choices, or inside the bounds of the spec or of one of its `by` cases."""
+    """`value` is one of the choices, or inside the bounds, of the spec or of one of its `by` cases."""
     if spec.kind() == "categorical":
-        return value in spec.choices
+        return value in spec.choices or any(value in (o.choices or []) for by_value in (spec.by or {}).values()
+                                            for o in by_value.values())
     if spec.kind() == "int" and not isinstance(value, int):
         return False
     cases = [(o.low, o.high) for by_value in (spec.by or {}).values() for o in by_value.values()]

@@ -136,6 +136,68 @@ def test_recommend_keeps_conditions_and_fixes_what_the_top_agrees_on() -> None:
     SweepConfig.model_validate(result.config)  # a config the next sweep can load
 
 
+RECIPES = {"search_space": {
+    "model": {"choices": ["test_resnet", "test_vit"]},
+    "batch_size": {"choices": [64, 128], "by": {"model": {"test_vit": {"choices": [16, 32]}}}},
+    "lr": {"low": 1e-4, "high": 1e-1, "log": True},
+}}
+
+
+def recipe_study(url: str) -> tuple[optuna.Study, object]:
+    """A study of per-model recipes, no training: test_vit with batch 16 wins, so the best trial's
+    own params hold the per-case name `batch_size[model=test_vit]`; test_resnet with 64 comes next.
+    Of the 30 trials (seeded), 9 are test_vit/16 and 6 test_resnet/64."""
+    from engine.config import SweepConfig
+    from engine.config.space import suggest
+
+    config = SweepConfig.model_validate(RECIPES)
+    study = optuna.create_study(study_name="recipes", storage=url, direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=1))
+
+    def objective(trial: optuna.Trial) -> float:
+        values = suggest(trial, config.search_space, config.train.model_dump())
+        score = {("test_vit", 16): 2.0, ("test_resnet", 64): 1.5}.get((values["model"], values["batch_size"]), 0.0)
+        return score - abs(values["lr"] - 0.01)
+
+    study.optimize(objective, n_trials=30)
+    assert "batch_size[model=test_vit]" in study.best_params
+    return study, config
+
+
+def test_per_case_names_never_reach_the_exported_results(tmp_path: Path) -> None:
+    from engine.insights.results import export_results
+
+    url = f"sqlite:///{tmp_path / 'recipes.db'}"
+    study, config = recipe_study(url)
+    written = export_results(study, config, tmp_path / "out", url)
+    assert {p.name for p in written} == {"report.json", "trials.csv", "best_params.yaml", "best_config.yaml"}
+    for path in written:
+        assert "[model=" not in path.read_text(), path.name
+    best = yaml.safe_load((tmp_path / "out" / "best_params.yaml").read_text())["params"]
+    assert best["model"] == "test_vit" and best["batch_size"] == 16
+    assert yaml.safe_load((tmp_path / "out" / "best_config.yaml").read_text())["train"]["batch_size"] == 16
+    scores = json.loads((tmp_path / "out" / "report.json").read_text())["importance"]
+    assert set(scores) == {"model", "batch_size", "lr"} and sum(scores.values()) == pytest.approx(1.0)
+    header = (tmp_path / "out" / "trials.csv").read_text().splitlines()[0].split(",")
+    assert [c for c in header if c.startswith("params_")] == ["params_batch_size", "params_lr", "params_model"]
+
+
+def test_recommend_narrows_each_models_recipe_on_its_own(tmp_path: Path) -> None:
+    from engine.config import SweepConfig
+    from engine.insights.recommend import recommend
+
+    study, config = recipe_study(f"sqlite:///{tmp_path / 'recipes.db'}")
+    both = recommend(study, config, fraction=0.5)  # the top 15: test_vit/16 and test_resnet/64
+    assert both.best["batch_size"] == 16 and "batch_size[model=test_vit]" not in both.best
+    space = SweepConfig.model_validate(both.config).search_space  # a config the next sweep can load
+    assert space["model"].choices == ["test_resnet", "test_vit"]
+    assert space["batch_size"].choices == [64] and space["batch_size"].by["model"]["test_vit"].choices == [16]
+    vit = recommend(study, config, fraction=0.1)  # the top 3, all test_vit: model is fixed, its case is the list
+    space = SweepConfig.model_validate(vit.config).search_space
+    assert vit.config["train"]["model"] == "test_vit" and "model" not in space
+    assert space["batch_size"].choices == [16] and space["batch_size"].by is None
+
+
 def test_export_writes_every_file_and_report_json(workdir: Path, tmp_path: Path) -> None:
     out = tmp_path / "export"
     result = run_cli("export", "--workdir", str(workdir), "--out", str(out), "--json")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.studies import T0, make_study
+from tests.studies import DIGITS_SPLIT, SMALL_SPLIT, T0, make_study
 from tui_hpo import clock
 from tui_hpo.app import make_app
 from tui_hpo.widgets.trial_table import TrialTable
@@ -34,12 +34,13 @@ def fixed_world(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def finished(tmp_path: Path) -> Path:
-    make_study(tmp_path / "runs", n_trials=24, running=0, state="finished", live_worker=False, now=NOW)
+    make_study(tmp_path / "runs", n_trials=24, running=0, state="finished", live_worker=False, now=NOW,
+               data=DIGITS_SPLIT)
     return Path("runs")
 
 
 def running(tmp_path: Path) -> Path:
-    make_study(tmp_path / "runs", n_trials=10, running=2, now=NOW)
+    make_study(tmp_path / "runs", n_trials=10, running=2, now=NOW, data=SMALL_SPLIT)
     return Path("runs")
 
 

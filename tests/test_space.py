@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+
 import optuna
 import pytest
 
-from engine.config import resolve
-from engine.config.space import ParamSpec, grid_values, suggest
+from engine.config import SweepConfig, resolve
+from engine.config.space import ParamSpec, grid_points, suggest, train_params
+from engine.sweep.resolve import cap_to_grid
 from engine.sweep.samplers import make_pruner, make_sampler
 
 FIXED = {"model": "test_resnet", "optimizer": "adamw"}
@@ -55,12 +58,90 @@ def test_by_gives_per_model_ranges() -> None:
             assert 1e-3 <= values["lr"] <= 1e-2
 
 
-def test_grid_values() -> None:
+def test_by_gives_per_model_choices_under_a_name_of_their_own() -> None:
+    """Optuna refuses a second choice list under one name: the test_vit list samples as
+    `batch_size[model=test_vit]`, and suggest() still returns it as batch_size."""
+    s = space(model={"choices": ["test_resnet", "test_vit"]},
+              batch_size={"choices": [64, 128], "by": {"model": {"test_vit": {"choices": [16, 32]}}}},
+              image_size={"choices": [32], "by": {"model": {"test_vit": {"choices": [32, 48]}}}})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        values = suggest(trial, s, FIXED)
+        study.tell(trial, 0.0)
+        vit = values["model"] == "test_vit"
+        assert values["batch_size"] in ((16, 32) if vit else (64, 128))
+        assert values["image_size"] in ((32, 48) if vit else (32,))
+        assert ("batch_size[model=test_vit]" in trial.params) == vit and ("batch_size" in trial.params) != vit
+        assert train_params(trial.params) == values
+        seen.add((values["model"], values["batch_size"]))
+    assert len(seen) == 4
+
+
+def test_grid_points_of_a_plain_space_are_the_product() -> None:
     s = space(batch_size={"choices": [16, 32]}, epochs={"low": 1, "high": 3}, dropout={"low": 0.0, "high": 0.2,
                                                                                       "step": 0.1})
-    grid = grid_values(s)
-    assert grid["batch_size"] == [16, 32] and grid["epochs"] == [1, 2, 3]
-    assert grid["dropout"] == pytest.approx([0.0, 0.1, 0.2])
+    points = grid_points(s, FIXED)
+    assert len(points) == 2 * 3 * 3
+    assert {p["batch_size"] for p in points} == {16, 32} and {p["epochs"] for p in points} == {1, 2, 3}
+    assert sorted({p["dropout"] for p in points}) == pytest.approx([0.0, 0.1, 0.2])
+
+
+RECIPES = {"search_space": {
+    "model": {"choices": ["test_resnet", "test_vit"]},
+    "batch_size": {"choices": [64, 128], "by": {"model": {"test_vit": {"choices": [16, 32]}}}},
+    "image_size": {"choices": [32], "by": {"model": {"test_vit": {"choices": [32, 48]}}}},
+    "optimizer": {"choices": ["adamw", "sgd"]},
+    "momentum": {"choices": [0.8, 0.9], "when": {"optimizer": "sgd"}},
+}, "sampler": {"name": "grid", "seed": 3}, "budget": {"n_trials": 100}}
+
+
+def valid_recipes() -> set[tuple]:
+    """The combinations the space allows, written out by hand: (model, batch, image, optimizer, momentum)."""
+    per_model = {"test_resnet": ([64, 128], [32]), "test_vit": ([16, 32], [32, 48])}
+    optimizers = [("adamw", None), ("sgd", 0.8), ("sgd", 0.9)]
+    return {(model, batch, image, optimizer, momentum) for model, (batches, images) in per_model.items()
+            for batch, image, (optimizer, momentum) in itertools.product(batches, images, optimizers)}
+
+
+def recipe(values: dict) -> tuple:
+    return (values["model"], values["batch_size"], values["image_size"], values["optimizer"], values.get("momentum"))
+
+
+def test_a_grid_with_conditions_runs_each_valid_combination_once() -> None:
+    """18 valid combinations (a cartesian product of the lists would give 2*4*2*2*2 = 64, most of
+    them invalid or the same run twice); a sequential study runs each once, then n_trials is capped."""
+    config = SweepConfig.model_validate(RECIPES)
+    expected = valid_recipes()
+    assert len(expected) == 18 and len(grid_points(config.search_space, config.train.model_dump())) == 18
+    study = optuna.create_study(sampler=make_sampler(config), direction="maximize")
+    ran = []
+    for _ in range(18):
+        trial = study.ask()
+        ran.append(recipe(suggest(trial, config.search_space, config.train.model_dump())))
+        study.tell(trial, 0.0)
+    assert len(set(ran)) == len(ran) and set(ran) == expected
+    assert cap_to_grid(config) == "the grid has 18 points: n_trials capped at 18" and config.budget.n_trials == 18
+
+
+def test_grid_workers_skip_points_that_other_trials_hold() -> None:
+    """Two workers (samplers of their own, one storage): a point is taken by a trial that brought
+    its own params (a retry, an enqueued trial) and by one still running, so 17 trials asked at
+    once before any is told still get the 17 other points."""
+    config = SweepConfig.model_validate(RECIPES)
+    storage = optuna.storages.InMemoryStorage()
+    workers = [optuna.create_study(storage=storage, study_name="g", sampler=make_sampler(config, 0)),
+               optuna.load_study(storage=storage, study_name="g", sampler=make_sampler(config, 1))]
+    workers[0].enqueue_trial({"model": "test_vit", "batch_size[model=test_vit]": 16,
+                              "image_size[model=test_vit]": 48, "optimizer": "adamw"})
+    first = workers[0].ask()
+    ran = [recipe(suggest(first, config.search_space, config.train.model_dump()))]
+    workers[0].tell(first, 0.0)
+    running = [workers[i % 2].ask() for i in range(17)]
+    ran += [recipe(suggest(t, config.search_space, config.train.model_dump())) for t in running]
+    assert ran[0] == ("test_vit", 16, 48, "adamw", None)
+    assert len(set(ran)) == 18 and set(ran) == valid_recipes()
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "random", "grid", "cmaes", "qmc", "nsga2"])

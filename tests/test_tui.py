@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 from textual.widgets import DataTable, Input, RadioButton, Static
 
 from engine.config import resolve
 from engine.storage import Store
-from tests.studies import make_study
+from tests.studies import DIGITS_SPLIT, SMALL_SPLIT, make_study
 from tui_hpo.app import make_app
 from tui_hpo.screens.analysis import AnalysisScreen
 from tui_hpo.screens.dashboard import DashboardScreen
@@ -106,6 +107,69 @@ def test_dashboard_shows_the_study_and_steers_it(tmp_path: Path) -> None:
             # x stops the sweep
             await pilot.press("x")
             assert sweep_row(tmp_path).state == "stopping"
+
+    run(scenario())
+
+
+def header_lines(widget: Static, width: int) -> int:
+    """How many lines the header's text takes at `width` columns (the bar's padding taken off)."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=width - 2, file=io.StringIO(), color_system=None)
+    return len(console.render_lines(widget.content, pad=False))
+
+
+def test_header_shows_the_validation_split_as_soon_as_the_engine_stored_it(tmp_path: Path) -> None:
+    """The engine stores the split after the app may have opened: the dashboard reads it until it is
+    there. A set too small to rank trials is marked, within the header's three lines at 80 columns;
+    the trial detail shows the F1 per class, worst first."""
+    url = make_study(tmp_path, n_trials=10, running=2)
+
+    async def scenario() -> None:
+        app = make_app(workdir=tmp_path)
+        async with app.run_test(size=(80, 24)) as pilot:
+            header = app.screen.query_one("#dash-header", Static)
+            await wait_for(pilot, lambda: "best val_f1" in text_of(header))
+            assert "val " not in text_of(header).replace("best val_f1", "")
+            optuna.load_study(study_name="demo", storage=url).set_user_attr("tui_hpo", {"data": SMALL_SPLIT})
+            await wait_for(pilot, lambda: "val 39 (13/13/13) too small" in text_of(header), 5)
+            assert header_lines(header, 80) <= 3, "the GPU and best line must not be pushed out of the bar"
+            optuna.load_study(study_name="demo", storage=url).set_user_attr("tui_hpo", {"data": DIGITS_SPLIT})
+
+    run(scenario())
+
+    async def digits() -> None:  # a fresh app: the split is read once it is there
+        app = make_app(workdir=tmp_path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            header = app.screen.query_one("#dash-header", Static)
+            await wait_for(pilot, lambda: "val 359 (35-36/class)" in text_of(header))
+            assert "too small" not in text_of(header)
+
+    run(digits())
+
+
+def test_trial_detail_shows_the_f1_per_class_worst_first(tmp_path: Path) -> None:
+    make_study(tmp_path, n_trials=5, running=0, state="finished", live_worker=False, data=SMALL_SPLIT)
+
+    async def scenario() -> None:
+        app = make_app(workdir=tmp_path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            table = app.screen.query_one(TrialTable)
+            await wait_for(pilot, lambda: table.row_count == 5)
+            await pilot.press("enter")  # trial 0: completed, and stopped early
+            await wait_for(pilot, lambda: isinstance(app.screen, TrialScreen))
+            classes = app.screen.query_one("#trial-classes", Static)
+            await wait_for(pilot, lambda: "bird=" in text_of(classes))
+            shown = text_of(classes)
+            assert shown.index("bird=") < shown.index("dog=") < shown.index("cat="), "worst first"
+            header = text_of(app.screen.query_one("#trial-header", Static))
+            assert "stopped early after epoch 4, valued at its best epoch 2" in header
+            await pilot.press("escape", "down", "down", "down", "down", "enter")  # trial 4: pruned, no classes
+            await wait_for(pilot, lambda: isinstance(app.screen, TrialScreen) and "trial 4" in text_of(
+                app.screen.query_one("#trial-header", Static)))
+            assert not app.screen.query_one("#trial-classes", Static).display
 
     run(scenario())
 

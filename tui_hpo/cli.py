@@ -107,7 +107,9 @@ def attach(workspace: Workspace, study_name: str | None) -> None:
 @click.option("--n-trials", type=int, help="Trials the study should have finished in total (not per run).")
 @click.option("--timeout", type=float, metavar="S", help="Stop starting new trials after S seconds.")
 @click.option("--data", metavar="PATH", help="ImageFolder tree, or a folder with a labels CSV and images.")
-@click.option("--labels", metavar="CSV", help="The labels CSV (columns ID,target by default).")
+@click.option("--labels", metavar="CSV", help="The labels CSV (its id and label columns recognised by name).")
+@click.option("--id-column", metavar="NAME", help="The labels CSV's image-id column (default: recognised by name).")
+@click.option("--label-column", metavar="NAME", help="The labels CSV's label column (default: recognised by name).")
 @workspace_options
 @click.option("--study", "study_name", help="Study name (default: the config's name, or its file name); an "
               "existing study of that name is resumed.")
@@ -116,14 +118,16 @@ def attach(workspace: Workspace, study_name: str | None) -> None:
 @click.option("--resume", is_flag=True, help="Continue --study with the config saved in the storage.")
 @click.option("--no-tui", is_flag=True, help="Headless: progress on a terminal, one line per trial otherwise.")
 def run(preset: str | None, config_file: str | None, n_trials: int | None, timeout: float | None,
-        data: str | None, labels: str | None, workspace: Workspace, study_name: str | None,
-        parallel: int | None, trials_per_gpu: int | None, resume: bool, no_tui: bool) -> None:
+        data: str | None, labels: str | None, id_column: str | None, label_column: str | None,
+        workspace: Workspace, study_name: str | None, parallel: int | None, trials_per_gpu: int | None,
+        resume: bool, no_tui: bool) -> None:
     """Run a sweep (or resume one): real training in persistent worker processes.
 
     On a terminal, the sweep starts in the background and the app opens on its dashboard;
     with --no-tui (or when output is not a terminal) it runs here, headless."""
     args = RunArgs(preset=preset, config_file=config_file, n_trials=n_trials, timeout=timeout, data=data,
-                   labels=labels, parallel=parallel, trials_per_gpu=trials_per_gpu, resume=resume)
+                   labels=labels, id_column=id_column, label_column=label_column, parallel=parallel,
+                   trials_per_gpu=trials_per_gpu, resume=resume)
     if not no_tui and sys.stdout.isatty() and sys.stdin.isatty():
         sys.exit(_run_in_app(args, workspace, study_name))
     sys.exit(_run_headless(args, workspace, study_name))

@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine.config.space import train_params
 from engine.storage import make_engine, optuna_sql
 from engine.storage.states import SweepState, WorkerState, finished_count
 from engine.storage.tables import decode_sample, events, samples, sweeps, workers
@@ -52,7 +53,7 @@ class TrialRow:
     number: int
     state: str
     values: tuple[float, ...] | None
-    params: dict[str, Any]
+    params: dict[str, Any]  # by training key (engine.config.space.train_params)
     start: float | None
     complete: float | None
     worker: str | None = None
@@ -150,6 +151,13 @@ class Reader:
             text = conn.execute(sa.select(sweeps.c.config).where(sweeps.c.study_id == study_id)).scalar()
         return json.loads(text) if text else {}
 
+    def split(self, study_id: int) -> dict[str, Any] | None:
+        """The data split the engine stored at sweep start (engine.datasets.scan.split_sizes); None
+        before it has, and for a study tui-hpo did not run."""
+        with self.engine.connect() as conn:
+            attrs = optuna_sql.study_attr(conn, study_id, "tui_hpo")
+        return attrs.get("data") if isinstance(attrs, dict) else None
+
     # ------------------------------------------------------------ trials
 
     def trials(self, study_id: int, trial_ids: Iterable[int] | None = None, after_id: int = 0) -> list[TrialRow]:
@@ -171,10 +179,17 @@ class Reader:
         for tid, number, state, start, complete in base:
             a = attrs.get(tid, {})
             rows.append(TrialRow(
-                trial_id=tid, number=number, state=state, values=values.get(tid), params=params.get(tid, {}),
-                start=start, complete=complete, worker=a.get("worker"), device=a.get("device"),
+                trial_id=tid, number=number, state=state, values=values.get(tid),
+                params=train_params(params.get(tid, {})), start=start, complete=complete, worker=a.get("worker"),
+                device=a.get("device"),
                 fail_reason=a.get("fail_reason"), epoch=done_epochs.get(tid, 0), retry_of=a.get("retry_of")))
         return rows
+
+    def trial_attrs(self, trial_id: int, keys: Iterable[str]) -> dict[str, Any]:
+        """Those of a trial's user attributes a detail view shows beyond its row (F1 per class,
+        early stopping): read for one trial, never on the dashboard's every-second poll."""
+        with self.engine.connect() as conn:
+            return optuna_sql.user_attrs(conn, [trial_id], keys).get(trial_id, {})
 
     def intermediate(self, trial_ids: Iterable[int]) -> dict[int, list[tuple[int, float]]]:
         with self.engine.connect() as conn:

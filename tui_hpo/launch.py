@@ -26,6 +26,8 @@ class RunArgs:
     timeout: float | None = None
     data: str | None = None
     labels: str | None = None
+    id_column: str | None = None
+    label_column: str | None = None
     parallel: int | None = None
     trials_per_gpu: int | None = None
     resume: bool = False
@@ -35,7 +37,8 @@ class RunArgs:
         from engine.config import flags_layer
 
         return flags_layer(n_trials=self.n_trials, timeout=self.timeout, data=self.data, labels=self.labels,
-                           parallel=self.parallel, trials_per_gpu=self.trials_per_gpu)
+                           id_column=self.id_column, label_column=self.label_column, parallel=self.parallel,
+                           trials_per_gpu=self.trials_per_gpu)
 
     def argv(self) -> list[str]:
         """`tui-hpo run` options that say the same; paths made absolute, as the engine may start
@@ -44,6 +47,7 @@ class RunArgs:
         for option, value in (("--preset", self.preset), ("--config", _absolute(self.config_file)),
                               ("--n-trials", self.n_trials), ("--timeout", self.timeout),
                               ("--data", _absolute(self.data)), ("--labels", _absolute(self.labels)),
+                              ("--id-column", self.id_column), ("--label-column", self.label_column),
                               ("--parallel", self.parallel), ("--trials-per-gpu", self.trials_per_gpu)):
             if value is not None:
                 out += [option, str(value)]

@@ -8,6 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.insights.gpu import describe as describe_gpu
+from engine.insights.validation import balance, rough
 from engine.storage.states import finished_count
 
 
@@ -69,6 +70,8 @@ def summary_table(report: dict[str, Any]) -> Table:
     table.add_row("trials", f"{done} finished{total}: {counts.get('COMPLETE', 0)} complete, "
                             f"{counts.get('PRUNED', 0)} pruned, {counts.get('FAIL', 0)} failed, "
                             f"{counts.get('RUNNING', 0)} running")
+    if report.get("data"):
+        table.add_row("data", data_line(report["data"]))
     metric = ", ".join(report["metrics"])
     if report.get("pareto_front"):
         table.add_row("Pareto front", f"{len(report['pareto_front'])} trial(s) trading {metric}")
@@ -79,8 +82,20 @@ def summary_table(report: dict[str, Any]) -> Table:
         best = report["best"]
         table.add_row(f"best {metric}", f"{best['value']:.4f} (trial {best['trial']})")
         table.add_row("best params", params(best["params"]))
+        if report.get("class_f1"):
+            table.add_row("F1 per class", class_f1_text(report["class_f1"]))
     else:
         table.add_row("best", "no completed trial yet")
+    validation = report.get("validation")
+    if validation and validation["warning"]:
+        table.add_row(Text("warning", style="bold yellow"), Text(validation["warning"], style="yellow"))
+    elif validation:
+        seen = validation["images"] * validation["folds"]
+        table.add_row("noise", f"±{rough(validation['noise'])} at {validation['noise_at']:.2f} on {seen} validation "
+                               "images (standard error): trials closer than that are a tie")
+    if report.get("stopped_early"):
+        table.add_row("stopped early", f"{report['stopped_early']} trial(s) ended by early stopping, each "
+                                       "valued at its best epoch")
     table.add_row("compute", duration(report["compute_seconds"]))
     table.add_row("saved by pruning", f"{duration(report['pruning_saved_seconds'])} (pruned trials against "
                                       "their full length)")
@@ -96,6 +111,34 @@ def summary_table(report: dict[str, Any]) -> Table:
         table.add_row("out of memory", f"trial {oom['trial']} went on with batch {last['batch_size']} x "
                                        f"{last['accum_steps']} accumulation steps")
     return table
+
+
+def data_line(data: dict[str, Any]) -> str:
+    """The split a sweep trained on: `270 images: 216 train, 54 validation (18 per class)`; with
+    k folds, the first fold's split (every fold validates about 1/k of the images)."""
+    per_class = balance(data, " per class")
+    text = f"{data['images']} images: {data['train']} train, {data['val']} validation"
+    text += f" ({per_class})" if per_class else ""
+    folds = int(data.get("folds") or 1)
+    return text + (f", in each of {folds} folds" if folds > 1 else "")
+
+
+WEAK_F1 = 0.5  # a class under this is mostly missed: shown in red
+
+
+def class_f1_text(scores: dict[str, float | None], limit: int = 12) -> Text:
+    """Validation F1 per class, worst first, so a class the model misses leads the line; a class
+    absent from the validation set (None) comes last, as `-`."""
+    ranked = sorted(scores.items(), key=lambda item: (item[1] is None, item[1] or 0.0))
+    text = Text()
+    for name, f1 in ranked[:limit]:  # name=value, as params are shown: a wrapped line never splits a pair
+        text.append(f"{name}=" + ("-" if f1 is None else f"{f1:.2f}"),
+                    style="red" if f1 is not None and f1 < WEAK_F1 else "")
+        text.append("  ")
+    if len(ranked) > limit:
+        text.append(f"and {len(ranked) - limit} more", style="dim")
+    text.rstrip()
+    return text
 
 
 def importance_table(scores: dict[str, float], title: str, width: int = 40) -> Table:

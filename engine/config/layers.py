@@ -157,8 +157,8 @@ def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def flags_layer(n_trials: int | None = None, timeout: float | None = None, data: str | None = None,
-                labels: str | None = None, parallel: int | None = None,
-                trials_per_gpu: int | None = None) -> dict[str, Any]:
+                labels: str | None = None, id_column: str | None = None, label_column: str | None = None,
+                parallel: int | None = None, trials_per_gpu: int | None = None) -> dict[str, Any]:
     layer: dict[str, Any] = {}
     if n_trials is not None:
         layer.setdefault("budget", {})["n_trials"] = n_trials
@@ -168,6 +168,10 @@ def flags_layer(n_trials: int | None = None, timeout: float | None = None, data:
         layer.setdefault("data", {})["path"] = data
     if labels is not None:
         layer.setdefault("data", {})["labels"] = labels
+    if id_column is not None:
+        layer.setdefault("data", {})["id_column"] = id_column
+    if label_column is not None:
+        layer.setdefault("data", {})["label_column"] = label_column
     if parallel is not None:
         layer.setdefault("resources", {})["parallel"] = parallel
     if trials_per_gpu is not None:

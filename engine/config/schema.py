@@ -7,6 +7,8 @@ the key path in one line (`search_space.lr.low: ...`); the loader adds the file.
 from __future__ import annotations
 
 import re
+import types
+import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -50,8 +52,9 @@ class Section(BaseModel):
 class DataConfig(Section):
     path: str | None = Field(None, min_length=1)  # None: the embedded digits dataset ("" is not ".")
     labels: str | None = Field(None, min_length=1)  # CSV layout: the labels file
-    id_column: str = "ID"
-    label_column: str = "target"
+    # None: recognised by name (`filename`, `image_id`, `label`, `category`, ...; see datasets.scan)
+    id_column: str | None = Field(None, min_length=1)
+    label_column: str | None = Field(None, min_length=1)
     val_fraction: float = Field(0.2, gt=0, lt=1)
     folds: int = Field(1, ge=1, le=20)
     subset: int | None = Field(None, ge=4)  # use at most this many images (stratified): fast screening
@@ -59,11 +62,26 @@ class DataConfig(Section):
     cache_limit_mb: int = Field(2048, ge=0)
 
 
+class EarlyStoppingConfig(Section):
+    """A trial stops when its objective has not improved by more than `min_delta` for
+    `patience` epochs, and keeps its best epoch's weights and value."""
+
+    patience: int = Field(3, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
 class TrainConfig(Section):
     model: str = "test_resnet"
     weights: str | None = Field(None, min_length=1)  # a checkpoint on disk; nothing is ever downloaded
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     epochs: int = Field(3, ge=1)
+    # Training length in optimizer steps, which holds across dataset sizes where epochs do not:
+    # epochs rise until a trial takes at least min_steps, and fall (to one at least) so it takes
+    # at most max_steps. Resolved once per sweep (engine.datasets.defaults), at the largest
+    # batch the space can pick, so every trial gets the same number of epochs.
+    min_steps: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    early_stopping: EarlyStoppingConfig | None = None
     batch_size: int = Field(64, ge=1)
     accum_steps: int = Field(1, ge=1)
     lr: float = Field(1e-3, gt=0)
@@ -76,12 +94,15 @@ class TrainConfig(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     dropout: float = Field(0.0, ge=0, lt=1)
     drop_path: float = Field(0.0, ge=0, lt=1)
-    image_size: int = Field(32, ge=8, le=1024)
-    augment: float = Field(0.0, ge=0, le=1)
+    # "auto": from the data (engine.datasets.defaults): the image size from the images' own
+    # sizes, augmentation and mirroring on for photos and off for small glyph-like images.
+    image_size: Annotated[int, Field(ge=8, le=1024)] | Literal["auto"] = "auto"
+    augment: Annotated[float, Field(ge=0, le=1)] | Literal["auto"] = "auto"
+    hflip: bool | Literal["auto"] = "auto"
     seed: int = 0
 
 
-TUNABLE = set(TrainConfig.model_fields) - {"model_kwargs", "weights"}
+TUNABLE = set(TrainConfig.model_fields) - {"model_kwargs", "weights", "min_steps", "max_steps", "early_stopping"}
 
 
 class ResourcesConfig(Section):
@@ -236,32 +257,42 @@ def check(config: SweepConfig) -> None:
         raise ConfigError("the wilcoxon pruner compares folds: set data.folds >= 2", key="pruner.name")
     if config.sampler.name == "cmaes" and len(metrics) > 1:
         raise ConfigError("CMA-ES is single-objective: use nsga2 or tpe", key="sampler.name")
+    if config.train.min_steps and config.train.max_steps and config.train.min_steps > config.train.max_steps:
+        raise ConfigError(f"must be <= max_steps ({config.train.min_steps} > {config.train.max_steps})",
+                          key="train.min_steps")
     fixed = config.train.model_dump()
     check_space(config.search_space, TUNABLE, fixed)
     for name, spec in config.search_space.items():
         _check_domain(name, spec)
     if config.sampler.name == "grid":
-        from engine.config.space import grid_values
+        from engine.config.space import grid_points
 
-        grid_values(config.search_space)
+        grid_points(config.search_space, fixed)
 
 
 def _check_domain(name: str, spec: ParamSpec) -> None:
     """Whatever a trial samples must be a valid value of its training key (workers apply it
-    unchecked): every choice, every bound (in the spec and in each `by` case), and whole numbers
+    unchecked): every choice and every bound, in the spec and in each `by` case, and whole numbers
     for a key that takes them (`accum_steps: {low: 1, high: 4.0}` would sample 2.7)."""
     path = f"search_space.{name}"
-    for i, choice in enumerate(spec.choices or []):
-        _check_value(name, choice, f"{path}.choices[{i}]")
-    cases = [(path, spec.low, spec.high)]
-    cases += [(f"{path}.by.{other}.{value}", o.low, o.high)
+    cases = [(path, spec.low, spec.high, spec.choices)]
+    cases += [(f"{path}.by.{other}.{value}", o.low, o.high, o.choices)
               for other, by_value in (spec.by or {}).items() for value, o in by_value.items()]
-    for where, low, high in cases:
+    for where, low, high, choices in cases:
+        for i, choice in enumerate(choices or []):
+            _check_value(name, choice, f"{where}.choices[{i}]")
         for bound, value in (("low", low), ("high", high)):
             if value is not None:
                 _check_value(name, value, f"{where}.{bound}")
-    if TrainConfig.model_fields[name].annotation is int and spec.kind() == "float":
+    if _takes_whole_numbers(name) and spec.kind() == "float":
         raise ConfigError(f"'{name}' takes whole numbers: give whole bounds and step, or type: int", key=path)
+
+
+def _takes_whole_numbers(name: str) -> bool:
+    """Whether a training key's numbers are ints (`epochs`, and `image_size`, which may also be "auto")."""
+    annotation = TrainConfig.model_fields[name].annotation
+    branches = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    return annotation is int or any(b is int or typing.get_args(b)[:1] == (int,) for b in branches)
 
 
 def _check_value(name: str, value: Any, key: str) -> None:

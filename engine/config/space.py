@@ -3,12 +3,19 @@
 A parameter is a training-config key (`lr`, `batch_size`, `model`, ...). Two kinds of condition
 make a space conditional: `when` (the parameter exists only for some values of another, e.g.
 `momentum` only with `optimizer: sgd`) and `by` (its range depends on another's value, e.g. a
-learning-rate range per model).
+learning-rate range per model, or a choice list per model: a per-model recipe).
+
+Optuna keeps one choice list per parameter name in a study, so a categorical parameter's `by`
+case samples under a name of its own, `batch_size[model=test_vit]` (the approach Optuna's docs
+give for conditional spaces); the default case keeps the plain name. Those names are Optuna's
+business: `train_params` folds them back into training keys wherever params are shown, exported
+or trained again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -58,7 +65,7 @@ class RangeOverride(BaseModel):
     low: int | float | None = None
     high: int | float | None = None
     step: int | float | None = None
-    choices: list[Any] | None = None  # never valid (see check_space): read to say why, not "unknown key"
+    choices: list[Any] | None = None  # categorical parameters only (check_space says so for a numeric one)
 
 
 class ParamSpec(BaseModel):
@@ -115,14 +122,25 @@ def check_space(space: Mapping[str, ParamSpec], known: set[str], fixed: Mapping[
                 raise ConfigError("a parameter cannot depend on itself", key=f"{path}.by")
             if other not in space:
                 raise ConfigError(f"refers to '{other}', which is not in the search space", key=f"{path}.by")
-            if spec.kind() == "categorical":  # Optuna refuses a second choice list for a name in a study
-                raise ConfigError("a categorical parameter has one choice list for the whole study: it cannot "
-                                  "vary with 'by'", key=f"{path}.by")
             for value, override in cases.items():
+                case = f"{path}.by.{other}.{value}"
+                _check_case(case, spec.kind(), override)
                 merged = {**spec.model_dump(include={"low", "high", "step", "choices"}),
                           **override.model_dump(exclude_none=True)}
-                _check_range(f"{path}.by.{other}.{value}", spec.kind(), spec.is_log(), **merged)
+                _check_range(case, spec.kind(), spec.is_log(), **merged)
     sample_order(space)  # raises on a cycle of conditions
+
+
+def _check_case(path: str, kind: str, override: RangeOverride) -> None:
+    """A `by` case replaces what its parameter's kind has: the choice list of a categorical, the
+    bounds and step of a numeric one. Mixed up, the case would be silently half ignored."""
+    if kind == "categorical":
+        given = [k for k in ("low", "high", "step") if getattr(override, k) is not None]
+        if given:
+            raise ConfigError(f"a case of a categorical parameter takes 'choices', not {'/'.join(given)}", key=path)
+    elif override.choices is not None:
+        raise ConfigError(f"a case of a {kind} parameter takes low/high/step, not 'choices' (give the parameter "
+                          "itself choices to make it categorical)", key=f"{path}.choices")
 
 
 def _check_range(path: str, kind: str, log: bool, low: float | None, high: float | None,
@@ -184,48 +202,115 @@ def matches(expected: Any, actual: Any) -> bool:
     return any(str(option) == str(actual) for option in options)
 
 
+@dataclass(frozen=True)
+class Domain:
+    """What one parameter samples from in one trial, once its `when` and `by` are applied."""
+
+    name: str  # the Optuna parameter name: the training key, or `key[other=value]` (see case_name)
+    kind: str
+    log: bool
+    low: float | None
+    high: float | None
+    step: float | None
+    choices: list[Any] | None
+
+
+def case_name(name: str, other: str, value: str) -> str:
+    """The Optuna name of `name`'s choice list for `other == value`: a name of its own, since
+    Optuna refuses a second choice list under one name in a study. `train_key` undoes it."""
+    return f"{name}[{other}={value}]"
+
+
+def train_key(optuna_name: str) -> str:
+    """The training key an Optuna parameter name stands for: `batch_size[model=test_vit]` -> `batch_size`."""
+    return optuna_name.split("[", 1)[0]
+
+
+def train_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's params (or anything keyed by Optuna parameter names: distributions, importance
+    scores) keyed by training key, as users read, export and train them. A trial samples each key
+    under one name only, so no two names fold onto one key."""
+    return {train_key(name): value for name, value in params.items()}
+
+
+def domain(name: str, spec: ParamSpec, context: Mapping[str, Any]) -> Domain | None:
+    """`name`'s domain given the values already known (fixed and sampled, by training key); None
+    when its `when` does not hold. `suggest` and `grid_points` both read this, so the grid holds
+    exactly the combinations trials sample. Later `by` entries win over earlier ones."""
+    if spec.when and not all(matches(v, context.get(canonical_param(k))) for k, v in spec.when.items()):
+        return None
+    optuna_name, low, high, step, choices = name, spec.low, spec.high, spec.step, spec.choices
+    for other, cases in (spec.by or {}).items():
+        value = str(context.get(canonical_param(other)))
+        override = cases.get(value)
+        if override is None:
+            continue
+        low = override.low if override.low is not None else low
+        high = override.high if override.high is not None else high
+        step = override.step if override.step is not None else step
+        if override.choices is not None:
+            optuna_name, choices = case_name(name, canonical_param(other), value), override.choices
+    return Domain(optuna_name, spec.kind(), spec.is_log(), low, high, step, choices)
+
+
 def suggest(trial: Any, space: Mapping[str, ParamSpec], fixed: Mapping[str, Any]) -> dict[str, Any]:
-    """Sample every active parameter of `space` on an Optuna trial (or anything with suggest_*)."""
+    """Sample every active parameter of `space` on an Optuna trial (or anything with suggest_*).
+    Returns values by training key, whatever Optuna name a value was sampled under."""
     values: dict[str, Any] = {}
     for name in sample_order(space):
-        spec = space[name]
-        context = {**fixed, **values}
-        if spec.when and not all(matches(v, context.get(canonical_param(k))) for k, v in spec.when.items()):
+        found = domain(name, space[name], {**fixed, **values})
+        if found is None:
             continue
-        low, high, step = spec.low, spec.high, spec.step
-        for other, cases in (spec.by or {}).items():
-            override = cases.get(str(context.get(canonical_param(other))))
-            if override is not None:
-                low = override.low if override.low is not None else low
-                high = override.high if override.high is not None else high
-                step = override.step if override.step is not None else step
-        kind = spec.kind()
-        if kind == "categorical":
-            values[name] = trial.suggest_categorical(name, spec.choices)
-        elif kind == "int":
-            values[name] = trial.suggest_int(name, int(low), int(high), step=int(step or 1), log=spec.is_log())
+        if found.kind == "categorical":
+            values[name] = trial.suggest_categorical(found.name, found.choices)
+        elif found.kind == "int":
+            values[name] = trial.suggest_int(found.name, int(found.low), int(found.high), step=int(found.step or 1),
+                                             log=found.log)
         else:
-            values[name] = trial.suggest_float(name, float(low), float(high), step=step, log=spec.is_log())
+            values[name] = trial.suggest_float(found.name, float(found.low), float(found.high), step=found.step,
+                                               log=found.log)
     return values
 
 
-def grid_values(space: Mapping[str, ParamSpec]) -> dict[str, list[Any]]:
-    """The finite value list of every parameter, for the grid sampler."""
-    grid: dict[str, list[Any]] = {}
-    for name, spec in space.items():
-        path = f"search_space.{name}"
-        if spec.by:
-            raise ConfigError("the grid sampler cannot use per-value ranges ('by')", key=f"{path}.by")
-        kind = spec.kind()
-        if kind == "categorical":
-            grid[name] = list(spec.choices or [])
-        elif spec.step is not None or kind == "int":
-            step = spec.step or 1
-            count = round((spec.high - spec.low) / step) + 1
-            if count > 1000:
-                raise ConfigError(f"{count} grid points: give 'choices' or a larger step", key=path)
-            cast = int if kind == "int" else float
-            grid[name] = [cast(spec.low + i * step) for i in range(count)]
-        else:
-            raise ConfigError("the grid sampler needs 'choices' or a 'step' for every parameter", key=path)
-    return grid
+MAX_GRID_POINTS = 100_000  # every point is a training run: past this, a grid is a mistake, and its list a memory hog
+
+
+def grid_points(space: Mapping[str, ParamSpec], fixed: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every combination a trial can sample, for the grid sampler, each keyed by Optuna
+    parameter name. A walk in `sample_order` applying `when` and `by` as `suggest` does: a
+    parameter inactive for some values adds no points there (a plain cartesian product would
+    repeat those runs), and a `by` case contributes its own list."""
+    order = sample_order(space)
+    points: list[dict[str, Any]] = []
+
+    def walk(index: int, values: dict[str, Any], point: dict[str, Any]) -> None:
+        if index == len(order):
+            if len(points) == MAX_GRID_POINTS:
+                raise ConfigError(f"the grid has more than {MAX_GRID_POINTS} points: give fewer choices or larger "
+                                  "steps", key="search_space")
+            points.append(point)
+            return
+        name = order[index]
+        found = domain(name, space[name], {**fixed, **values})
+        if found is None:
+            walk(index + 1, values, point)
+            return
+        for value in _grid_values(found, f"search_space.{name}"):
+            walk(index + 1, {**values, name: value}, {**point, found.name: value})
+
+    walk(0, {}, {})
+    return points
+
+
+def _grid_values(found: Domain, path: str) -> list[Any]:
+    """The finite value list of one parameter's domain."""
+    if found.kind == "categorical":
+        return list(found.choices or [])
+    if found.step is None and found.kind != "int":
+        raise ConfigError("the grid sampler needs 'choices' or a 'step' for every parameter", key=path)
+    step = found.step or 1
+    count = round((found.high - found.low) / step) + 1
+    if count > 1000:
+        raise ConfigError(f"{count} grid points: give 'choices' or a larger step", key=path)
+    cast = int if found.kind == "int" else float
+    return [cast(found.low + i * step) for i in range(count)]

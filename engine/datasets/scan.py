@@ -13,9 +13,12 @@ import csv
 import gzip
 import importlib.util
 import io
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,11 +29,47 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 MAX_IMAGE_BYTES = 256 * 2**20  # a "photo" larger than this is not one we can cache; skip it
 SKIP_EXAMPLES = 5
 
+# Header names that say "the image" and "its class", compared without case, spaces, underscores
+# and hyphens (`Image ID`, `file_name`): the columns of common exports and public datasets
+# (`filename,category`, Kaggle's `id,breed`, HAM10000's `image_id,dx`), so most CSVs need no setting.
+ID_NAMES = frozenset({
+    "id", "image", "imageid", "img", "imgid", "file", "filename", "filepath", "path", "imagepath", "imagefile",
+    "imagename", "imgpath", "imgfile", "imgname", "name", "fname", "photo", "picture",
+})
+LABEL_NAMES = frozenset({
+    "label", "labels", "labelname", "labelid", "target", "targets", "class", "classes", "classname", "classlabel",
+    "classid", "category", "categoryname", "categoryid", "y", "species", "breed", "dx", "diagnosis",
+})
+ROLE_NAMES = {"id": ID_NAMES, "label": LABEL_NAMES}
+ROLE_KEYS = {"id": "data.id_column", "label": "data.label_column"}
+ROLE_FLAGS = {"id": "--id-column", "label": "--label-column"}
+ROLE_WHAT = {"id": "the image ids", "label": "the labels"}
+SNIFF_ROWS = 20  # rows whose first column must all be image file names to take a two-column file by position
+# How a column was chosen, as the user is shown it
+SET, NAMED, OTHER, POSITION = "as set", "recognised by name", "the other column", "two columns, file names first"
+
 
 @dataclass(frozen=True)
 class Entry:
     path: Path
     label: int
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The labels CSV's columns a scan used, and how each was chosen: shown to the user, so that a
+    recognised column can be checked before a sweep trains on it."""
+
+    file: str  # the labels file's name
+    id: str
+    label: str
+    how: tuple[str, str]  # (id, label): SET, NAMED, OTHER or POSITION
+
+    def __str__(self) -> str:
+        id_how, label_how = self.how
+        if id_how == label_how:
+            return one_line(f"{self.file}: id column '{self.id}', label column '{self.label}' ({id_how})")
+        return one_line(f"{self.file}: id column '{self.id}' ({id_how}), label column '{self.label}' ({label_how})")
 
 
 @dataclass
@@ -44,6 +83,7 @@ class Scan:
     # (path, reason); the path printable (`one_line`): it goes to the log, the database and the screen
     skipped: list[tuple[str, str]] = field(default_factory=list)
     count: int = 0
+    columns: Columns | None = None  # the CSV layout's
 
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount([e.label for e in self.entries], minlength=len(self.classes))
@@ -213,13 +253,12 @@ def _scan_csv(root: Path, labels: Path, cfg: DataConfig) -> Scan:
     if first is None or first[1] is None:
         raise DataError("empty or unreadable header", source=str(labels), key="data.labels")
     header = [h.strip().lstrip("\ufeff") for h in first[1]]
-    for column, key in ((cfg.id_column, "data.id_column"), (cfg.label_column, "data.label_column")):
-        if column not in header:
-            raise DataError(f"no column '{column}' (columns: {', '.join(header[:10])})",
-                            source=str(labels), key=key)
-    id_at, label_at = header.index(cfg.id_column), header.index(cfg.label_column)
+    head = list(islice(rows, SNIFF_ROWS))
+    first_values = [row[0].strip() for _line, row, _error in head if row and row[0].strip()]
+    columns = _columns(header, cfg, labels, first_values)
+    id_at, label_at = header.index(columns.id), header.index(columns.label)
     pairs, skipped, seen = [], [], set()
-    for line, row, error in rows:
+    for line, row, error in chain(head, rows):
         if row is None:
             skipped.append((f"{labels.name}:{line}", f"malformed row ({error})"))
             continue
@@ -246,7 +285,67 @@ def _scan_csv(root: Path, labels: Path, cfg: DataConfig) -> Scan:
     classes = sorted({label for _path, label in pairs}, key=_natural_key)
     index = {c: i for i, c in enumerate(classes)}
     entries = [Entry(path, index[label]) for path, label in pairs]
-    return Scan(layout="csv", root=str(images), classes=classes, entries=entries, skipped=skipped)
+    return Scan(layout="csv", root=str(images), classes=classes, entries=entries, skipped=skipped, columns=columns)
+
+
+def _columns(header: list[str], cfg: DataConfig, labels: Path, first_values: list[str]) -> Columns:
+    """The id and label columns: the ones the config names, else the ones whose names say so,
+    else, in a two-column file, by position. Never a guess between candidates: an ambiguous file
+    is refused with the setting that resolves it."""
+    chosen: dict[str, tuple[str, str]] = {}  # role -> (column, how)
+    for role, column in (("id", cfg.id_column), ("label", cfg.label_column)):
+        if column is not None:
+            if column not in header:
+                raise DataError(f"no column '{column}' (columns: {_listed(header)})", source=str(labels),
+                                key=ROLE_KEYS[role])
+            chosen[role] = (column, SET)
+    taken = {column for column, _how in chosen.values()}
+    candidates = {role: [h for h in header if _normal(h) in names and h not in taken]
+                  for role, names in ROLE_NAMES.items() if role not in chosen}
+    chosen |= {role: (found[0], NAMED) for role, found in candidates.items() if len(found) == 1}
+    if len(chosen) < 2 and len(header) == 2:
+        chosen |= _by_position(header, chosen, first_values)
+    for role in ROLE_NAMES:
+        if role not in chosen:
+            raise _unrecognised(role, candidates[role], header, labels)
+    (id_column, id_how), (label_column, label_how) = chosen["id"], chosen["label"]
+    return Columns(labels.name, id_column, label_column, (id_how, label_how))
+
+
+def _normal(name: str) -> str:
+    """`Image ID`, `image_id` and `image-id` are one name."""
+    return re.sub(r"[\s_-]", "", name).casefold()
+
+
+def _by_position(header: list[str], chosen: dict[str, tuple[str, str]],
+                 first_values: list[str]) -> dict[str, tuple[str, str]]:
+    """The roles a two-column file settles by position: once one column is known the other is the
+    other; with neither, the first is the id only if its values are image file names
+    (`cat1.jpg,tabby`), since two columns of numbers or words could be either way round."""
+    if len(chosen) == 1:
+        [(role, (column, _how))] = chosen.items()
+        others = [h for h in header if h != column]
+        other_role = "label" if role == "id" else "id"
+        return {other_role: (others[0], OTHER)} if len(others) == 1 else {}
+    if header[0] != header[1] and first_values and all(Path(v).suffix.lower() in IMAGE_SUFFIXES
+                                                       for v in first_values):
+        return {"id": (header[0], POSITION), "label": (header[1], POSITION)}
+    return {}
+
+
+def _unrecognised(role: str, candidates: list[str], header: list[str], labels: Path) -> DataError:
+    """The one-line refusal of a file whose `role` column cannot be told, naming the settings."""
+    what = ROLE_WHAT[role]
+    found = (f"several columns could hold {what} ({', '.join(candidates)})" if candidates
+             else f"no column is named like {what}")
+    key = ROLE_KEYS[role]
+    return DataError(f"{found}; columns: {_listed(header)}; set {key} in the config or {ROLE_FLAGS[role]}",
+                     source=str(labels), key=key)
+
+
+def _listed(header: list[str]) -> str:
+    more = f", ... ({len(header)} in all)" if len(header) > 10 else ""
+    return ", ".join(header[:10]) + more
 
 
 def _resolve_id(images: Path, image_id: str) -> Path | None:
@@ -294,3 +393,21 @@ def splits(labels: np.ndarray, cfg: DataConfig) -> list[tuple[np.ndarray, np.nda
         fold_of[idx] = (np.arange(len(idx)) + offset) % cfg.folds
         offset += len(idx)
     return [(np.flatnonzero((fold_of != k) & (fold_of >= 0)), np.flatnonzero(fold_of == k)) for k in range(cfg.folds)]
+
+
+def labels_of(found: Scan) -> np.ndarray:
+    """The class index of every image the scan found, in scan order (what `splits` cuts)."""
+    if found.layout == "digits":
+        return load_digits()[1]
+    return np.array([e.label for e in found.entries], dtype=np.int64)
+
+
+def split_sizes(found: Scan, cfg: DataConfig) -> dict[str, Any]:
+    """How many images train and validate each trial, and the validation set's classes: what a
+    user needs to judge a result (a validation set of 30 images cannot tell 0.93 from 0.96).
+    With k folds, the figures are the first fold's; every fold validates on about 1/k."""
+    labels = labels_of(found)
+    train, val = splits(labels, cfg)[0]
+    counts = np.bincount(labels[val], minlength=len(found.classes))
+    return {"images": len(labels), "train": len(train), "val": len(val), "folds": cfg.folds,
+            "val_counts": {c: int(n) for c, n in zip(found.classes, counts, strict=True)}}

@@ -30,6 +30,7 @@ from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
 from optuna.visualization import matplotlib as figures
 
 from engine.artifacts import write_atomic
+from engine.config.space import train_key, train_params
 from engine.errors import UserError
 from engine.insights.results import best_trials, top_rows
 from engine.insights.summary import importance, summary
@@ -162,7 +163,10 @@ class _Computed(optuna.importance.BaseImportanceEvaluator):
 def _plan(study: optuna.Study, analysis: Analysis) -> dict[str, Callable[[], Any] | str]:
     """Each figure as a function that draws it, or the reason it cannot be drawn."""
     complete = study.get_trials(deepcopy=False, states=(States.COMPLETE,))
-    ranked = list(analysis.importance) or sorted({name for t in complete for name in t.params})
+    # Optuna's figures take its own names: a per-case choice list (`batch_size[model=test_vit]`)
+    # is an axis of its own, labelled so, next to its key's plain one.
+    names = sorted({name for t in complete for name in t.params})
+    ranked = [name for key in analysis.importance for name in names if train_key(name) == key] or names
     kwargs = {"target": analysis.objective.target, "target_name": analysis.objective.name}
 
     def needs(trials: int, params: int) -> str | None:
@@ -331,7 +335,8 @@ def report_html(study: optuna.Study, analysis: Analysis, images: dict[str, bytes
     front = best_trials(study) if len(metrics) > 1 else []
     if front:
         parts += [f"<h2>Pareto front ({len(front)} trials)</h2>",
-                  _table(["trial", *metrics, "params"], [[t.number, *t.values, _params(t.params)] for t in front])]
+                  _table(["trial", *metrics, "params"],
+                         [[t.number, *t.values, _params(train_params(t.params))] for t in front])]
     top = top_rows(study, 10)
     if top:
         parts += [f"<h2>Top {len(top)} trials by {html.escape(analysis.objective.name)}</h2>",

@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 
 from engine.config import SweepConfig
-from engine.config.space import ParamSpec, canonical_param, matches
+from engine.config.space import ParamSpec, RangeOverride, canonical_param, case_name, matches, train_params
 from engine.errors import UserError
 
 States = optuna.trial.TrialState
@@ -57,7 +57,9 @@ def ranked(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def describe(spec: ParamSpec) -> str:
     if spec.kind() == "categorical":
-        return ", ".join(map(str, spec.choices or []))
+        cases = [f"{other}={value}: {', '.join(map(str, case.choices))}" for other, by_value in (spec.by or {}).items()
+                 for value, case in by_value.items() if case.choices is not None]
+        return "; ".join([", ".join(map(str, spec.choices or [])), *cases])
     scale = " log" if spec.is_log() else ""
     step = f" step {spec.step:g}" if spec.step else ""
     return f"[{spec.low:g}, {spec.high:g}]{scale}{step}"
@@ -103,6 +105,40 @@ def _narrowed(spec: ParamSpec, values: list[Any]) -> ParamSpec | Any:
     return spec.model_copy(update={"low": lo, "high": hi, "by": None})
 
 
+def _narrowed_cases(name: str, spec: ParamSpec, top: list[optuna.trial.FrozenTrial]) -> ParamSpec:
+    """A categorical parameter with a choice list per value of another (`by`): each list narrowed
+    to what the top trials of its own case took (the Optuna names tell the cases apart), so a
+    per-model recipe stays per model. A list that no top trial used is kept whole."""
+
+    def narrowed(choices: list[Any], optuna_name: str) -> list[Any]:
+        taken = {str(t.params[optuna_name]) for t in top if optuna_name in t.params}
+        return [c for c in choices if str(c) in taken] or list(choices)
+
+    def case(other: str, value: str, override: RangeOverride) -> RangeOverride:
+        if override.choices is None:
+            return override
+        return override.model_copy(update={"choices": narrowed(override.choices,
+                                                               case_name(name, canonical_param(other), value))})
+
+    by = {other: {value: case(other, value, o) for value, o in by_value.items()}
+          for other, by_value in (spec.by or {}).items()}
+    return spec.model_copy(update={"choices": narrowed(spec.choices or [], name), "by": by})
+
+
+def _settled(spec: ParamSpec, searched: set[str], train: dict[str, Any]) -> ParamSpec:
+    """`by` entries on parameters the next sweep no longer searches (a config cannot refer to
+    them): the case for the fixed value, if it has one, becomes the choice list."""
+    choices, by = spec.choices, {}
+    for other, cases in (spec.by or {}).items():
+        if canonical_param(other) in searched:
+            by[other] = cases
+            continue
+        override = cases.get(str(train.get(canonical_param(other))))
+        if override is not None and override.choices is not None:
+            choices = override.choices
+    return spec.model_copy(update={"choices": choices, "by": by or None})
+
+
 def _importance(study: optuna.Study) -> dict[str, float]:
     from engine.insights.summary import importance
 
@@ -125,6 +161,7 @@ def recommend(study: optuna.Study, config: SweepConfig, fraction: float = 0.2,
                         key="--study")
     n_top = min(len(trials), max(MIN_TOP, math.ceil(fraction * len(trials))))
     top, best = trials[:n_top], trials[0]
+    top_params, best_params = [train_params(t.params) for t in top], train_params(best.params)
     notes = []
     if len(study.directions) > 1:
         notes.append(f"{len(study.directions)} objectives: ranked by the first, {metric}")
@@ -135,27 +172,31 @@ def recommend(study: optuna.Study, config: SweepConfig, fraction: float = 0.2,
     space: dict[str, Any] = {}
     changes = []
     for name, spec in config.search_space.items():
-        values = [t.params[name] for t in top if name in t.params]
+        values = [p[name] for p in top_params if name in p]
         before = describe(spec)
         if not values:
             changes.append(Change(name, before, "dropped", None, "inactive in every top trial"))
             continue
+        if spec.kind() == "categorical" and spec.by:  # a recipe per value of another: never one fixed value
+            space[name] = _narrowed_cases(name, spec, top)
+            changes.append(Change(name, before, describe(space[name]), best_params.get(name)))
+            continue
         if fix_below is not None and scores and scores.get(name, 0.0) < fix_below and not spec.when \
-                and name in best.params:
-            train[name] = best.params[name]
-            changes.append(Change(name, before, f"fixed at {best.params[name]}", best.params[name],
+                and name in best_params:
+            train[name] = best_params[name]
+            changes.append(Change(name, before, f"fixed at {best_params[name]}", best_params[name],
                                   f"importance {scores.get(name, 0.0):.2f} < {fix_below:g}"))
             continue
         narrowed = _narrowed(spec, values)
         if isinstance(narrowed, ParamSpec):
             space[name] = narrowed
-            changes.append(Change(name, before, describe(narrowed), best.params.get(name)))
+            changes.append(Change(name, before, describe(narrowed), best_params.get(name)))
         elif spec.when:  # a conditional parameter cannot become a fixed train key: one choice left
             space[name] = ParamSpec(choices=[narrowed], when=spec.when)
-            changes.append(Change(name, before, f"{narrowed} (when {spec.when})", best.params.get(name)))
+            changes.append(Change(name, before, f"{narrowed} (when {spec.when})", best_params.get(name)))
         else:
             train[name] = narrowed
-            changes.append(Change(name, before, f"fixed at {narrowed}", best.params.get(name),
+            changes.append(Change(name, before, f"fixed at {narrowed}", best_params.get(name),
                                   "every top trial agrees"))
     for name, spec in list(space.items()):  # a `when` on a now fixed parameter holds or not, for good
         fixed = {canonical_param(k): v for k, v in (spec.when or {}).items() if canonical_param(k) not in space}
@@ -167,6 +208,9 @@ def recommend(study: optuna.Study, config: SweepConfig, fraction: float = 0.2,
         else:
             del space[name]
             changes.append(Change(name, describe(spec), "dropped", None, "its condition no longer holds"))
+    for name, spec in list(space.items()):  # a `by` on a now fixed parameter: its case for that value, for good
+        if spec.by:
+            space[name] = _settled(spec, set(space), train)
     out = config.to_dict()
     out["name"] = f"{study.study_name}-focused"
     out["train"] = train
@@ -176,7 +220,7 @@ def recommend(study: optuna.Study, config: SweepConfig, fraction: float = 0.2,
     # trials' batch sizes were real ones, so no multiplier goes on top of them again.
     out["resources"] = {"batch_multiplier": 1.0}
     return Recommendation(study=study.study_name, metric=metric, completed=len(trials), top=n_top,
-                          best=dict(best.params), best_value=best.values[0], config=out, changes=changes,
+                          best=best_params, best_value=best.values[0], config=out, changes=changes,
                           notes=notes)
 
 

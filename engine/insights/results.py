@@ -11,6 +11,7 @@ import optuna
 
 from engine.artifacts import dump_yaml, write_atomic
 from engine.config import SweepConfig
+from engine.config.space import train_key, train_params
 from engine.errors import UserError
 from engine.insights.summary import importance, metric_names, summary
 
@@ -25,9 +26,10 @@ def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def best_config(config: SweepConfig, params: dict[str, Any]) -> dict[str, Any]:
     """A complete config that `tui-hpo train --config` trains: the winning params set in `train`,
-    no search space, and batch sizes taken as they are (the profile already scaled them)."""
+    no search space, and batch sizes taken as they are (the profile already scaled them). `params`
+    may be a trial's own (Optuna names): they are folded into training keys here."""
     out = config.to_dict()
-    out["train"] = config.train.model_copy(update=params).model_dump(mode="json", exclude_none=True)
+    out["train"] = config.train.model_copy(update=train_params(params)).model_dump(mode="json", exclude_none=True)
     out["search_space"] = {}
     out["budget"] = {**out.get("budget", {}), "n_trials": 1}
     out.setdefault("resources", {})["batch_multiplier"] = 1.0
@@ -59,7 +61,7 @@ def export_results(study: optuna.Study, config: SweepConfig | None, folder: Path
     trials_csv = folder / "trials.csv"
     frame = study.trials_dataframe(attrs=("number", "value", "values", "params", "state", "duration",
                                           "datetime_start", "datetime_complete", "user_attrs"))
-    write_atomic(trials_csv, frame.to_csv(index=False))
+    write_atomic(trials_csv, _fold_param_columns(frame).to_csv(index=False))
     written.append(trials_csv)
     best = best_trials(study)
     if not best:
@@ -72,17 +74,40 @@ def export_results(study: optuna.Study, config: SweepConfig | None, folder: Path
                   + "\n# Train it again: tui-hpo train --config best_config.yaml")
         write_atomic(folder / "best_params.yaml", dump_yaml({
             "study": study.study_name, "trial": trial.number,
-            "values": dict(zip(metrics, trial.values, strict=True)), "params": trial.params}))
+            "values": dict(zip(metrics, trial.values, strict=True)), "params": train_params(trial.params)}))
         written.append(folder / "best_params.yaml")
         if config is not None:
             write_atomic(folder / "best_config.yaml", dump_yaml(best_config(config, trial.params), header))
             written.append(folder / "best_config.yaml")
     else:
-        front = [{"trial": t.number, "values": dict(zip(metrics, t.values, strict=True)), "params": t.params}
-                 for t in best]
+        front = [{"trial": t.number, "values": dict(zip(metrics, t.values, strict=True)),
+                  "params": train_params(t.params)} for t in best]
         write_atomic(folder / "best_params.yaml", dump_yaml({"study": study.study_name, "pareto_front": front}))
         written.append(folder / "best_params.yaml")
     return written
+
+
+def _fold_param_columns(frame: Any) -> Any:
+    """trials.csv with one column per training key: Optuna's frame has one per Optuna name, so a
+    per-case choice list (`params_batch_size[model=test_vit]`) is merged into its key's column.
+    Columns are taken by position: a multi-objective frame names `values_0` twice (from `value`
+    and `values`), and keeps both, as Optuna wrote them."""
+    import pandas as pd  # loaded already: Optuna built the frame with it
+
+    keys = [f"params_{train_key(c.removeprefix('params_'))}" if c.startswith("params_") else c for c in frame.columns]
+    if keys == list(frame.columns):
+        return frame
+    names: list[str] = []
+    columns: list[Any] = []
+    for position, key in enumerate(keys):
+        column = frame.iloc[:, position]
+        if key.startswith("params_") and key in names:
+            at = names.index(key)
+            columns[at] = columns[at].combine_first(column)
+        else:
+            names.append(key)
+            columns.append(column)
+    return pd.concat(columns, axis=1, keys=names)
 
 
 def top_rows(study: optuna.Study, n: int = 10) -> list[dict[str, Any]]:
@@ -91,7 +116,7 @@ def top_rows(study: optuna.Study, n: int = 10) -> list[dict[str, Any]]:
     reverse = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     ranked = sorted(complete, key=lambda t: t.values[0], reverse=reverse)[:n]
     return [{
-        "number": t.number, "values": list(t.values), "params": t.params,
+        "number": t.number, "values": list(t.values), "params": train_params(t.params),
         "epochs": t.user_attrs.get("epochs", len(t.intermediate_values)),
         "seconds": t.duration.total_seconds() if t.duration else None,
     } for t in ranked]

@@ -15,8 +15,10 @@ import optuna
 import sqlalchemy as sa
 
 from engine.config import SweepConfig
+from engine.config.space import train_key, train_params
 from engine.errors import UserError
 from engine.insights.gpu import gpu_usage
+from engine.insights.validation import judge
 from engine.storage import Store, SweepRow
 from engine.storage.states import SweepState
 
@@ -70,7 +72,9 @@ def sweep_gpu_usage(url: str, row: SweepRow | None, trials: list[optuna.trial.Fr
 
 def summary(study: optuna.Study, url: str) -> dict[str, Any]:
     """Counts by state, best value(s) and params, compute time, compute saved by pruning,
-    failures grouped by reason, and how busy the GPUs were."""
+    failures grouped by reason, and how busy the GPUs were; with what a result is judged by: the
+    data split (None for a plain Optuna study), whether its validation set can tell trials apart,
+    the best trial's F1 per class, and how many trials early stopping ended."""
     trials = study.get_trials(deepcopy=False)
     counts = Counter(t.state.name for t in trials)
     row = sweep_row(url, study.study_name)
@@ -99,17 +103,19 @@ def summary(study: optuna.Study, url: str) -> dict[str, Any]:
         "oom_retries": [{"trial": t.number, "steps": t.user_attrs["oom_retries"]}
                         for t in trials if t.user_attrs.get("oom_retries")],
         "gpu": sweep_gpu_usage(url, row, trials),
+        "data": study.user_attrs.get("tui_hpo", {}).get("data"),
+        "stopped_early": sum(1 for t in trials if "stopped_early" in t.user_attrs),
     }
     complete = [t for t in trials if t.state == States.COMPLETE]
-    if not complete:
-        out["best"] = None
-    elif len(study.directions) > 1:
+    out["best"], out["class_f1"] = None, None
+    if complete and len(study.directions) > 1:
         out["pareto_front"] = [{"trial": t.number, "values": dict(zip(metrics, t.values, strict=False)),
-                                "params": t.params} for t in study.best_trials]
-        out["best"] = None
-    else:
+                                "params": train_params(t.params)} for t in study.best_trials]
+    elif complete:
         best = study.best_trial
-        out["best"] = {"trial": best.number, "value": best.value, "params": best.params}
+        out["best"] = {"trial": best.number, "value": best.value, "params": train_params(best.params)}
+        out["class_f1"] = best.user_attrs.get("class_f1")
+    out["validation"] = judge(out["data"], out["best"]["value"] if out["best"] else None, metrics[0])
     return out
 
 
@@ -117,10 +123,13 @@ EVALUATORS = ("ped-anova", "fanova")
 
 
 def importance(study: optuna.Study, evaluator: str = "ped-anova") -> dict[str, float]:
-    """Parameter importance of the first objective, most important first.
+    """Parameter importance of the first objective, most important first, by training key.
 
     PED-ANOVA (Optuna's default) needs nothing more; fANOVA needs scikit-learn. Raises UserError
-    when the study cannot tell (fewer than two completed trials, or nothing varied)."""
+    when the study cannot tell (fewer than two completed trials, or nothing varied). PED-ANOVA
+    scores each Optuna name: the parts of a per-case choice list (`batch_size[model=test_vit]`
+    beside `batch_size`) are added up under their key, so the scores still sum to one. (fANOVA
+    scores only the names every completed trial has, so it has at most one of them.)"""
     complete = study.get_trials(deepcopy=False, states=(States.COMPLETE,))
     if len(complete) < 2:
         raise UserError(f"study '{study.study_name}' has {len(complete)} completed trial(s): importance needs two "
@@ -137,7 +146,11 @@ def importance(study: optuna.Study, evaluator: str = "ped-anova") -> dict[str, f
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*computes the importances of params to achieve low")
-            return optuna.importance.get_param_importances(study, evaluator=chosen,
-                                                           target=lambda t: sign * t.values[0])
+            scores = optuna.importance.get_param_importances(study, evaluator=chosen,
+                                                             target=lambda t: sign * t.values[0])
     except (RuntimeError, ValueError) as exc:
         raise UserError(f"importance cannot be computed: {exc}", key="--study") from None
+    folded: dict[str, float] = {}
+    for name, score in scores.items():
+        folded[train_key(name)] = folded.get(train_key(name), 0.0) + score
+    return dict(sorted(folded.items(), key=lambda item: item[1], reverse=True))

@@ -133,6 +133,13 @@ def stale_trials(conn: sa.Connection, study_id: int, grace_s: float) -> set[int]
     return {int(n) for n, beat in rows if (now - naive(beat)).total_seconds() > grace_s}
 
 
+def study_attr(conn: sa.Connection, study_id: int, key: str) -> Any:
+    """One user attribute of a study (None when unset), as `study.user_attrs[key]` would give it."""
+    value = conn.execute(sa.text("SELECT value_json FROM study_user_attributes WHERE study_id = :s AND key = :k"),
+                         {"s": study_id, "k": key}).scalar()
+    return json.loads(value) if value is not None else None
+
+
 def trials(conn: sa.Connection, study_id: int, trial_ids: Iterable[int], after_id: int) -> list[tuple]:
     """(trial_id, number, state, start, complete) of the trials with id > after_id, plus the given
     ids; by number. Times as seconds since the epoch."""

@@ -25,7 +25,8 @@ import optuna
 
 from engine.artifacts import dump_yaml, ensure_writable, write_atomic
 from engine.config import SweepConfig, check_study_name
-from engine.datasets.scan import Scan, scan
+from engine.datasets import defaults as data_defaults
+from engine.datasets.scan import Scan, scan, split_sizes
 from engine.errors import DEVICE_EXIT, DISK_EXIT, DISK_FULL, ConfigError, DiskError, disk_problem
 from engine.insights.gpu import gpu_usage
 from engine.insights.results import export_results
@@ -158,7 +159,7 @@ class Engine:
         self.config, self.info, self.platform = resolved.config, resolved.info, resolved.platform
         self.batch_scale = resolved.batch_scale
         self.source = resolved.source
-        self.notes = resolved.notes
+        self.notes = list(resolved.notes)
         self.url, self.workdir, self.reporter = url, workdir, reporter
         self.study_name = study_name
         self.procs: list[subprocess.Popen] = []
@@ -172,14 +173,19 @@ class Engine:
         self.added_last: dict[str, int] = {}  # GPU id -> pid of the worker added to it last
 
     def prepare(self) -> Scan:
-        """Every check that can fail on bad input, before anything is written."""
+        """Every check that can fail on bad input, before anything is written; and the settings
+        that follow from the data (`data_defaults`), which the models are checked at."""
         check_study_name(self.study_name, "--study")  # its folder is DIR/<study>/
+        found = scan(self.config.data)
+        if found.columns is not None:
+            self.notes.append(f"data: {found.columns}")
+        self.notes += data_defaults.apply(self.config, found)
         try:
             check_models_once(self.config)
             check_buildable(self.config)
         except ConfigError as exc:
             raise ConfigError(exc.detail, source=exc.source or self.source, key=exc.key) from None
-        return scan(self.config.data)
+        return found
 
     def run(self) -> int:
         found = self.prepare()
@@ -188,6 +194,9 @@ class Engine:
         self.study = study
         self.store = Store(self.url)
         self.optuna_study = load_study(self.url, study.name)
+        # The split's sizes, for summary and the dashboard (which never read the data itself)
+        attrs = self.optuna_study.user_attrs.get("tui_hpo", {})
+        self.optuna_study.set_user_attr("tui_hpo", {**attrs, "data": split_sizes(found, self.config.data)})
         folder = study.folder
         folder.mkdir(parents=True, exist_ok=True)
         self._log_to(folder / "engine.log")
@@ -236,7 +245,8 @@ class Engine:
                 f"# Layers: platform profile < preset/extends < file < TUI_HPO__* environment < flags.\n"
                 f"# Batch sizes are already scaled by the {self.platform} profile (x{self.batch_scale:g}), "
                 f"so batch_multiplier reads 1.\n# Workers: {res.parallel}; amp {res.amp}; compile {res.compile}; "
-                f"channels_last {res.channels_last}.")
+                f"channels_last {res.channels_last}."
+                + "".join(f"\n# {note}" for note in self.notes))
 
     def _log_to(self, path: Path) -> None:
         # A log line that cannot be written (a full disk) is dropped, not printed with a traceback.

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import optuna
 
 from engine.config import SweepConfig
+from engine.config.space import train_params
 from engine.errors import ConfigError, UserError
 from engine.insights.recommend import ranked
 from engine.insights.results import best_config
@@ -89,6 +90,6 @@ def repeat_top(study: optuna.Study, config: SweepConfig, store: Store, study_id:
             if on_run is not None:
                 on_run(trial.number, seed, values[0], seconds)
         runs = {seed: done[(trial.number, seed)] for seed in seeds}
-        out.append(Repeated(trial.number, dict(trial.params), trial.values[0], runs,
+        out.append(Repeated(trial.number, train_params(trial.params), trial.values[0], runs,
                             describe(list(runs.values()), f"trial {trial.number}")))
     return out

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine import config as cfg
-from engine.config.space import grid_values
+from engine.config.space import grid_points
 from engine.system.platform import PlatformInfo, choose_platform, probe_for_sweep, profile
 from engine.training.devices import probe
 
@@ -43,16 +42,19 @@ def resolve_run(preset: str | None, config_file: str | None, flags: dict[str, An
         config.data.path = str(Path(config.data.path).expanduser().resolve())
     if config.data.labels is not None:
         config.data.labels = str(Path(config.data.labels).expanduser().resolve())
+    scale = apply_batch_multiplier(config)  # first: scaling may merge two batch choices into one grid point
     notes = tuple(n for n in [cap_to_grid(config)] if n)
-    return Resolved(config, info, platform, apply_batch_multiplier(config), config_file, notes)
+    return Resolved(config, info, platform, scale, config_file, notes)
 
 
 def cap_to_grid(config: cfg.SweepConfig) -> str | None:
     """A grid sweep has as many trials as grid points, at most: n_trials is capped (it is the
-    sweep's budget, and the grid sampler would stop there anyway). Returns the note to show."""
+    sweep's budget, and past the last point the grid sampler only runs points again). The points
+    are the valid combinations (`when`/`by` applied), not the product of the value lists.
+    Returns the note to show."""
     if config.sampler.name != "grid":
         return None
-    points = math.prod(len(v) for v in grid_values(config.search_space).values())
+    points = len(grid_points(config.search_space, config.train.model_dump()))
     if config.budget.n_trials <= points:
         return None
     config.budget.n_trials = points
@@ -72,9 +74,13 @@ def apply_batch_multiplier(config: cfg.SweepConfig) -> float:
     config.train.batch_size = scale(config.train.batch_size)
     spec = config.search_space.get("batch_size")
     if spec is not None:
-        if spec.choices is not None:
-            spec.choices = sorted({scale(c) for c in spec.choices})
-        elif spec.low is not None and spec.high is not None:
-            spec.low, spec.high = scale(spec.low), max(scale(spec.high), scale(spec.low) + 1)
+        ranges: list[Any] = [spec, *(case for cases in (spec.by or {}).values() for case in cases.values())]
+        for r in ranges:  # the parameter's own choices or range, and each per-value case's
+            if r.choices is not None:
+                r.choices = sorted({scale(c) for c in r.choices})
+            if r.low is not None:
+                r.low = scale(r.low)
+            if r.high is not None:
+                r.high = max(scale(r.high), (r.low or spec.low or 0) + 1)
     config.resources.batch_multiplier = 1.0
     return factor

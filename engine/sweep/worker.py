@@ -23,10 +23,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
+import numpy as np
 import optuna
 
 from engine.config import SweepConfig
-from engine.config.space import suggest
+from engine.config.space import suggest, train_params
 from engine.datasets.scan import scan, splits
 from engine.errors import DEVICE_EXIT, DISK_EXIT, disk_problem
 from engine.insights.gpu import gpu_usage
@@ -38,7 +39,7 @@ from engine.sweep.samplers import make_pruner, make_sampler
 from engine.sweep.worker_args import WorkerArgs
 from engine.system.monitor import hostname
 from engine.training.devices import cuda_problem, device_name, set_threads
-from engine.training.fit import EpochMetrics, Interrupted, Runtime, fit_within_memory
+from engine.training.fit import EarlyStop, EpochMetrics, Interrupted, Runtime, fit_within_memory
 from engine.training.models import serialize  # imports torch and timm once, not inside the first trial's timing
 from engine.training.tensors import ImageData, load
 
@@ -228,7 +229,7 @@ class Worker:
             requeue(self.study, self.storage.get_trial(trial._trial_id), self.config.budget.max_retries, counts=False)
         self._report(number, state, values, reason, seconds)
         if state == optuna.trial.TrialState.COMPLETE and model is not None and len(values or []) == 1:
-            self._maybe_checkpoint(number, values[0], model, trial.params)
+            self._maybe_checkpoint(number, values[0], model, train_params(trial.params))
         self.store.update_worker(self.worker_id, state=WorkerState.IDLE, trial_number=None)
 
     def _train(self, trial: optuna.Trial, params: dict[str, Any]) -> tuple[Any, list[EpochMetrics]]:
@@ -241,6 +242,12 @@ class Worker:
         asked = cfg
         cfg = self._fitted_before(trial, cfg)
         runtime, speeds = self._compile_choice(trial, cfg)
+        stopping = self.config.train.early_stopping
+        early_stop = None if stopping is None else EarlyStop(
+            metric if metric != "train_time" else "val_loss",
+            self.config.objective.directions()[0] == "maximize" if metric != "train_time" else False,
+            stopping.patience, stopping.min_delta)
+        ran = 0
         for fold, split in enumerate(self.splits):
             def on_epoch(m: EpochMetrics, fold: int = fold) -> None:
                 self.store.add_epoch(self.study_id, trial._trial_id, fold, m.to_dict() | {"epoch": m.epoch})
@@ -253,8 +260,15 @@ class Worker:
 
             model, history, cfg = fit_within_memory(
                 cfg, self.data, split, runtime, on_epoch, self.stop,
-                lambda old, new, fold=fold: self._step_down(trial, fold, old, new))
-            finals.append(history[-1])
+                lambda old, new, fold=fold: self._step_down(trial, fold, old, new), early_stop)
+            final = history[-1]
+            if early_stop is not None:  # the run keeps its best epoch's weights: its value is that epoch's
+                final = history[early_stop.best_epoch(history)]
+                if len(history) < cfg.epochs:
+                    trial.set_user_attr("stopped_early", {"fold": fold, "after_epoch": len(history),
+                                                          "best_epoch": final.epoch + 1})
+            finals.append(final)
+            ran += len(history)
             if cfg.batch_size < asked.batch_size:  # later trials of this shape start where this one fitted
                 self.store.record_shape(self._shape_key(asked), fitted_batch=cfg.batch_size)
             speeds = self._record_speeds(cfg, runtime, history, len(split[0]), speeds)
@@ -263,8 +277,16 @@ class Worker:
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after fold {fold + 1}")
         assert model is not None
-        trial.set_user_attr("epochs", cfg.epochs * folds)
+        trial.set_user_attr("epochs", ran)
+        trial.set_user_attr("class_f1", self._class_f1(finals))
         return model, finals
+
+    def _class_f1(self, finals: list[EpochMetrics]) -> dict[str, float | None]:
+        """Validation F1 per class name, averaged over folds (None where a class was absent)."""
+        names = self.data.scan.classes
+        per_fold = np.array([m.class_f1 for m in finals], dtype=float)
+        mean = np.nanmean(per_fold, axis=0) if per_fold.size else np.full(len(names), np.nan)
+        return {name: None if np.isnan(v) else round(float(v), 4) for name, v in zip(names, mean, strict=True)}
 
     def _record_device_use(self, trial: optuna.Trial, finals: list[EpochMetrics], since: float) -> None:
         """The trial's peak memory and, on a GPU, which one and how busy it was meanwhile (the

@@ -26,6 +26,15 @@ from engine.config import ResourcesConfig, TrainConfig
 from engine.training.models import build_model
 from engine.training.tensors import ImageData, augment
 
+# BatchNorm's running statistics are an average with momentum 0.1 over the last ~10 steps, of
+# activations of weights that were still moving: after a few dozen steps they describe none of
+# them, and eval-mode predictions collapse (often to one class) while the training loss falls.
+# So while a run is young, each validation first recomputes them over the training images at the
+# current weights ("precise BN", as in fvcore and pycls), which costs a forward pass over at most
+# PRECISE_BN_IMAGES images. Past PRECISE_BN_BELOW steps the running averages are good enough.
+PRECISE_BN_BELOW = 1000  # optimizer steps
+PRECISE_BN_IMAGES = 1024
+
 
 class Interrupted(Exception):
     """The sweep was asked to stop while this trial was training."""
@@ -64,9 +73,13 @@ class EpochMetrics:
     samples_per_s: float
     peak_mem_mb: float
     seconds: float
+    class_f1: tuple[float, ...] = ()  # per class, in the dataset's class order (not a metrics column)
 
     def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+        """The numbers of the per-epoch metrics row."""
+        row = asdict(self)
+        row.pop("class_f1")
+        return row
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -92,13 +105,20 @@ def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps: in
     return StepLRScheduler(optimizer, decay_t=max(1, math.ceil(after / 3)), decay_rate=decay, **common)
 
 
-def macro_f1(confusion: torch.Tensor) -> float:
-    """Macro-F1 over the classes that occur in the labels or the predictions."""
+def class_f1(confusion: torch.Tensor) -> torch.Tensor:
+    """F1 of each class from a (true, predicted) confusion matrix; NaN for a class that occurs
+    in neither the labels nor the predictions."""
     tp = confusion.diag().float()
     support = confusion.sum(1).float()
     predicted = confusion.sum(0).float()
-    present = (support + predicted) > 0
     f1 = 2 * tp / (support + predicted).clamp_min(1)
+    return torch.where((support + predicted) > 0, f1, torch.full_like(f1, float("nan")))
+
+
+def macro_f1(confusion: torch.Tensor) -> float:
+    """Macro-F1 over the classes that occur in the labels or the predictions."""
+    f1 = class_f1(confusion)
+    present = ~f1.isnan()
     return float(f1[present].mean()) if present.any() else 0.0
 
 
@@ -140,6 +160,7 @@ class _Loop:
     std: torch.Tensor
     updates: int = 0  # optimizer steps so far: the schedule's clock
     resident: torch.device | None = None  # the GPU the images sit on, when they fit there
+    eager: nn.Module | None = None  # the model before torch.compile: statistics passes use it
 
 
 def train_one_epoch(loop: _Loop, data: ImageData, idx: np.ndarray, cfg: TrainConfig, epoch: int,
@@ -154,7 +175,7 @@ def train_one_epoch(loop: _Loop, data: ImageData, idx: np.ndarray, cfg: TrainCon
         if should_stop():
             raise Interrupted("stopped during training")
         x = _prepare(xb, loop.mean, loop.std, loop.device, loop.runtime)
-        x = augment(x, cfg.augment, loop.generator)
+        x = augment(x, float(cfg.augment), bool(cfg.hflip), loop.generator)
         y = yb.to(loop.device, non_blocking=loop.runtime.pin_memory)
         with _autocast(loop.runtime, loop.device):
             loss = loop.loss_fn(loop.model(x), y)
@@ -186,9 +207,36 @@ def _step(loop: _Loop) -> None:
     loop.schedule.step_update(loop.updates)
 
 
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 @torch.no_grad()
-def validate(loop: _Loop, data: ImageData, idx: np.ndarray, cfg: TrainConfig) -> tuple[float, float, float]:
-    """(val loss, accuracy, macro-F1) on `idx`."""
+def recompute_batchnorm(loop: _Loop, data: ImageData, idx: np.ndarray, cfg: TrainConfig) -> None:
+    """Replace every BatchNorm layer's running statistics by their exact average over (a fixed
+    sample of at most PRECISE_BN_IMAGES of) the training images `idx`, unaugmented, at the
+    current weights. Runs the eager model: a compiled one would compile again for no-grad."""
+    model = loop.eager or loop.model
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # a cumulative average over the batches that follow
+    sample = idx[np.random.default_rng(cfg.seed).permutation(len(idx))[:PRECISE_BN_IMAGES]]
+    model.train()
+    for xb, _yb in data.batches(np.sort(sample), cfg.image_size, cfg.batch_size, False, loop.generator,
+                                loop.runtime.pin_memory, loop.resident):
+        x = _prepare(xb, loop.mean, loop.std, loop.device, loop.runtime)
+        with _autocast(loop.runtime, loop.device):
+            model(x)
+    for layer, momentum in zip(layers, momenta, strict=True):
+        layer.momentum = momentum
+
+
+@torch.no_grad()
+def validate(loop: _Loop, data: ImageData, idx: np.ndarray,
+             cfg: TrainConfig) -> tuple[float, float, float, tuple[float, ...]]:
+    """(val loss, accuracy, macro-F1, per-class F1) on `idx`."""
     loop.model.eval()
     n = data.num_classes
     confusion = torch.zeros(n, n, dtype=torch.int64, device=loop.device)
@@ -203,13 +251,47 @@ def validate(loop: _Loop, data: ImageData, idx: np.ndarray, cfg: TrainConfig) ->
         confusion += torch.bincount(y * n + logits.argmax(1), minlength=n * n).view(n, n)
     count = int(confusion.sum())
     accuracy = float(confusion.diag().sum()) / max(1, count)
-    return float(total_loss) / max(1, count), accuracy, macro_f1(confusion.cpu())
+    confusion = confusion.cpu()
+    per_class = tuple(round(float(v), 4) for v in class_f1(confusion))
+    return float(total_loss) / max(1, count), accuracy, macro_f1(confusion), per_class
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """Stop a run whose `metric` has not improved by more than `min_delta` for `patience` epochs,
+    keeping the weights of its best epoch: a trial's own stopping rule, apart from pruning, which
+    compares trials with each other."""
+
+    metric: str
+    maximize: bool
+    patience: int
+    min_delta: float = 0.0
+
+    def gain(self, value: float, best: float | None) -> float:
+        if best is None:
+            return math.inf
+        return value - best if self.maximize else best - value
+
+    def best_epoch(self, history: list[EpochMetrics]) -> int:
+        """The epoch whose weights a stopped run keeps: the last one that improved."""
+        best, at = None, 0
+        for m in history:
+            value = float(getattr(m, self.metric))
+            if self.gain(value, best) > self.min_delta:
+                best, at = value, m.epoch
+        return at
 
 
 def fit(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray], runtime: Runtime,
         on_epoch: Callable[[EpochMetrics], None] = lambda m: None,
-        should_stop: Callable[[], bool] = lambda: False) -> tuple[nn.Module, list[EpochMetrics]]:
-    """Train `cfg` on one split; deterministic on the CPU for a given `cfg.seed`."""
+        should_stop: Callable[[], bool] = lambda: False,
+        early_stop: EarlyStop | None = None) -> tuple[nn.Module, list[EpochMetrics]]:
+    """Train `cfg` on one split; deterministic on the CPU for a given `cfg.seed`. With
+    `early_stop`, the run may end before `cfg.epochs`, and the model returned carries its best
+    epoch's weights (`early_stop.best_epoch`)."""
+    unresolved = [k for k in ("image_size", "augment", "hflip") if getattr(cfg, k) == "auto"]
+    if unresolved:  # a programming error: every caller resolves the config against its data first
+        raise ValueError(f"train.{unresolved[0]} is 'auto': resolve it with engine.datasets.defaults.apply")
     torch.manual_seed(cfg.seed)
     device = torch.device(runtime.device)
     model = build_model(cfg, data.num_classes).to(device)
@@ -231,7 +313,10 @@ def fit(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray],
         # On a GPU the images of an in-memory dataset are copied there once: no host gather, pin
         # and copy per step, which small models on a big GPU otherwise wait for.
         resident=device if device.type == "cuda" else None,
+        eager=model,
     )
+    precise_bn = has_batchnorm(model)
+    best_state: dict[str, torch.Tensor] = {}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     history: list[EpochMetrics] = []
@@ -239,18 +324,29 @@ def fit(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray],
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         train_loss, rate = train_one_epoch(loop, data, train_idx, cfg, epoch, should_stop)
-        val_loss, accuracy, f1 = validate(loop, data, val_idx, cfg)
+        if precise_bn and loop.updates < PRECISE_BN_BELOW:
+            recompute_batchnorm(loop, data, train_idx, cfg)
+        val_loss, accuracy, f1, per_class = validate(loop, data, val_idx, cfg)
         metrics = EpochMetrics(epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_accuracy=accuracy,
                                val_f1=f1, lr=lr, samples_per_s=rate, peak_mem_mb=peak_memory_mb(device),
-                               seconds=time.perf_counter() - started)
+                               seconds=time.perf_counter() - started, class_f1=per_class)
         history.append(metrics)
         on_epoch(metrics)
+        if early_stop is not None:
+            best_epoch = early_stop.best_epoch(history)
+            if best_epoch == epoch:
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            elif epoch - best_epoch >= early_stop.patience:
+                break
+    if early_stop is not None and early_stop.best_epoch(history) < len(history) - 1:
+        model.load_state_dict(best_state)
     return model, history
 
 
 def fit_within_memory(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray], runtime: Runtime,
                       on_epoch: Callable[[EpochMetrics], None], should_stop: Callable[[], bool],
                       on_step_down: Callable[[TrainConfig, TrainConfig], None],
+                      early_stop: EarlyStop | None = None,
                       ) -> tuple[nn.Module, list[EpochMetrics], TrainConfig]:
     """`fit`, and on running out of memory (CUDA OOM, or MemoryError on the CPU) again with half
     the batch and twice the gradient accumulation: the same effective batch, so the same
@@ -258,7 +354,7 @@ def fit_within_memory(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray
     Returns the config that fitted."""
     while True:
         try:
-            model, history = fit(cfg, data, split, runtime, on_epoch, should_stop)
+            model, history = fit(cfg, data, split, runtime, on_epoch, should_stop, early_stop)
             return model, history, cfg
         except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
             if cfg.batch_size < 2:

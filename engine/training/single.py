@@ -7,6 +7,7 @@ from typing import Any
 
 from engine.artifacts import user_cache_dir
 from engine.config import SweepConfig
+from engine.datasets import defaults as data_defaults
 from engine.datasets.scan import scan, splits
 from engine.system.platform import usable_cores
 from engine.training.fit import Runtime, fit
@@ -21,8 +22,9 @@ def train_once(config: SweepConfig, platform: str) -> dict[str, Any]:
     """
     import torch
 
-    check_models(config)
     found = scan(config.data)
+    data_defaults.apply(config, found)  # a config with "auto" settings gets what a sweep would choose
+    check_models(config)
     from engine.training.tensors import load
 
     threads = config.resources.threads_per_worker or max(1, usable_cores() // (config.resources.parallel or 1))

@@ -221,11 +221,15 @@ def load(scan: Scan, cfg: DataConfig, max_size: int, cache_dir: Path | None = No
     return ImageData(scan=scan, cfg=cfg, labels=labels, skipped=skipped, _base=base)
 
 
-def augment(x: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
-    """Random per-sample rotation, scale and shift, growing with `strength` in [0, 1]."""
+def augment(x: torch.Tensor, strength: float, hflip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random per-sample rotation, scale and shift, growing with `strength` in [0, 1], and with
+    `hflip` a mirror image for half the samples (right for photos, wrong for glyphs and text)."""
+    n = x.shape[0]
+    if hflip:
+        flip = (torch.rand(n, generator=generator) < 0.5).to(x.device).view(-1, 1, 1, 1)
+        x = torch.where(flip, x.flip(-1), x)
     if strength <= 0:
         return x
-    n = x.shape[0]
     rand = torch.rand(n, 4, generator=generator, device="cpu").to(x.device) * 2 - 1
     angle = rand[:, 0] * math.radians(15) * strength
     scale = 1 + rand[:, 1] * 0.15 * strength

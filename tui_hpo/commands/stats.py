@@ -184,6 +184,7 @@ def _groups(study: Any, url: str, complete: list[Any], by: str | None) -> tuple[
     """The samples to compare: repeats of top configs, or completed trials grouped by a parameter."""
     import optuna
 
+    from engine.config.space import train_params
     from engine.errors import UserError
 
     if by is None:
@@ -194,15 +195,17 @@ def _groups(study: Any, url: str, complete: list[Any], by: str | None) -> tuple[
         if by is None:
             raise UserError("no repeats and no categorical parameter with a value shared by several trials: run "
                             "`tui-hpo repeat` first, or name a parameter with --by", key="--by")
-    known = {name for t in complete for name in t.params}
+    params = [train_params(t.params) for t in complete]
+    known = {name for p in params for name in p}
     if by not in known:
         raise UserError(f"no completed trial has a parameter '{by}' (known: {', '.join(sorted(known)) or 'none'})",
                         key="--by")
     groups = {}
-    for trial in complete:
-        if by in trial.params:
-            groups.setdefault(f"{by}={trial.params[by]}", []).append(trial.values[0])
-    continuous = any(isinstance(t.distributions.get(by), optuna.distributions.FloatDistribution) for t in complete)
+    for trial, p in zip(complete, params, strict=True):
+        if by in p:
+            groups.setdefault(f"{by}={p[by]}", []).append(trial.values[0])
+    continuous = any(isinstance(train_params(t.distributions).get(by), optuna.distributions.FloatDistribution)
+                     for t in complete)
     if continuous or all(len(values) == 1 for values in groups.values()):
         raise UserError(f"'{by}' {'is continuous' if continuous else 'never repeats a value'}: its groups would be "
                         "single trials, with nothing to average; group by a categorical parameter such as model",
@@ -235,15 +238,18 @@ def _most_varied(trials: list[Any]) -> str | None:
     of a model-comparison sweep). Never the seed: its replicates are the samples, not a group."""
     import optuna
 
+    from engine.config.space import train_params
+
+    folded = [(train_params(t.params), train_params(t.distributions)) for t in trials]
     best, best_count = None, 1
-    for name in sorted({n for t in trials for n in t.params} - {"seed"}):
-        if not all(isinstance(t.distributions.get(name), optuna.distributions.CategoricalDistribution)
-                   for t in trials if name in t.params):
+    for name in sorted({n for params, _ in folded for n in params} - {"seed"}):
+        if not all(isinstance(distributions.get(name), optuna.distributions.CategoricalDistribution)
+                   for params, distributions in folded if name in params):
             continue
         counts: dict[Any, int] = {}
-        for t in trials:
-            if name in t.params:
-                counts[t.params[name]] = counts.get(t.params[name], 0) + 1
+        for params, _ in folded:
+            if name in params:
+                counts[params[name]] = counts.get(params[name], 0) + 1
         shared = sum(1 for c in counts.values() if c >= 2)
         if shared > best_count:
             best, best_count = name, shared

@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Static
 
+from engine.config.space import train_params
 from engine.storage import load_study
 from tui_hpo.db import StudyRow
 from tui_hpo.format import duration, number, params
@@ -129,7 +130,8 @@ class AnalysisScreen(LiveScreen):
         table.add_column("params")
         for trial in result.top:
             table.add_row(str(trial.number), *(number(v) for v in trial.values),
-                          duration(trial.duration.total_seconds() if trial.duration else None), params(trial.params))
+                          duration(trial.duration.total_seconds() if trial.duration else None),
+                          params(train_params(trial.params)))
         self.query_one("#importance", Static).update(_bars(result.importance, self.size.width // 2 - 30))
         self.query_one("#next-sweep", Static).update(_next(result.next_sweep))
 

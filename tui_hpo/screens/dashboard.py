@@ -19,6 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Static
 
 from engine.insights.gpu import gpu_usage
+from engine.insights.validation import balance, too_small
 from engine.storage.states import ACTIVE, FINISHED_TRIALS, RECENT_DURATIONS, SweepState, eta_seconds
 from tui_hpo import clock
 from tui_hpo.db import Event, Reader, Sample, StudyRow, TrialFeed, TrialRow
@@ -43,6 +44,7 @@ class Snapshot:
     rows: dict[int, TrialRow] = field(default_factory=dict)
     version: int = 0
     gpu_busy: float | None = None  # mean GPU utilisation over the last GPU_WINDOW_S; None without GPUs
+    split: dict[str, Any] | None = None  # the data split the engine stored (Reader.split); None until it has
 
 
 GPU_WINDOW_S = 30.0
@@ -70,6 +72,7 @@ class DashboardScreen(LiveScreen):
         self.events: list[Event] = []
         self.tick_ms = 0.0
         self.applied: tuple[int, int] = (0, 0)  # (study id, feed version) the table shows
+        self.split: tuple[int, dict[str, Any]] | None = None  # (study id, its split), read until stored
 
     def compose(self) -> ComposeResult:
         yield Static(id="dash-header", classes="bar")
@@ -114,10 +117,12 @@ class DashboardScreen(LiveScreen):
         events = reader.events(study.study_id, self.last_event, limit=50)
         recent = [asdict(x) for x in reader.samples_between(clock.now() - GPU_WINDOW_S, clock.now())]
         usage = gpu_usage(recent)
+        known = self.split
+        split = known[1] if known and known[0] == study.study_id else reader.split(study.study_id)
         return Snapshot(
             study=study, changed=changed, samples=reader.latest_samples(), curves=reader.intermediate(curve_ids),
             events=events, total_epochs=total_epochs, took_ms=(time.perf_counter() - started) * 1000, rows=rows,
-            version=self.feed.version, gpu_busy=usage["busy_percent"] if usage else None)
+            version=self.feed.version, gpu_busy=usage["busy_percent"] if usage else None, split=split)
 
     _total_epochs = 0
 
@@ -148,7 +153,9 @@ class DashboardScreen(LiveScreen):
         with self.app.batch_update():
             table.apply(snap.changed, best.number if best else None, running)
         self.applied = (study.study_id, snap.version)
-        header.update(_header(study, best, rows, snap.gpu_busy))
+        if snap.split is not None:
+            self.split = (study.study_id, snap.split)
+        header.update(_header(study, best, rows, snap.gpu_busy, snap.split))
         if snap.events:
             self.last_event = snap.events[-1].id
             # Trial starts are in the table already; the panel keeps outcomes and commands.
@@ -272,7 +279,8 @@ STATE_STYLE = {SweepState.RUNNING: "bold green", SweepState.PAUSED: "bold yellow
                SweepState.STOPPED: "red", SweepState.FINISHED: "bold cyan", SweepState.EXTERNAL: "dim"}
 
 
-def _header(study: StudyRow, best: TrialRow | None, rows: dict[int, TrialRow], gpu_busy: float | None = None) -> Text:
+def _header(study: StudyRow, best: TrialRow | None, rows: dict[int, TrialRow], gpu_busy: float | None = None,
+            split: dict[str, Any] | None = None) -> Text:
     c = study.counts
     text = Text()
     text.append(f" {study.name} ", style="bold reverse")
@@ -289,6 +297,9 @@ def _header(study: StudyRow, best: TrialRow | None, rows: dict[int, TrialRow], g
     eta = _eta(study, rows)
     if eta is not None:
         text.append(f"  ETA {duration(eta)}")
+    if split:  # last on the first line: where it wraps at 80 columns there is room
+        text.append("  ")
+        text.append_text(_split_text(split))
     text.append("\n")
     if gpu_busy is not None:  # first on its line: the figure a GPU sweep is judged by, never wrapped away
         text.append(f" GPU busy {gpu_busy:.0f}% ", style="bold" if gpu_busy >= 60 else "bold yellow")
@@ -302,6 +313,18 @@ def _header(study: StudyRow, best: TrialRow | None, rows: dict[int, TrialRow], g
     else:
         text.append(" no completed trial yet", style="dim")
     return text
+
+
+def _split_text(split: dict[str, Any]) -> Text:
+    """`val 54 (18/18/18)`: what each trial is judged on, marked when too small to rank trials
+    (engine.insights.validation, the verdict `tui-hpo summary` spells out)."""
+    per_class = balance(split, "/class", spell_out=4)
+    text = f"val {split['val']}" + (f" ({per_class})" if per_class else "")
+    folds = int(split.get("folds") or 1)
+    text += f" in {folds} folds" if folds > 1 else ""
+    if not too_small(split):
+        return Text(text)
+    return Text.assemble((text, "yellow"), (" too small", "bold yellow"))
 
 
 def _eta(study: StudyRow, rows: dict[int, TrialRow]) -> float | None:

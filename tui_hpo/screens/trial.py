@@ -18,9 +18,11 @@ from textual.widgets import Footer, Static
 from tui_hpo import clock
 from tui_hpo.db import Event, Sample, StudyRow, TrialRow
 from tui_hpo.format import duration, number
+from tui_hpo.report import class_f1_text
 from tui_hpo.screens.base import WorkerScreen
 from tui_hpo.widgets.chart import Chart
 
+DETAIL_ATTRS = ("class_f1", "stopped_early")  # written by the worker when a trial finishes
 METRICS = ("train_loss", "val_loss", "val_accuracy", "val_f1", "lr", "samples_per_s", "peak_mem_mb", "seconds")
 
 
@@ -30,9 +32,10 @@ class TrialScreen(WorkerScreen):
 
     class Loaded(Message, bubble=False):
         def __init__(self, row: TrialRow | None, epochs: list[dict[str, Any]], events: list[Event],
-                     samples: list[Sample]) -> None:
+                     samples: list[Sample], attrs: dict[str, Any]) -> None:
             super().__init__()
             self.row, self.epochs, self.events, self.samples = row, epochs, events, samples
+            self.attrs = attrs  # DETAIL_ATTRS the trial has
 
     def __init__(self, study: StudyRow, number_: int) -> None:
         super().__init__()
@@ -45,6 +48,7 @@ class TrialScreen(WorkerScreen):
             yield Chart("metrics per epoch", id="trial-curves", classes="framed")
         with VerticalScroll(id="trial-body"):
             yield Static(id="trial-epochs", classes="panel")
+            yield Static(id="trial-classes", classes="panel")
             yield Static(id="trial-system", classes="panel")
             yield Static(id="trial-events", classes="panel")
         yield Footer()
@@ -61,7 +65,8 @@ class TrialScreen(WorkerScreen):
         epochs = reader.epochs(row.trial_id) if row else []
         events = reader.events(self.study.study_id, trial_number=self.number, limit=100)
         samples = reader.samples_between(row.start, row.complete or clock.now()) if row and row.start else []
-        self.post_message(self.Loaded(row, epochs, events, samples))
+        attrs = reader.trial_attrs(row.trial_id, DETAIL_ATTRS) if row else {}
+        self.post_message(self.Loaded(row, epochs, events, samples, attrs))
 
     @on(Loaded)
     def show(self, message: Loaded) -> None:
@@ -78,6 +83,11 @@ class TrialScreen(WorkerScreen):
             metrics = self.study.metrics or ("value",)
             text.append("  " + "  ".join(f"{m}={number(v)}" for m, v in zip(metrics, row.values, strict=False)))
         text.append(f"  took {duration(row.duration())}  on {row.worker or '-'} ({row.device or '-'})")
+        stopped = message.attrs.get("stopped_early")
+        if stopped:
+            fold = f" of fold {stopped['fold'] + 1}" if stopped["fold"] else ""  # 0 is a single split's too
+            text.append(f"\n stopped early after epoch {stopped['after_epoch']}{fold}, valued at its best epoch "
+                        f"{stopped['best_epoch']}", style="cyan")
         if row.retry_of is not None:
             text.append(f"\n a rerun of trial {row.retry_of}, whose worker died or was interrupted", style="cyan")
         if row.fail_reason:
@@ -90,6 +100,7 @@ class TrialScreen(WorkerScreen):
             params.add_row(key, number(value))
         self.query_one("#trial-params", Static).update(params)
         self._epochs(message.epochs)
+        self._per_class(message.attrs.get("class_f1"))
         self._system(message.samples)
         events = Text()
         for event in message.events:
@@ -122,6 +133,14 @@ class TrialScreen(WorkerScreen):
             plt.xlabel("epoch (all folds)")
 
         chart.plot(draw, len(epochs))
+
+    def _per_class(self, scores: dict[str, float | None] | None) -> None:
+        """Validation F1 per class, worst first: the class a good macro-F1 hides stands out."""
+        box = self.query_one("#trial-classes", Static)
+        box.display = bool(scores)
+        if scores:
+            box.border_title = "validation F1 per class, worst first"
+            box.update(class_f1_text(scores, limit=len(scores)))
 
     def _system(self, samples: list[Sample]) -> None:
         box = self.query_one("#trial-system", Static)

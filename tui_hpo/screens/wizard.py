@@ -198,6 +198,8 @@ class WizardScreen(WorkerScreen):
         text = (f"{found.layout}: {found.count} images in {len(found.classes)} classes "
                 f"({', '.join(f'{k} {v}' for k, v in list(counts.items())[:6])}"
                 f"{', ...' if len(counts) > 6 else ''})")
+        if found.columns:  # recognised, not set: the user checks the choice here
+            text += f"; {found.columns}"
         if found.skipped:
             text += f"; {found.skipped_summary()}"
         self.post_message(self.Checked("data", True, text))

@@ -1,0 +1,148 @@
+"""Defaults that depend on the data: the training length, the image size and the augmentation.
+
+Presets were once tuned on the embedded 8x8 digits (1,438 training images), and did not carry
+over: four epochs of a few hundred photos are 16 optimizer steps, and 32 px throws away what
+tells photos apart. So a preset says what it wants in terms that hold across datasets
+(`train.min_steps`, `train.max_steps`, `image_size: auto`, ...), and this module turns them into
+numbers for the data at hand, once per sweep, before the study is created: every worker then
+reads the same resolved config, and it is what `config.yaml` shows, with the reasons.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from engine.config import SweepConfig
+from engine.datasets.scan import Scan, split_sizes
+
+SIZE_SAMPLE = 200  # images whose headers are read to find the data's typical size
+PHOTO_MIN_SIDE = 40  # px: a median shorter side below this is glyph-like (digits, icons, letters)
+SIZE_LADDER = (32, 48, 64, 96, 128, 160, 192, 224, 256, 288, 320, 384, 448, 512)
+# The largest automatic image size per platform: what a quick sweep can afford there. A GPU
+# trains a 224 px ResNet-18 in seconds per epoch; two CPU cores need minutes at that size.
+AUTO_SIZE_CAP = {"cuda": 224, "mps": 128, "cpu": 64}
+GLYPH_SIZE = 32  # small images are upsampled to this: the smallest the presets' models handle well
+PHOTO_AUGMENT = 0.3  # rotation/scale/shift strength for photos (engine.training.tensors.augment)
+
+
+@dataclass(frozen=True)
+class ImageShapes:
+    """What the headers of (a sample of) the images say."""
+
+    count: int  # images whose headers were read
+    median_width: int
+    median_height: int
+    median_side: int  # median of each image's shorter side
+    colour: float  # share of images in colour
+
+    @property
+    def photo(self) -> bool:
+        return self.median_side >= PHOTO_MIN_SIDE
+
+    def describe(self) -> str:
+        kind = "photos" if self.photo else "small glyph-like images"
+        tone = "colour" if self.colour >= 0.5 else "greyscale"
+        return f"{kind} (median {self.median_width}x{self.median_height} px, {tone})"
+
+
+def image_shapes(found: Scan) -> ImageShapes:
+    """Sizes from the headers of up to SIZE_SAMPLE images spread over the dataset; no decoding."""
+    if found.layout == "digits":
+        return ImageShapes(count=found.count, median_width=8, median_height=8, median_side=8, colour=0.0)
+    from PIL import Image
+
+    step = max(1, len(found.entries) // SIZE_SAMPLE)
+    widths, heights, sides, colour = [], [], [], 0
+    for entry in found.entries[::step][:SIZE_SAMPLE]:
+        try:
+            with Image.open(entry.path) as image:
+                width, height = image.size
+                colour += image.mode not in ("1", "L", "LA", "I", "I;16", "F")
+        except OSError:  # the scan checked it; a file that changed since is the decoder's to report
+            continue
+        widths.append(width)
+        heights.append(height)
+        sides.append(min(width, height))
+    if not sides:
+        return ImageShapes(count=0, median_width=0, median_height=0, median_side=0, colour=0.0)
+    return ImageShapes(count=len(sides), median_width=int(statistics.median(widths)),
+                       median_height=int(statistics.median(heights)), median_side=int(statistics.median(sides)),
+                       colour=colour / len(sides))
+
+
+def auto_image_size(shapes: ImageShapes, platform: str) -> int:
+    """Photos: the largest ladder size not above their median shorter side (upsampling adds
+    nothing), within the platform's cap. Glyph-like images: GLYPH_SIZE."""
+    if not shapes.photo:
+        return GLYPH_SIZE
+    cap = AUTO_SIZE_CAP.get(platform, AUTO_SIZE_CAP["cpu"])
+    fitting = [s for s in SIZE_LADDER if s <= min(shapes.median_side, cap)]
+    return fitting[-1] if fitting else SIZE_LADDER[0]
+
+
+def largest_batch(config: SweepConfig) -> tuple[int, int]:
+    """(batch size, accumulation steps) that give the fewest optimizer steps per epoch among the
+    values the search space can pick."""
+    batch, accum = config.train.batch_size, config.train.accum_steps
+    for name, fixed in (("batch_size", batch), ("accum_steps", accum)):
+        spec = config.search_space.get(name)
+        values = [fixed]
+        if spec is not None:
+            values = [int(v) for v in spec.choices] if spec.choices else [int(spec.high or fixed)]
+            for cases in (spec.by or {}).values():
+                values += [int(v) for case in cases.values() for v in (case.choices or [case.high or 0])]
+        if name == "batch_size":
+            batch = max(values)
+        else:
+            accum = max(values)
+    return batch, accum
+
+
+def fit_epochs(config: SweepConfig, n_train: int) -> str | None:
+    """Raise or lower `train.epochs` to honour min_steps/max_steps; the note saying why, or None."""
+    train = config.train
+    if train.min_steps is None and train.max_steps is None:
+        return None
+    if "epochs" in config.search_space:
+        return "train.min_steps/max_steps not applied: epochs is in the search space"
+    batch, accum = largest_batch(config)
+    per_epoch = max(1, math.ceil(math.ceil(n_train / batch) / accum))
+    epochs = train.epochs
+    if train.min_steps is not None:
+        epochs = max(epochs, math.ceil(train.min_steps / per_epoch))
+    if train.max_steps is not None:
+        epochs = max(1, min(epochs, train.max_steps // per_epoch))
+    if epochs == train.epochs:
+        return None
+    rule = (f"min_steps {train.min_steps}" if epochs > train.epochs else f"max_steps {train.max_steps}")
+    note = (f"train.epochs {train.epochs} -> {epochs}: {rule}, at {per_epoch} optimizer steps per epoch "
+            f"({n_train} training images, batch {batch}{f' x {accum} accumulated' if accum > 1 else ''})")
+    train.epochs = epochs
+    return note
+
+
+def apply(config: SweepConfig, found: Scan) -> list[str]:
+    """Resolve the data-dependent settings of `config` in place (its platform is already set in
+    `resources.device`); returns one line per choice made, saying what and why."""
+    notes: list[str] = []
+    train = config.train
+    autos = [k for k in ("image_size", "augment", "hflip") if getattr(train, k) == "auto"]
+    if autos:
+        shapes = image_shapes(found)
+        chosen: list[str] = []
+        if train.image_size == "auto":
+            train.image_size = auto_image_size(shapes, config.resources.device)
+            chosen.append(f"image_size {train.image_size}")
+        if train.augment == "auto":
+            train.augment = PHOTO_AUGMENT if shapes.photo else 0.0
+            chosen.append(f"augment {train.augment:g}")
+        if train.hflip == "auto":
+            train.hflip = shapes.photo
+            chosen.append(f"hflip {'on' if train.hflip else 'off'}")
+        notes.append(f"data: {shapes.describe()}: {', '.join(chosen)}")
+    note = fit_epochs(config, split_sizes(found, config.data)["train"])
+    if note:
+        notes.append(note)
+    return notes
