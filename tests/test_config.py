@@ -6,9 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import SweepConfig, canonical_metric, env_layer, flags_layer, resolve, study_name
+from engine.config import (
+    SweepConfig,
+    apply_batch_multiplier,
+    canonical_metric,
+    env_layer,
+    flags_layer,
+    resolve,
+    study_name,
+)
 from engine.errors import ConfigError
-from engine.sweep.resolve import apply_batch_multiplier
 from engine.system.platform import PlatformInfo, profile
 
 

@@ -228,7 +228,7 @@ def test_out_of_memory_retries_with_half_the_batch(tmp_path: Path, monkeypatch: 
     rows are those of the attempt that fitted. The next trial of the same shape starts at the
     batch that fitted, without running out of memory again."""
     from engine.storage import Store, default_url
-    from engine.sweep.engine import create_or_resume
+    from engine.sweep.engine import Engine, create_or_resume
     from engine.sweep.resolve import resolve_run
     from engine.sweep.worker import Worker
     from engine.training import fit
@@ -236,6 +236,7 @@ def test_out_of_memory_retries_with_half_the_batch(tmp_path: Path, monkeypatch: 
     resolved = resolve_run(None, str(TINY), {"budget": {"n_trials": 2},
                                              "search_space": {"batch_size": {"choices": [128]}}})
     url = default_url(tmp_path)
+    Engine(resolved, url, tmp_path, "tiny", reporter=None).prepare()  # the data's settings, as `run` sets them
     create_or_resume(resolved.config, url, "tiny", tmp_path)
     real = fit.train_one_epoch
     seen: list[tuple[int, int, int]] = []
@@ -321,12 +322,13 @@ def test_a_worker_on_another_machine_that_went_silent_is_found_by_its_heartbeat(
     import sqlalchemy as sa
 
     from engine.storage import HEARTBEAT_GRACE_S, Store, default_url, load_study, optuna_storage
-    from engine.sweep.engine import create_or_resume
+    from engine.sweep.engine import Engine, create_or_resume
     from engine.sweep.recovery import HEARTBEAT_LOST, recover_dead_trials
     from engine.sweep.resolve import resolve_run
 
     resolved = resolve_run(None, str(TINY), {})
     url = default_url(tmp_path)
+    Engine(resolved, url, tmp_path, "tiny", reporter=None).prepare()  # the data's settings, as `run` sets them
     created = create_or_resume(resolved.config, url, "tiny", tmp_path)
     storage = optuna_storage(url)
     study = load_study(url, "tiny", storage=storage)

@@ -261,7 +261,7 @@ def test_a_bad_learning_rate_is_pruned_by_the_median_pruner(tmp_path: Path) -> N
     config = tmp_path / "prune.yaml"
     config.write_text("name: prune\ntrain: {model: test_resnet, epochs: 3, image_size: 24, batch_size: 64}\n"
                       "search_space:\n  lr: {choices: [0.003, 0.002, 1.0e-8, 0.0015]}\n"
-                      "sampler: {name: grid, seed: 4}\n"
+                      "sampler: {name: grid, seed: 9}\n"
                       "pruner: {name: median, options: {n_startup_trials: 2, n_warmup_steps: 0}}\n"
                       "budget: {n_trials: 4}\nresources: {parallel: 1, batch_multiplier: 1.0}\n")
     workdir = tmp_path / "runs"

@@ -295,6 +295,10 @@ def test_wizard_flags_bad_fields_and_saves_a_valid_config(tmp_path: Path, image_
             await wait_for(pilot, lambda: "imagefolder: 48 images in 2 classes" in
                            text_of(wizard.query_one("#data-check", Static)))
             assert "skipped 4 file(s)" in text_of(wizard.query_one("#data-check", Static))
+            # What the sweep will decide from this data, and why, shown before it starts
+            await wait_for(pilot, lambda: "small glyph-like images" in text_of(wizard.query_one("#data-check", Static)))
+            assert "image_size 32, augment 0, hflip off" in text_of(wizard.query_one("#data-check", Static))
+            assert "train.epochs 4 -> 100: min_steps 100" in text_of(wizard.query_one("#data-check", Static))
             await wait_for(pilot, lambda: "ready" in text_of(check))
             wizard.query_one("#tier-multi", RadioButton).value = True
             await wait_for(pilot, lambda: "nsga2" in text_of(wizard.query_one("#preview", Static)))

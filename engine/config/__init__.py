@@ -18,7 +18,8 @@ from typing import Any
 _HOMES = {
     "SafeDumper": "files", "parse_yaml": "files", "read_yaml_file": "files",
     "CONFIG_DIR": "presets", "PRESET_DIR": "presets", "preset_names": "presets",
-    "ENV_PREFIX": "layers", "deep_merge": "layers", "env_layer": "layers", "flags_layer": "layers",
+    "ENV_PREFIX": "layers", "apply_batch_multiplier": "layers", "deep_merge": "layers", "env_layer": "layers",
+    "flags_layer": "layers",
     "load_layer": "layers", "preset_path": "layers", "resolve": "layers", "to_native": "layers",
     "check_study_name": "names", "slug": "names", "study_name": "names",
     "METRIC_DIRECTIONS": "schema", "PRUNERS": "schema", "SAMPLERS": "schema", "TUNABLE": "schema",

@@ -204,3 +204,28 @@ def resolve(platform_layer: dict[str, Any], preset: str | None = None, config_fi
         merged = deep_merge(merged, layer)
     merged["name"] = default_study_name(merged.get("name"), config_file, preset)
     return validate(merged, source)
+
+
+def apply_batch_multiplier(config: SweepConfig) -> float:
+    """Scale the batch size and its search range by the profile's multiplier, once, so the saved
+    config shows what runs (and says multiplier 1.0, so loading it again does not scale twice)."""
+    factor = config.resources.batch_multiplier or 1.0
+    if factor == 1.0:
+        return 1.0
+
+    def scale(b: Any) -> int:
+        return max(1, round(float(b) * factor))
+
+    config.train.batch_size = scale(config.train.batch_size)
+    spec = config.search_space.get("batch_size")
+    if spec is not None:
+        ranges: list[Any] = [spec, *(case for cases in (spec.by or {}).values() for case in cases.values())]
+        for r in ranges:  # the parameter's own choices or range, and each per-value case's
+            if r.choices is not None:
+                r.choices = sorted({scale(c) for c in r.choices})
+            if r.low is not None:
+                r.low = scale(r.low)
+            if r.high is not None:
+                r.high = max(scale(r.high), (r.low or spec.low or 0) + 1)
+    config.resources.batch_multiplier = 1.0
+    return factor

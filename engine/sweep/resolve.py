@@ -42,7 +42,7 @@ def resolve_run(preset: str | None, config_file: str | None, flags: dict[str, An
         config.data.path = str(Path(config.data.path).expanduser().resolve())
     if config.data.labels is not None:
         config.data.labels = str(Path(config.data.labels).expanduser().resolve())
-    scale = apply_batch_multiplier(config)  # first: scaling may merge two batch choices into one grid point
+    scale = cfg.apply_batch_multiplier(config)  # first: scaling may merge two batch choices into one grid point
     notes = tuple(n for n in [cap_to_grid(config)] if n)
     return Resolved(config, info, platform, scale, config_file, notes)
 
@@ -59,28 +59,3 @@ def cap_to_grid(config: cfg.SweepConfig) -> str | None:
         return None
     config.budget.n_trials = points
     return f"the grid has {points} points: n_trials capped at {points}"
-
-
-def apply_batch_multiplier(config: cfg.SweepConfig) -> float:
-    """Scale the batch size and its search range by the profile's multiplier, once, so the saved
-    config shows what runs (and says multiplier 1.0, so loading it again does not scale twice)."""
-    factor = config.resources.batch_multiplier or 1.0
-    if factor == 1.0:
-        return 1.0
-
-    def scale(b: Any) -> int:
-        return max(1, round(float(b) * factor))
-
-    config.train.batch_size = scale(config.train.batch_size)
-    spec = config.search_space.get("batch_size")
-    if spec is not None:
-        ranges: list[Any] = [spec, *(case for cases in (spec.by or {}).values() for case in cases.values())]
-        for r in ranges:  # the parameter's own choices or range, and each per-value case's
-            if r.choices is not None:
-                r.choices = sorted({scale(c) for c in r.choices})
-            if r.low is not None:
-                r.low = scale(r.low)
-            if r.high is not None:
-                r.high = max(scale(r.high), (r.low or spec.low or 0) + 1)
-    config.resources.batch_multiplier = 1.0
-    return factor

@@ -202,7 +202,28 @@ class WizardScreen(WorkerScreen):
             text += f"; {found.columns}"
         if found.skipped:
             text += f"; {found.skipped_summary()}"
+        choices = self._data_choices(path.strip(), found)
+        if choices:
+            text += "\n" + "\n".join(choices)
         self.post_message(self.Checked("data", True, text))
+
+    def _data_choices(self, path: str, found: Any) -> list[str]:
+        """What the sweep will decide from this data with the chosen preset (image size,
+        augmentation, epochs from min_steps), as `tui-hpo run` will on this machine."""
+        from engine.datasets import defaults
+        from engine.system.platform import choose_platform, probe_for_sweep, profile
+
+        info = probe_for_sweep()  # None where only torch could tell which GPUs CUDA shows: then no profile
+        platform = choose_platform(info, "auto") if info is not None else "cpu"
+        base = profile(info, platform) if info is not None else {}
+        try:
+            merged = cfg.deep_merge(cfg.deep_merge(base, preset_layer(self.preset)), {"data": {"path": path}})
+            config = cfg.validate(merged, None)
+        except UserError:
+            return []  # the preview names the problem
+        config.resources.device = platform
+        cfg.apply_batch_multiplier(config)
+        return defaults.apply(config, found)
 
     @on(Checked)
     def show_check(self, message: Checked) -> None:
