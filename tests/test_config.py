@@ -297,3 +297,25 @@ def test_a_per_model_recipe_is_a_valid_config() -> None:
         "model": {"choices": ["test_resnet", "test_vit"]},
         "batch_size": {"choices": [64, 128], "by": {"model": {"test_vit": {"choices": [16, 32]}}}}}}, None)
     assert config.search_space["batch_size"].by["model"]["test_vit"].choices == [16, 32]
+
+
+def test_presets_switch_to_fine_tuning_ranges_when_weights_are_given(tmp_path: Path) -> None:
+    """A pretrained start wants smaller learning rates and a longer warm-up: the presets'
+    `when_finetuning` blocks apply when any layer sets `train.weights`, and a file's own range
+    still wins over them."""
+    scratch = resolve({}, preset="quick", environ={}, platform="cpu")
+    assert scratch.search_space["lr"].low == 3.0e-4 and scratch.train.warmup_ratio == 0.05
+    weights = {"train": {"weights": str(tmp_path / "model.pth")}}
+    tuned = resolve({}, preset="quick", environ={}, flags=weights, platform="cpu")
+    assert (tuned.search_space["lr"].low, tuned.search_space["lr"].high) == (1.0e-5, 1.0e-3)
+    assert tuned.train.warmup_ratio == 0.1
+    full = resolve({}, preset="full", environ={}, flags=weights, platform="cpu")
+    assert full.search_space["lr"].by["model"]["test_vit"].high == 3.0e-4  # full's own block, over quick's
+    own = tmp_path / "own.yaml"
+    own.write_text("extends: quick\nsearch_space:\n  lr: {low: 1.0e-6, high: 1.0e-4, log: true}\n")
+    mine = resolve({}, config_file=str(own), environ={}, flags=weights, platform="cpu")
+    assert mine.search_space["lr"].low == 1.0e-6
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("when_finetuning: {train: {lr: -1}}\n")
+    with pytest.raises(ConfigError, match=r"when_finetuning\.train\.lr"):
+        resolve({}, config_file=str(bad), environ={}, platform="cpu")  # checked even when not fine-tuning

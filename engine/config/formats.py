@@ -16,7 +16,7 @@ from engine.config.space import canonical_param
 from engine.errors import ConfigError
 
 NATIVE_KEYS = {"name", "description", "extends", "data", "train", "resources", "objective", "sampler",
-               "pruner", "budget", "search_space", "per_platform"}
+               "pruner", "budget", "search_space", "per_platform", "when_finetuning"}
 
 WANDB_METHODS = {"grid": "grid", "random": "random", "bayes": "tpe"}
 WANDB_IGNORED = {"program", "command", "project", "entity", "description", "name"}

@@ -34,7 +34,7 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def load_layer(path: Path, platform: str, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def load_layer(path: Path, platform: str, finetuning: bool = False, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """One file with its `extends:` chain resolved and its foreign format translated. Each file
     of the chain is checked on its own first, so its mistakes are named with its path."""
     path = path.resolve()
@@ -43,6 +43,7 @@ def load_layer(path: Path, platform: str, _seen: tuple[Path, ...] = ()) -> dict[
     raw = read_yaml_file(path)
     layer = to_native(raw, str(path))
     layer = apply_platform_overlay(layer, platform, str(path))
+    layer = apply_finetuning_overlay(layer, finetuning, str(path))
     parent = layer.pop("extends", None)
     check_layer(layer, str(path))
     if parent is None:
@@ -55,7 +56,7 @@ def load_layer(path: Path, platform: str, _seen: tuple[Path, ...] = ()) -> dict[
             candidate = preset_path(parent)
         except ConfigError as exc:
             raise ConfigError(exc.detail, source=str(path), key="extends") from None
-    base = load_layer(candidate, platform, (*_seen, path))
+    base = load_layer(candidate, platform, finetuning, (*_seen, path))
     base.pop("name", None)  # a study is named after the file that was run, not its parent
     return deep_merge(base, layer)
 
@@ -73,6 +74,19 @@ def apply_platform_overlay(layer: dict[str, Any], platform: str, source: str) ->
             raise ConfigError("must be a mapping", source=source, key=f"per_platform.{name}")
         check_layer(block or {}, source, f"per_platform.{name}")
     return deep_merge(layer, overlays.get(platform) or {})
+
+
+def apply_finetuning_overlay(layer: dict[str, Any], finetuning: bool, source: str) -> dict[str, Any]:
+    """`when_finetuning: {...}` applies on top of the file when the resolved config starts from
+    trained weights (`train.weights`): a pretrained start wants smaller learning rates and a
+    longer warm-up than training from scratch, which is what presets are written for."""
+    overlay = layer.pop("when_finetuning", None)
+    if overlay is None:
+        return layer
+    if not isinstance(overlay, dict):
+        raise ConfigError("must be a mapping", source=source, key="when_finetuning")
+    check_layer(overlay, source, "when_finetuning")
+    return deep_merge(layer, overlay) if finetuning else layer
 
 
 def check_layer(layer: dict[str, Any], source: str, prefix: str = "") -> None:
@@ -184,24 +198,32 @@ def resolve(platform_layer: dict[str, Any], preset: str | None = None, config_fi
             platform: str = "cpu") -> SweepConfig:
     """All layers merged and checked. The preset defaults to `quick` when no file is given. The
     config's `name` is the file's `name:`, else a slug of its file name, else the preset's (None
-    only for a file whose name has nothing to slug: `study_name` then asks for --study)."""
-    layers: list[dict[str, Any]] = [platform_layer]
-    source = None
-    if preset is not None or config_file is None:
-        preset_layer = load_layer(preset_path(preset or "quick"), platform)
-        if config_file is not None:
-            preset_layer.pop("name", None)  # the file that was run names the study
-        layers.append(preset_layer)
-    if config_file is not None:
-        layers.append(load_layer(Path(config_file), platform))
-        source = str(config_file)
+    only for a file whose name has nothing to slug: `study_name` then asks for --study).
+
+    Two passes, as for the platform: the first finds whether the config fine-tunes (any layer
+    may set `train.weights`), the second applies the files' `when_finetuning` blocks if so."""
     env = env_layer(environ if environ is not None else os.environ)
     check_layer(env, "environment (TUI_HPO__*)")
     check_layer(flags or {}, "command line")
-    layers += [env, flags or {}]
-    merged: dict[str, Any] = {}
-    for layer in layers:
-        merged = deep_merge(merged, layer)
+    source = str(config_file) if config_file is not None else None
+
+    def merge(finetuning: bool) -> dict[str, Any]:
+        layers: list[dict[str, Any]] = [platform_layer]
+        if preset is not None or config_file is None:
+            preset_layer = load_layer(preset_path(preset or "quick"), platform, finetuning)
+            if config_file is not None:
+                preset_layer.pop("name", None)  # the file that was run names the study
+            layers.append(preset_layer)
+        if config_file is not None:
+            layers.append(load_layer(Path(config_file), platform, finetuning))
+        merged: dict[str, Any] = {}
+        for layer in [*layers, env, flags or {}]:
+            merged = deep_merge(merged, layer)
+        return merged
+
+    merged = merge(False)
+    if (merged.get("train") or {}).get("weights"):
+        merged = merge(True)
     merged["name"] = default_study_name(merged.get("name"), config_file, preset)
     return validate(merged, source)
 
