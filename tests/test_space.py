@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from engine.config import SweepConfig, resolve
-from engine.config.space import ParamSpec, grid_points, suggest, train_params
+from engine.config.space import ParamSpec, default_point, grid_points, suggest, train_params
 from engine.sweep.resolve import cap_to_grid
 from engine.sweep.samplers import make_pruner, make_sampler
 
@@ -168,3 +168,17 @@ def test_every_pruner_builds(pruner: str) -> None:
     assert make_pruner(config) is not None
     config.pruner.patience = 2
     assert isinstance(make_pruner(config), optuna.pruners.BasePruner)
+
+
+def test_the_default_point_is_the_recipe_where_the_space_holds_it() -> None:
+    space = {name: ParamSpec.model_validate(spec) for name, spec in {
+        "model": {"choices": ["test_resnet", "test_vit"]},
+        "lr": {"low": 1e-4, "high": 1e-2, "log": True},
+        "batch_size": {"choices": [64, 128], "by": {"model": {"test_vit": {"choices": [16, 32]}}}},
+        "momentum": {"low": 0.8, "high": 0.99, "when": {"optimizer": "sgd"}},
+        "epochs": {"low": 2, "high": 8, "step": 2},
+    }.items()}
+    fixed = {"model": "test_vit", "lr": 1e-3, "batch_size": 32, "optimizer": "adamw", "momentum": 0.9, "epochs": 3}
+    # momentum is inactive (adamw), epochs 3 is off the step-2 grid: both left to the sampler
+    assert default_point(space, fixed) == {"model": "test_vit", "lr": 1e-3, "batch_size[model=test_vit]": 32}
+    assert default_point(space, {**fixed, "lr": 0.5, "model": "convnext"}) == {}  # outside: nothing forced

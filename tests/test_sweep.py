@@ -53,6 +53,9 @@ def test_sweep_trains_records_exports_and_reproduces(tmp_path: Path, tiny_config
     best = study.best_trial
     assert best.value >= 0.85, "a real model on real digits must learn"
     assert best.user_attrs["worker"].split(":")[1].isdigit() and best.user_attrs["device"] == "cpu"
+    first = min(study.trials, key=lambda t: t.number)  # TPE starts from the config's own recipe
+    assert first.params == {"lr": 1e-3, "batch_size": 64} and first.user_attrs["start"] == "the config's own recipe"
+    assert all(t.user_attrs["class_f1"].keys() == {str(d) for d in range(10)} for t in study.trials)
     # Our own tables: epoch metrics per trial, system samples, events, workers.
     epochs = query(workdir, "SELECT trial_id, epoch, val_f1, samples_per_s, peak_mem_mb FROM hpo_epoch")
     assert len(epochs) == 3 * 2 and all(r[3] > 0 and r[4] > 0 for r in epochs)

@@ -275,6 +275,29 @@ def suggest(trial: Any, space: Mapping[str, ParamSpec], fixed: Mapping[str, Any]
 MAX_GRID_POINTS = 100_000  # every point is a training run: past this, a grid is a mistake, and its list a memory hog
 
 
+def default_point(space: Mapping[str, ParamSpec], fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """The fixed (`train:`) values as a point of the space, by Optuna name: each parameter whose
+    fixed value its domain holds; one whose value it does not hold is left for the sampler."""
+    point: dict[str, Any] = {}
+    context = dict(fixed)
+    for name in sample_order(space):
+        found = domain(name, space[name], context)
+        value = fixed.get(name)
+        if found is None or value is None:
+            continue
+        if found.kind == "categorical":
+            inside = any(matches(choice, value) for choice in found.choices or [])
+        else:
+            inside = isinstance(value, int | float) and not isinstance(value, bool) and \
+                float(found.low) <= value <= float(found.high) and \
+                (found.step is None or float((value - found.low) / found.step).is_integer())
+        if inside:
+            point[found.name] = value
+        else:
+            context[name] = None  # what depends on it is the sampler's to choose
+    return point
+
+
 def grid_points(space: Mapping[str, ParamSpec], fixed: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every combination a trial can sample, for the grid sampler, each keyed by Optuna
     parameter name. A walk in `sample_order` applying `when` and `by` as `suggest` does: a

@@ -25,6 +25,7 @@ import optuna
 
 from engine.artifacts import dump_yaml, ensure_writable, write_atomic
 from engine.config import SweepConfig, check_study_name
+from engine.config.space import default_point
 from engine.datasets import defaults as data_defaults
 from engine.datasets.scan import Scan, scan, split_sizes
 from engine.errors import DEVICE_EXIT, DISK_EXIT, DISK_FULL, ConfigError, DiskError, disk_problem
@@ -120,7 +121,22 @@ def create_or_resume(config: SweepConfig, url: str, name: str, workdir: Path) ->
     study.set_user_attr("tui_hpo", {"metrics": config.objective.metrics()})
     sid = study_id(storage, name)
     store.create_sweep(sid, name, config_dict, config.budget.n_trials)
+    start_from_recipe(study, config)
     return Study(sid, name, False, folder)
+
+
+MODEL_BASED = ("tpe", "cmaes", "nsga2")  # samplers that learn from what they have seen
+
+
+def start_from_recipe(study: optuna.Study, config: SweepConfig) -> None:
+    """A model-based search's first trial runs the config's own recipe (its `train:` values,
+    where the space holds them): a known-good point to start from, as Optuna's docs advise with
+    `enqueue_trial`, instead of a random one. Random and grid search stay what they say."""
+    if config.sampler.name not in MODEL_BASED or not config.search_space:
+        return
+    point = default_point(config.search_space, config.train.model_dump())
+    if point:
+        study.enqueue_trial(point, user_attrs={"start": "the config's own recipe"})
 
 
 def _live_or_done(store: Store, study_id: int) -> int:
