@@ -114,6 +114,12 @@ def test_summary_warns_when_the_validation_set_cannot_rank_trials(tmp_path: Path
     table = run_cli("summary", "--workdir", str(tmp_path), env={"COLUMNS": "200"}).stdout
     assert "195 images: 156 train, 39 validation (13 per class)" in table
     assert "warning" in table and "use data.folds: 5 or more data" in table
+    from tui_hpo.report import summary_text  # the Analysis screen's header says it too, in warning colours
+
+    header = summary_text(report)
+    assert f"±{noise:.2f} (39 val)" in header.plain
+    noted = [span for span in header.spans if "val)" in header.plain[span.start:span.end]]
+    assert noted and "yellow" in str(noted[0].style)
 
 
 def split(val_counts: dict[str, int], folds: int = 1) -> dict[str, object]:

@@ -191,6 +191,10 @@ def summary_text(report: dict[str, Any]) -> Text:
         best = report["best"]
         text.append(f"best {report['metrics'][0]} {number(best['value'])}", style="bold green")
         text.append(f" (trial {best['trial']})")
+        judged = report.get("validation")
+        if judged:  # how far apart two trials must be to differ, on this validation set
+            text.append(f" ±{judged['noise']:.2f} ({judged['images']} val)",
+                        style="bold yellow" if judged["warning"] else "dim")
     else:
         text.append("no completed trial yet", style="dim")
     text.append(f"   compute {duration(report['compute_seconds'])}   saved by pruning "

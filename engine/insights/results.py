@@ -67,7 +67,7 @@ def export_results(study: optuna.Study, config: SweepConfig | None, folder: Path
     if not best:
         return written
     metrics = metric_names(config.to_dict() if config else {}, len(study.directions))
-    if len(best) == 1:
+    if len(study.directions) == 1:  # a front of one trial is still a front: its file says so
         trial = best[0]
         header = (f"# Best trial {trial.number} of study '{study.study_name}': "
                   + ", ".join(f"{m}={v:.4f}" for m, v in zip(metrics, trial.values, strict=True))
