@@ -51,7 +51,11 @@ async def shoot(workdir: Path) -> None:
         await pilot.pause(2)
         app.save_screenshot("5-studies.svg", path=str(OUT))
         await pilot.press("6")
-        await pilot.pause(4)
+        for _ in range(60):  # the analysis loads in a thread, slower while the sweep trains beside it
+            await pilot.pause(0.5)
+            if app.screen.query_one("#analysis-table").row_count:
+                break
+        await pilot.pause(1)
         app.save_screenshot("6-analysis.svg", path=str(OUT))
         await pilot.press("3", "q")
         await pilot.pause(1)

@@ -72,7 +72,7 @@ def test_a_full_disk_stops_with_one_line_and_resume_finishes(tiny_fs: Path) -> N
     before = completed(db)
     assert len(before) >= 2, "the sweep never got going"
     filler = tiny_fs / "filler"
-    with open(filler, "wb") as fh:  # fill the disk to the last byte
+    with open(filler, "wb", buffering=0) as fh:  # fill the disk to the last byte (unbuffered: no flush at close)
         try:
             while True:
                 fh.write(b"\0" * 65536)
