@@ -33,7 +33,7 @@ from engine.training.tensors import ImageData, augment
 # current weights ("precise BN", as in fvcore and pycls), which costs a forward pass over at most
 # PRECISE_BN_IMAGES images. Past PRECISE_BN_BELOW steps the running averages are good enough.
 PRECISE_BN_BELOW = 1000  # optimizer steps
-PRECISE_BN_IMAGES = 1024
+PRECISE_BN_IMAGES = 256
 
 
 class Interrupted(Exception):
