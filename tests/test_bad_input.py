@@ -133,3 +133,21 @@ def test_labels_csv_whose_columns_cannot_be_told(flags: list[str], needle: str, 
     (tmp_path / "data" / "labels.csv").write_text("\n".join(rows) + "\n")
     result = run_cli("run", "--data", str(tmp_path / "data"), "--workdir", str(tmp_path / "runs"), "--no-tui", *flags)
     assert_clean_failure(result, tmp_path / "runs", needle)
+
+
+def test_resuming_with_a_changed_section_names_what_changed(tmp_path: Path) -> None:
+    """Epochs raised by min_steps after images were added is a change the user never typed: the
+    refusal names the key and both values, not only the section."""
+    from engine.config import SweepConfig
+    from engine.errors import ConfigError
+    from engine.sweep.engine import create_or_resume
+
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    first = SweepConfig.model_validate({"train": {"epochs": 17, "image_size": 32, "augment": 0, "hflip": False}})
+    create_or_resume(first, url, "photos", tmp_path)
+    grown = first.model_copy(deep=True)
+    grown.train.epochs = 20
+    with pytest.raises(ConfigError, match=r"different 'train' section \(train\.epochs 17 -> 20\)") as raised:
+        create_or_resume(grown, url, "photos", tmp_path)
+    assert raised.value.key == "train"
+    assert create_or_resume(first, url, "photos", tmp_path).resumed, "the same config resumes"

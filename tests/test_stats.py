@@ -147,7 +147,7 @@ def test_plain_optuna_studies_multi_objective_and_all_failed(tmp_path: Path) -> 
 def test_the_compare_preset_says_which_model_wins(tmp_path: Path) -> None:
     workdir = tmp_path / "runs"
     run = run_cli("run", "--preset", "compare", "--workdir", str(workdir), "--no-tui",
-                  env={"TUI_HPO__TRAIN__EPOCHS": "1"})
+                  env={"TUI_HPO__TRAIN__EPOCHS": "1", "TUI_HPO__TRAIN__MIN_STEPS": "null"})  # one epoch, not 100 steps
     assert run.returncode == 0, run.stderr
     study = optuna.load_study(study_name="compare", storage=f"sqlite:///{workdir / 'hpo.db'}")
     pairs = {(t.params["model"], t.params["seed"]) for t in study.trials}

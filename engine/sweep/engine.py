@@ -110,8 +110,9 @@ def create_or_resume(config: SweepConfig, url: str, name: str, workdir: Path) ->
         old = existing.config
         for section in IDENTITY:
             if old.get(section) != config_dict.get(section):
-                raise ConfigError(f"study '{name}' exists with a different '{section}' section: resume it with "
-                                  "the same config, or name a new study with --study", key=section)
+                changed = changed_keys(old.get(section), config_dict.get(section), section)
+                raise ConfigError(f"study '{name}' exists with a different '{section}' section ({changed}): resume "
+                                  "it with the same config, or name a new study with --study", key=section)
         recover_dead_trials(url, name, store, existing.study_id, config.budget.max_retries)
         store.update_sweep(existing.study_id, config=config_dict, n_trials=config.budget.n_trials,
                            state=SweepState.RUNNING, claimed=_live_or_done(store, existing.study_id))
@@ -123,6 +124,21 @@ def create_or_resume(config: SweepConfig, url: str, name: str, workdir: Path) ->
     store.create_sweep(sid, name, config_dict, config.budget.n_trials)
     start_from_recipe(study, config)
     return Study(sid, name, False, folder)
+
+
+def changed_keys(old: Any, new: Any, prefix: str, limit: int = 3) -> str:
+    """What differs between a stored section and this run's, as `key old -> new`: a resume can
+    fail on a value the user never typed (epochs raised by min_steps after images were added),
+    and the message must say which."""
+    def flat(value: Any, key: str) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return {k: v for sub, inner in value.items() for k, v in flat(inner, f"{key}.{sub}").items()}
+        return {key: value}
+
+    before, after = flat(old, prefix), flat(new, prefix)
+    diffs = [f"{k} {before.get(k, 'unset')} -> {after.get(k, 'unset')}"
+             for k in sorted(before.keys() | after.keys()) if before.get(k, "unset") != after.get(k, "unset")]
+    return "; ".join(diffs[:limit]) + (f"; {len(diffs) - limit} more" if len(diffs) > limit else "")
 
 
 MODEL_BASED = ("tpe", "cmaes", "nsga2")  # samplers that learn from what they have seen

@@ -248,13 +248,16 @@ class Worker:
             self.config.objective.directions()[0] == "maximize" if metric != "train_time" else False,
             stopping.patience, stopping.min_delta)
         ran = 0
+        reported: set[int] = set()
         for fold, split in enumerate(self.splits):
             def on_epoch(m: EpochMetrics, fold: int = fold) -> None:
                 self.store.add_epoch(self.study_id, trial._trial_id, fold, m.to_dict() | {"epoch": m.epoch})
                 if self.store.take_command(self.study_id, "prune", trial.number):
                     raise optuna.TrialPruned(f"pruned by the user in epoch {m.epoch + 1}")
                 if single and folds == 1:
-                    trial.report(getattr(m, metric), m.epoch)
+                    if m.epoch not in reported:  # a rerun at half the batch (out of memory) repeats epochs
+                        trial.report(getattr(m, metric), m.epoch)
+                        reported.add(m.epoch)
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"pruned in epoch {m.epoch + 1} ({metric}={getattr(m, metric):.4f})")
 

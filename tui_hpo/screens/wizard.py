@@ -42,6 +42,7 @@ def preset_layer(name: str) -> dict[str, Any]:
 class WizardScreen(WorkerScreen):
     CSS_PATH = "wizard.tcss"
     BINDINGS = [Binding("f2", "save", "save YAML"), Binding("f5", "start", "start sweep")]
+    _platform: tuple[str, dict[str, Any]] | None = None  # set by _platform_profile on first use
 
     class Checked(Message, bubble=False):
         def __init__(self, field: str, ok: bool, text: str) -> None:
@@ -211,11 +212,8 @@ class WizardScreen(WorkerScreen):
         """What the sweep will decide from this data with the chosen preset (image size,
         augmentation, epochs from min_steps), as `tui-hpo run` will on this machine."""
         from engine.datasets import defaults
-        from engine.system.platform import choose_platform, probe_for_sweep, profile
 
-        info = probe_for_sweep()  # None where only torch could tell which GPUs CUDA shows: then no profile
-        platform = choose_platform(info, "auto") if info is not None else "cpu"
-        base = profile(info, platform) if info is not None else {}
+        platform, base = self._platform_profile()
         try:
             merged = cfg.deep_merge(cfg.deep_merge(base, preset_layer(self.preset)), {"data": {"path": path}})
             config = cfg.validate(merged, None)
@@ -224,6 +222,17 @@ class WizardScreen(WorkerScreen):
         config.resources.device = platform
         cfg.apply_batch_multiplier(config)
         return defaults.apply(config, found)
+
+    def _platform_profile(self) -> tuple[str, dict[str, Any]]:
+        """The platform a sweep started here runs on, and its profile's settings: NVML is asked
+        once per wizard, not on every keystroke in the data path."""
+        if self._platform is None:
+            from engine.system.platform import choose_platform, probe_for_sweep, profile
+
+            info = probe_for_sweep()  # None where only torch could tell which GPUs CUDA shows: then no profile
+            platform = choose_platform(info, "auto") if info is not None else "cpu"
+            self._platform = platform, (profile(info, platform) if info is not None else {})
+        return self._platform
 
     @on(Checked)
     def show_check(self, message: Checked) -> None:
