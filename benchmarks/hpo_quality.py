@@ -49,17 +49,19 @@ def quick_preset() -> dict[str, Any]:
     return preset
 
 
-def search_configs(budget: int) -> dict[str, dict[str, Any]]:
-    """The three searches, as configs with the same budget and data-dependent training length."""
+def search_configs(budget: int, seed: int) -> dict[str, dict[str, Any]]:
+    """The three searches, as configs with the same budget and data-dependent training length;
+    `seed` seeds each sampler (random's draws, TPE's, the grid's order)."""
     base = quick_preset()
     base["budget"] = {"n_trials": budget, "max_consecutive_failures": budget}
     base["checkpoints"] = {"keep": 0}
-    random = {**base, "sampler": {"name": "random", "seed": 0}, "pruner": {"name": "none"}}
+    base["sampler"] = {**base["sampler"], "seed": seed}
+    random = {**base, "sampler": {"name": "random", "seed": seed}, "pruner": {"name": "none"}}
     models = base["search_space"]["model"]["choices"]
     lr = base["search_space"]["lr"]
     n_lr = max(1, math.ceil(budget / len(models)))
     lrs = [lr["low"] * (lr["high"] / lr["low"]) ** ((i + 0.5) / n_lr) for i in range(n_lr)]  # log-spaced
-    grid = {**base, "sampler": {"name": "grid"}, "pruner": {"name": "none"},
+    grid = {**base, "sampler": {"name": "grid", "seed": seed}, "pruner": {"name": "none"},
             "search_space": {"model": {"choices": models}, "lr": {"choices": [float(f"{v:.3g}") for v in lrs]}}}
     return {"random": random, "grid": grid, "tui-hpo": base}
 
@@ -74,6 +76,14 @@ def time_to_target(study: optuna.Study, target: float) -> float:
             for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None
             and t.value >= target - 1e-9]
     return min(hits) if hits else math.inf
+
+
+def mean_time(studies: list[optuna.Study], target: float) -> float:
+    """Mean seconds to `target` over the seeds' runs; a run that never got there counts as twice
+    its whole budget (a lower bound on what it would have taken)."""
+    times = [time_to_target(st, target) for st in studies]
+    return statistics.mean(t if math.isfinite(t) else 2 * wall_seconds(st)
+                           for t, st in zip(times, studies, strict=True))
 
 
 def wall_seconds(study: optuna.Study) -> float:
@@ -110,6 +120,8 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=9, help="trials per search (default 9)")
     parser.add_argument("--per-class", type=int, default=90, help="photos per class (default 90: 270 photos)")
     parser.add_argument("--only", help="one dataset: digits, folder or csv")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="repeat each search with this many sampler seeds; times are averaged (default 1)")
     args = parser.parse_args()
     speedups: list[float] = []
     matches: list[float] = []
@@ -119,32 +131,37 @@ def main() -> None:
         for name, data in datasets(work / "data", args.per_class).items():
             if args.only and args.only not in name:
                 continue
-            studies: dict[str, optuna.Study] = {}
-            for search, config in search_configs(args.budget).items():
-                run_dir = work / f"{''.join(c for c in name if c.isalnum())}-{search}"
-                run_dir.mkdir(parents=True)
-                if data:
-                    config = {**config, "data": {"path": data}}
-                path = run_dir / f"{search.replace('-', '_')}.yaml"
-                path.write_text(yaml.safe_dump(config))
-                studies[search] = run_sweep(path, run_dir / "runs")
-            best = {s: max((t.value for t in st.trials if t.value is not None), default=0.0)
-                    for s, st in studies.items()}
-            target = TARGET_SHARE * max(best.values())
-            reach = {s: time_to_target(st, target) for s, st in studies.items()}
+            runs: dict[str, list[optuna.Study]] = {}
+            for seed in range(args.seeds):
+                for search, config in search_configs(args.budget, seed).items():
+                    run_dir = work / f"{''.join(c for c in name if c.isalnum())}-{search}-{seed}"
+                    run_dir.mkdir(parents=True)
+                    if data:
+                        config = {**config, "data": {"path": data}}
+                    path = run_dir / f"{search.replace('-', '_')}.yaml"
+                    path.write_text(yaml.safe_dump(config))
+                    runs.setdefault(search, []).append(run_sweep(path, run_dir / "runs"))
+            bests = {s: [max((t.value for t in st.trials if t.value is not None), default=0.0) for st in studies]
+                     for s, studies in runs.items()}
+            best = {s: statistics.mean(values) for s, values in bests.items()}
+            target = TARGET_SHARE * max(max(values) for values in bests.values())
+            # A search that never reached the target is charged its whole budget's time, twice:
+            # a lower bound on what it would have taken.
+            reach = {s: mean_time(studies, target) for s, studies in runs.items()}
             # A stricter figure where the first trial already clears 0.95 x best: how soon each
-            # search matched what random search found with its whole budget.
-            matched = {s: time_to_target(st, best["random"]) for s, st in studies.items()}
+            # search matched what random search found with its whole budget (its mean best).
+            matched = {s: mean_time(studies, best["random"]) for s, studies in runs.items()}
             steps = 4 * int(quick_preset()["train"]["min_steps"])
             long_f1 = long_run(data, work, steps)
-            print(f"\n{name}: target F1 {target:.3f} (0.95 x the best found)")
+            print(f"\n{name}: target F1 {target:.3f} (0.95 x the best found); means over {args.seeds} seed(s)")
             print(f"  {'search':8} {'best F1':>8} {'to target':>10} {'to random best':>15} {'whole budget':>13}")
-            for search, st in studies.items():
-                shown = [f"{v:.0f} s" if math.isfinite(v) else "never" for v in (reach[search], matched[search])]
-                print(f"  {search:8} {best[search]:8.3f} {shown[0]:>10} {shown[1]:>15} {wall_seconds(st):11.0f} s")
+            for search, studies in runs.items():
+                whole = statistics.mean(wall_seconds(st) for st in studies)
+                print(f"  {search:8} {best[search]:8.3f} {reach[search]:8.0f} s {matched[search]:13.0f} s "
+                      f"{whole:11.0f} s   (best per seed: {', '.join(f'{v:.3f}' for v in bests[search])})")
             print(f"  long run ({steps} steps of test_resnet): F1 {long_f1:.3f}")
-            speedups.append(reach["random"] / reach["tui-hpo"] if math.isfinite(reach["tui-hpo"]) else 0.0)
-            matches.append(matched["random"] / matched["tui-hpo"] if math.isfinite(matched["tui-hpo"]) else 0.0)
+            speedups.append(reach["random"] / reach["tui-hpo"])
+            matches.append(matched["random"] / matched["tui-hpo"])
             gaps.append(long_f1 - best["tui-hpo"])
             print(f"  speedup vs random: to target {speedups[-1]:.2f}, to random's best {matches[-1]:.2f}; "
                   f"gap to long run {gaps[-1]:+.3f}", flush=True)

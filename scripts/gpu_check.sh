@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU figure of issue 9 in one run, under 6 minutes on a CUDA machine; prints each figure.
+# Every GPU figure of issues 9 and 11 in one run, under 7 minutes on a CUDA machine; prints each figure.
 #
 #   scripts/gpu_check.sh            # on a GPU server, in the checkout, with the project installed
 #
@@ -7,7 +7,10 @@
 # .whl/: see benchmarks/README.md), it installs the wheels into /tmp/site first. Without a GPU it
 # says so and exits 0. Output also goes to $OUT/gpu_check.log when OUT is set.
 #
-# 1. the platform report (`tui-hpo info`)
+# 1. the platform report (`tui-hpo info`) and `tui-hpo gpu check` (per card: features, state, advice)
+# 1b. the GPU toolkit: `gpu batch` (largest batch of resnet18 and efficientnet_b0 at 224 px),
+#     `gpu benchmark` on the same two models (TFLOP/s, bandwidths, eager/compiled/amp/layout A/B),
+#     `gpu profile` of a resnet18 run (top operators, where a step's time goes, a trace file)
 # 2. the quick preset, 8 trials, default settings beside compile and packing forced off
 #    (benchmarks/gpu_sweep.py: trials_per_min, gpu_busy, first_epoch_ratio)
 # 3. a forced CUDA out-of-memory (memory capped with torch.cuda.set_per_process_memory_fraction):
@@ -39,6 +42,19 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 
 step "1. platform report"
 timed "$PY" -m tui_hpo.cli info
+
+timed "$PY" -m tui_hpo.cli gpu check
+
+step "1b. the GPU toolkit: batch, benchmark, profile"
+timed "$PY" -m tui_hpo.cli gpu batch --model resnet18,efficientnet_b0 --image-size 224
+timed timeout 200 "$PY" -m tui_hpo.cli gpu benchmark --models resnet18,efficientnet_b0 --steps 20
+PROF_DIR=$(mktemp -d)
+cat > "$PROF_DIR/resnet18.yaml" <<'EOF'
+name: resnet18
+train: {model: resnet18, image_size: 224, batch_size: 256, augment: 0.3, hflip: true}
+resources: {batch_multiplier: 1.0}
+EOF
+timed "$PY" -m tui_hpo.cli gpu profile --config "$PROF_DIR/resnet18.yaml" --workdir "$PROF_DIR/runs" --steps 10
 
 step "2. quick 8: default settings beside compile and packing forced off"
 timed "$PY" benchmarks/gpu_sweep.py --n-trials 8

@@ -33,6 +33,8 @@ def test_presets_resolve_on_every_platform() -> None:
     full_cpu = resolve({}, preset="full", environ={}, platform="cpu")
     full_cuda = resolve({}, preset="full", environ={}, platform="cuda")
     assert "test_vit" in full_cpu.models() and "resnet50" in full_cuda.models()
+    for preset in ("quick", "compare", "full"):  # Apple silicon trains real small models, not the test ones
+        assert "resnet18" in resolve({}, preset=preset, environ={}, platform="mps").models()
     assert full_cpu.budget.n_trials == 50 and full_cpu.train.epochs == 8  # extends quick, overrides
 
 
@@ -142,11 +144,12 @@ def test_multi_objective(tmp_path: Path) -> None:
     assert config.objective.directions() == ["maximize", "minimize"]
 
 
-def fake_info(gpus: list[tuple[str, bool]] | None = None, mps: bool = False) -> PlatformInfo:
+def fake_info(gpus: list[tuple[str, bool]] | None = None, mps: bool = False, memory_gb: float = 40) -> PlatformInfo:
     from engine.system.platform import GpuInfo
 
-    gpu_list = [GpuInfo(index=i, name=n, total_mb=16000, free_mb=15000, compute_capability="8.0" if bf16 else "7.0",
-                        bf16=bf16) for i, (n, bf16) in enumerate(gpus or [])]
+    gpu_list = [GpuInfo(index=i, name=n, total_mb=memory_gb * 1024, free_mb=memory_gb * 1000,
+                        compute_capability="8.0" if bf16 else "7.0", bf16=bf16)
+                for i, (n, bf16) in enumerate(gpus or [])]
     return PlatformInfo(os="Linux", hostname="h", python="3.11", versions={}, cpu_model="cpu", physical_cores=8,
                         logical_cores=8, ram_total_gb=32, ram_available_gb=30, cuda_available=bool(gpu_list),
                         cuda_version="12", driver_version="550", gpus=gpu_list, mps_available=mps,
@@ -158,6 +161,10 @@ def test_profiles() -> None:
     assert cuda == {"amp": "bf16", "compile": "auto", "channels_last": True, "pin_memory": True,
                     "batch_multiplier": 1.5, "parallel": 2, "trials_per_gpu": "auto"}
     assert profile(fake_info([("V100", False)]), "cuda")["resources"]["amp"] == "fp16"
+    # The batch and the packing scale with the card's memory (the smallest card's, with several).
+    by_memory = {gb: profile(fake_info([("card", True)], memory_gb=gb), "cuda")["resources"] for gb in (10, 24, 141)}
+    assert [by_memory[gb]["batch_multiplier"] for gb in (10, 24, 141)] == [0.5, 1.0, 2.0]
+    assert by_memory[10]["trials_per_gpu"] == 1 and by_memory[141]["trials_per_gpu"] == "auto"
     asked = profile(fake_info([("A100", True)] * 2), "cuda", trials_per_gpu=3)["resources"]
     assert asked["parallel"] == 6 and asked["trials_per_gpu"] == 3, "a number asked for is kept: no packing"
     mps = profile(fake_info(mps=True), "mps")["resources"]

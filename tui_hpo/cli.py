@@ -16,7 +16,7 @@ import click
 from engine.config.presets import preset_names
 from engine.errors import DISK_FULL, DiskError, UserError, disk_problem, one_line
 from engine.storage import Workspace
-from tui_hpo.commands import cleanup, results, stats, visualize
+from tui_hpo.commands import cleanup, gpu, results, stats, visualize
 from tui_hpo.launch import RunArgs
 from tui_hpo.options import workspace_options
 
@@ -276,7 +276,7 @@ def worker(workspace: Workspace, study_name: str, device: str, threads: int) -> 
 
 
 for _command in (results.summary, results.top, results.importance_command, results.export_command,
-                 results.recommend, cleanup.cleanup, visualize.visualize, stats.repeat, stats.compare):
+                 results.recommend, cleanup.cleanup, visualize.visualize, stats.repeat, stats.compare, gpu.gpu):
     main.add_command(_command)
 
 if __name__ == "__main__":

@@ -234,3 +234,46 @@ def comparison_table(groups: list[Any], title: str) -> Table:
         interval = f"[{number(g.ci_low)}, {number(g.ci_high)}]" if g.ci_low is not None else "-"
         table.add_row(g.name, str(g.n), number(g.mean), number(g.std), number(g.min), number(g.max), interval)
     return table
+
+
+def benchmark_tables(bench: Any) -> list[Any]:
+    """`tui-hpo gpu benchmark`'s result (an engine.system.benchmarks.Benchmark): the device's
+    figures, a table of variants per model, and the verdicts."""
+    from rich.console import Group
+
+    from engine.insights.gpu_verdicts import PRECISION, datasheet_share, model_verdicts, number, speedup
+
+    threads = f", {bench.threads} thread(s) as each parallel trial" if bench.threads else ""
+    device = Table(title=f"Benchmark of {bench.device} (torch {bench.torch_version}, {bench.date[:10]}{threads})",
+                   title_justify="left")
+    for column in ("measured", "figure", "note"):
+        device.add_column(column, justify="right" if column == "figure" else "left")
+    for dtype, figure in bench.matmul_tflops.items():
+        shown = "-" if figure.value is None else f"{number(figure.value)} TFLOP/s"
+        note = figure.why_not if figure.value is None else datasheet_share(bench.device, dtype, figure.value)
+        device.add_row(f"matmul {PRECISION.get(dtype, dtype)}", shown, note or "")
+    for what, figure, how in (("device memory", bench.memory_bandwidth_gbs, "a copy: bytes read + written"),
+                              ("host to device", bench.host_to_device_gbs, "pinned, non-blocking")):
+        device.add_row(what, "-" if figure.value is None else f"{number(figure.value)} GB/s",
+                       figure.why_not if figure.value is None else how)
+    out: list[Any] = [device]
+    for m in bench.models:
+        base = m.baseline
+        setup = "" if base is None else (f"; baseline {'compiled' if base.compile else 'eager'}, amp {base.amp}, "
+                                         f"{'channels-last' if base.channels_last else 'contiguous'}")
+        table = Table(title=f"{m.model} at {m.image_size} px, batch {m.batch}, {m.steps} timed steps{setup}",
+                      title_justify="left", caption=f"peak MB: {m.memory}" if m.memory else None,
+                      caption_justify="left")
+        for column in ("variant", "samples/s", "vs baseline", "peak MB", "compile s"):
+            table.add_column(column, justify="left" if column == "variant" else "right")
+        skipped = []
+        for v in m.variants:
+            ratio = speedup(v, base)
+            table.add_row(v.name, "-" if v.samples_per_s is None else f"{v.samples_per_s:,.0f}",
+                          "-" if ratio is None else f"{ratio:.2f}x", _fmt(v.peak_mem_mb), _fmt(v.compile_s),
+                          style="dim" if v.skipped else None)
+            if v.skipped and v.name != "compiled":  # the compile verdict says why
+                skipped.append(Text(f"  {v.name}: {v.skipped}", style="dim"))
+        out.append(table)
+        out.append(Group(*skipped, *(Text(f"  {line}") for line in model_verdicts(m, bench.kind))))
+    return out

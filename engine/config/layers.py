@@ -238,7 +238,8 @@ def apply_batch_multiplier(config: SweepConfig) -> float:
     def scale(b: Any) -> int:
         return max(1, round(float(b) * factor))
 
-    config.train.batch_size = scale(config.train.batch_size)
+    if config.train.batch_size != "auto":  # a measured batch is what fits: never scaled
+        config.train.batch_size = scale(config.train.batch_size)
     spec = config.search_space.get("batch_size")
     if spec is not None:
         ranges: list[Any] = [spec, *(case for cases in (spec.by or {}).values() for case in cases.values())]

@@ -82,7 +82,9 @@ class TrainConfig(Section):
     min_steps: int | None = Field(None, ge=1)
     max_steps: int | None = Field(None, ge=1)
     early_stopping: EarlyStoppingConfig | None = None
-    batch_size: int = Field(64, ge=1)
+    # "auto": the largest batch that fits each model on the GPU, measured when the sweep starts
+    # (engine.system.batch_sizes); on a CPU or MPS machine the platform's usual batch.
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = 64
     accum_steps: int = Field(1, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
@@ -260,6 +262,9 @@ def check(config: SweepConfig) -> None:
     if config.train.min_steps and config.train.max_steps and config.train.min_steps > config.train.max_steps:
         raise ConfigError(f"must be <= max_steps ({config.train.min_steps} > {config.train.max_steps})",
                           key="train.min_steps")
+    if config.train.batch_size == "auto" and "batch_size" in config.search_space:
+        raise ConfigError("auto finds one batch per model: remove search_space.batch_size, or give a number here",
+                          key="train.batch_size")
     fixed = config.train.model_dump()
     check_space(config.search_space, TUNABLE, fixed)
     for name, spec in config.search_space.items():

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.config import SweepConfig
+from engine.config.space import ParamSpec
 from engine.datasets.scan import Scan, split_sizes
 
 SIZE_SAMPLE = 200  # images whose headers are read to find the data's typical size
@@ -123,9 +125,12 @@ def fit_epochs(config: SweepConfig, n_train: int) -> str | None:
     return note
 
 
-def apply(config: SweepConfig, found: Scan) -> list[str]:
+def apply(config: SweepConfig, found: Scan,
+          measure_batches: Callable[[SweepConfig], dict[str, int]] | None = None) -> list[str]:
     """Resolve the data-dependent settings of `config` in place (its platform is already set in
-    `resources.device`); returns one line per choice made, saying what and why."""
+    `resources.device`); returns one line per choice made, saying what and why.
+    `measure_batches` finds the largest batch per model on the GPU (`batch_size: auto`, after the
+    image size is known); without it a CUDA config assumes a batch, for a preview."""
     notes: list[str] = []
     train = config.train
     autos = [k for k in ("image_size", "augment", "hflip") if getattr(train, k) == "auto"]
@@ -142,7 +147,44 @@ def apply(config: SweepConfig, found: Scan) -> list[str]:
             train.hflip = shapes.photo
             chosen.append(f"hflip {'on' if train.hflip else 'off'}")
         notes.append(f"data: {shapes.describe()}: {', '.join(chosen)}")
-    note = fit_epochs(config, split_sizes(found, config.data)["train"])
+    n_train = split_sizes(found, config.data)["train"]
+    if train.batch_size == "auto":
+        notes.append(auto_batch(config, n_train, measure_batches))
+    note = fit_epochs(config, n_train)
     if note:
         notes.append(note)
     return notes
+
+
+AUTO_BATCH_PLATFORM = {"cpu": 32, "mps": 64}  # no GPU memory to measure: the presets' batch, scaled
+AUTO_BATCH_PREVIEW = 64  # CUDA before the sweep measures (the wizard's preview)
+MIN_STEPS_PER_EPOCH = 8  # a batch larger than 1/8 of the training set gains no speed, only fewer steps
+
+
+def auto_batch(config: SweepConfig, n_train: int,
+               measure: Callable[[SweepConfig], dict[str, int]] | None) -> str:
+    """`train.batch_size: auto`: each model's measured batch (capped so an epoch keeps at least
+    MIN_STEPS_PER_EPOCH steps), put into the config: `train.batch_size` for the config's own
+    model, and where models are searched, a `batch_size` chosen by model. The note says what."""
+    platform = config.resources.device
+    models = config.models()
+    cap = max(1, n_train // MIN_STEPS_PER_EPOCH)
+    if platform == "cuda" and measure is not None:
+        found = measure(config)
+        batches = {m: min(found[m], cap) for m in models}
+        how = "the largest that fits on this GPU, by real training steps"
+        if any(found[m] > cap for m in models):
+            how += f"; at most {cap} so an epoch of {n_train} images keeps {MIN_STEPS_PER_EPOCH} steps"
+    elif platform == "cuda":
+        batches = dict.fromkeys(models, min(AUTO_BATCH_PREVIEW, cap))
+        how = "measured on the GPU when the sweep starts"
+    else:
+        batches = dict.fromkeys(models, min(AUTO_BATCH_PLATFORM.get(platform, 32), cap))
+        how = f"no GPU memory to measure on {platform}: its usual batch"
+    train = config.train
+    own = batches.get(train.model, min(batches.values()))
+    train.batch_size = own
+    if "model" in config.search_space and set(batches.values()) != {own}:
+        config.search_space["batch_size"] = ParamSpec.model_validate({
+            "choices": [own], "by": {"model": {m: {"choices": [b]} for m, b in batches.items()}}})
+    return "train.batch_size auto: " + ", ".join(f"{m} {b}" for m, b in batches.items()) + f" ({how})"

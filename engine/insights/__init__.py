@@ -5,4 +5,5 @@
 - `recommend`: the next sweep, narrowed to where the best trials fell.
 - `plots`: PNG figures and one HTML report.
 - `stats`: means, intervals and Welch's t-test over seeds.
+- `gpu_verdicts`: `tui-hpo gpu benchmark`'s figures in plain words.
 """

@@ -7,6 +7,8 @@
 - `samplers`: Optuna samplers and pruners by name.
 - `checkpoints`, `cleanup`: the best K weights within a disk budget; disk back from old trials.
 - `repeat`: top configs trained again over seeds.
+- `compile_policy`, `packing`, `auto_batch`: `compile`, `trials_per_gpu` and `batch_size` set to
+  auto, decided from measurements.
 
 Import the modules themselves: importing this package loads none of them (a worker imports
 torch, the engine does not).

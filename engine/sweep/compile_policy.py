@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from engine.system.benchmarks import Benchmark
+
 # Before anything is measured: what compiling is assumed to cost and to gain when deciding
 # whether one trial is long enough to be worth measuring. The cost is FACTS.md's 52 s, rounded
 # up (larger models take longer); the gain is a hopeful one (it was negative there).
@@ -46,6 +48,37 @@ class Speeds:
 
 
 @dataclass(frozen=True)
+class Prior:
+    """What `tui-hpo gpu benchmark` measured for a model on this device (at its own image size and
+    batch): it replaces ASSUMED_COMPILE_S and ASSUMED_GAIN until this shape is measured here."""
+
+    compile_s: float
+    speedup: float  # compiled samples/s over eager samples/s
+    where: str  # "224 px, batch 256"
+
+    @property
+    def gain(self) -> float:
+        """The share of eager training time compiling saves (negative when it is slower)."""
+        return 1 - 1 / self.speedup
+
+
+def prior_from(bench: Benchmark | None, model: str, torch_version: str) -> Prior | None:
+    """The benchmark's compile cost and gain for `model`, when it measured both with this torch
+    (another torch compiles differently)."""
+    if bench is None or bench.torch_version != torch_version:
+        return None
+    found = bench.model(model)
+    if found is None:
+        return None
+    base, compiled = found.baseline, found.variant("compiled")
+    if base is None or compiled is None or not base.measured or not compiled.measured or compiled.compile_s is None:
+        return None
+    assert base.samples_per_s and compiled.samples_per_s
+    return Prior(compile_s=compiled.compile_s, speedup=compiled.samples_per_s / base.samples_per_s,
+                 where=f"{found.image_size} px, batch {found.batch}")
+
+
+@dataclass(frozen=True)
 class Decision:
     compile: bool
     reason: str  # the event the user reads: "compile skipped for resnet18 at 64 px: ..."
@@ -57,14 +90,18 @@ def shape_key(device_name: str, model: str, image_size: int, batch_size: int, am
     return f"{device_name}|{model}|{image_size}px|batch {batch_size}|amp {amp}|{layout}|torch {torch_version}"
 
 
-def decide(setting: bool | str | None, speeds: Speeds, steps: int, what: str) -> Decision:
-    """Whether a trial of `steps` training steps compiles `what` ("resnet18 at 64 px")."""
+def decide(setting: bool | str | None, speeds: Speeds, steps: int, what: str, prior: Prior | None = None) -> Decision:
+    """Whether a trial of `steps` training steps compiles `what` ("resnet18 at 64 px"). Until the
+    shape's compile is measured, `prior` (from `tui-hpo gpu benchmark`) stands in for the
+    assumed cost and gain."""
     if setting is not None and setting != "auto":
         return Decision(bool(setting), f"compile {'on' if setting else 'off'} for {what}: set in the config")
     eager, compiled, cost = speeds.eager_step_s, speeds.compiled_step_s, speeds.compile_s
     if eager is None:
         return Decision(False, f"compile skipped for {what}: its first trial runs eager, to measure a step")
     training = steps * eager
+    if (compiled is None or cost is None) and prior is not None:
+        return _decide_from_prior(prior, training, what)
     if compiled is None or cost is None:
         if training * ASSUMED_GAIN > ASSUMED_COMPILE_S:
             return Decision(True, f"compile tried for {what}: {training:.0f} s of eager training may repay a "
@@ -78,6 +115,17 @@ def decide(setting: bool | str | None, speeds: Speeds, steps: int, what: str) ->
     gain = "runs no faster compiled" if compiled >= eager else f"would save {saving:.0f} s"
     return Decision(False, f"compile skipped for {what}: {cost:.0f} s to compile, {training:.0f} s of training "
                            f"({gain})")
+
+
+def _decide_from_prior(prior: Prior, training: float, what: str) -> Decision:
+    said = (f"`tui-hpo gpu benchmark` measured ~{prior.compile_s:.0f} s to compile for {prior.speedup:.2f}x at "
+            f"{prior.where}")
+    if prior.gain <= 0:
+        return Decision(False, f"compile skipped for {what}: {said}: no faster compiled")
+    if training * prior.gain > prior.compile_s:
+        return Decision(True, f"compile tried for {what}: {training:.0f} s of eager training may repay it ({said}); "
+                              "measuring it")
+    return Decision(False, f"compile skipped for {what}: {said}, {training:.0f} s of training")
 
 
 def measure(epochs: Sequence[EpochTiming], batch_size: int, steps_per_epoch: int, compiled: bool,

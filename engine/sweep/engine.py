@@ -34,6 +34,7 @@ from engine.insights.results import export_results
 from engine.storage import STORAGE_ENV, Store, load_study, mask_url, optuna_storage, study_id
 from engine.storage.states import ACTIVE, EventKind, SweepState, eta_seconds, finished_count
 from engine.sweep import packing
+from engine.sweep.auto_batch import measure_batches
 from engine.sweep.model_cache import check_models_once
 from engine.sweep.recovery import recover_dead_trials
 from engine.sweep.resolve import Resolved
@@ -211,7 +212,8 @@ class Engine:
         found = scan(self.config.data)
         if found.columns is not None:
             self.notes.append(f"data: {found.columns}")
-        self.notes += data_defaults.apply(self.config, found)
+        measure = (lambda config: measure_batches(config, self.info)) if self.platform == "cuda" else None
+        self.notes += data_defaults.apply(self.config, found, measure)
         try:
             check_models_once(self.config)
             check_buildable(self.config)

@@ -37,6 +37,7 @@ from engine.sweep import checkpoints, compile_policy
 from engine.sweep.recovery import INTERRUPTED, requeue
 from engine.sweep.samplers import make_pruner, make_sampler
 from engine.sweep.worker_args import WorkerArgs
+from engine.system import benchmarks
 from engine.system.monitor import hostname
 from engine.training.devices import cuda_problem, device_name, set_threads
 from engine.training.fit import EarlyStop, EpochMetrics, Interrupted, Runtime, fit_within_memory
@@ -131,6 +132,8 @@ class Worker:
         self.gpu_index = int(visible) if device.startswith("cuda") and visible.isdigit() else None
         self.compile_said: set[str] = set()  # compile decisions already reported by this worker
         self.torch_version = metadata.version("torch")  # part of every shape key; a lookup costs milliseconds
+        # `tui-hpo gpu benchmark`'s figures for this device, if it ran here: compile's prior cost and gain
+        self.benchmark = benchmarks.load(benchmarks.device_key(device, self.device_name))
         self.label = f"{hostname()}:{os.getpid()}"
         self.artifacts = workdir / study_name
         self.stop = StopFlag(self.store, self.study_id, signalled)
@@ -326,7 +329,8 @@ class Worker:
         speeds = compile_policy.Speeds.of(self.store.shape(self._shape_key(cfg)))
         steps = sum(cfg.epochs * math.ceil(len(train) / cfg.batch_size) for train, _val in self.splits)
         what = f"{cfg.model} at {cfg.image_size} px, batch {cfg.batch_size}"
-        decision = compile_policy.decide(self.config.resources.compile, speeds, steps, what)
+        prior = compile_policy.prior_from(self.benchmark, cfg.model, self.torch_version)
+        decision = compile_policy.decide(self.config.resources.compile, speeds, steps, what, prior)
         trial.set_user_attr("compiled", decision.compile)
         said = f"{what}|{decision.compile}|{speeds.eager_step_s is None}|{speeds.compile_s is None}"  # news only
         if self.config.resources.compile == "auto" and said not in self.compile_said:

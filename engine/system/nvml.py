@@ -90,3 +90,50 @@ def readings() -> list[GpuReading]:
             power_w=power / 1000 if power is not None else None,
         ))
     return out
+
+
+NVLINK_MAX_LINKS = 18  # NVML_NVLINK_MAX_LINKS
+TOPOLOGY = {0: "same board", 10: "one PCIe switch", 20: "several PCIe switches", 30: "one host bridge",
+            40: "one NUMA node", 50: "across NUMA nodes"}  # nvmlGpuTopologyLevel_t
+
+
+def details(index: int) -> dict[str, Any]:
+    """What `tui-hpo gpu check` shows of one GPU beyond `readings`: clocks, power limit, PCIe link
+    and NVLink. Each value is None where NVML cannot tell (an old driver, a virtual GPU)."""
+    nv = _nvml()
+    handle = query(nv.nvmlDeviceGetHandleByIndex, index) if nv else None
+    if handle is None:
+        return {}
+    sm, mem = 1, 2  # NVML_CLOCK_SM, NVML_CLOCK_MEM
+    limit = query(nv.nvmlDeviceGetEnforcedPowerLimit, handle)
+    links = [query(nv.nvmlDeviceGetNvLinkState, handle, link) for link in range(NVLINK_MAX_LINKS)]
+    return {
+        "uuid": query(nv.nvmlDeviceGetUUID, handle),
+        "sm_clock_mhz": query(nv.nvmlDeviceGetClockInfo, handle, sm),
+        "sm_max_clock_mhz": query(nv.nvmlDeviceGetMaxClockInfo, handle, sm),
+        "mem_clock_mhz": query(nv.nvmlDeviceGetClockInfo, handle, mem),
+        "power_limit_w": limit / 1000 if limit is not None else None,
+        "pcie_gen": query(nv.nvmlDeviceGetCurrPcieLinkGeneration, handle),
+        "pcie_max_gen": query(nv.nvmlDeviceGetMaxPcieLinkGeneration, handle),
+        "pcie_width": query(nv.nvmlDeviceGetCurrPcieLinkWidth, handle),
+        "pcie_max_width": query(nv.nvmlDeviceGetMaxPcieLinkWidth, handle),
+        "nvlinks_active": sum(1 for state in links if state == 1) if any(s is not None for s in links) else None,
+    }
+
+
+def topology(count: int) -> list[tuple[int, int, str]]:
+    """How each pair of GPUs is connected (PCIe switch, host bridge, NUMA node): what data-parallel
+    training across them costs. Empty with fewer than two GPUs or without NVML."""
+    nv = _nvml()
+    if nv is None or count < 2:
+        return []
+    handles = [query(nv.nvmlDeviceGetHandleByIndex, i) for i in range(count)]
+    pairs = []
+    for a in range(count):
+        for b in range(a + 1, count):
+            if handles[a] is None or handles[b] is None:
+                continue
+            level = query(nv.nvmlDeviceGetTopologyCommonAncestor, handles[a], handles[b])
+            if level is not None:
+                pairs.append((a, b, TOPOLOGY.get(int(level), f"level {level}")))
+    return pairs

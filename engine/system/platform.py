@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 
 from engine.system import nvml
+from engine.system.gpu_classes import smallest_class
 
 
 @dataclass(frozen=True)
@@ -201,20 +202,24 @@ def profile(info: PlatformInfo, platform: str, gpu_indices: list[int] | None = N
     """Training defaults that suit the platform, as a config layer (`resources:` only).
 
     CUDA: mixed precision (bf16 where every GPU supports it, else fp16 with a grad scaler),
-    torch.compile where measurements say it pays (`auto`), channels_last, pinned memory, batch
-    x1.5, one trial per GPU to start with and more while they fit and help (`trials_per_gpu:
-    auto`, engine.sweep.packing) unless a number is asked for.
+    torch.compile where measurements say it pays (`auto`), channels_last, pinned memory, and by
+    the smallest GPU's memory class (engine.system.gpu_classes) the batch multiplier (x0.5 up to
+    12 GB ... x2 from 80 GB) and the trials per GPU: one on small cards, else one to start with
+    and more while they fit and help (`trials_per_gpu: auto`, engine.sweep.packing), unless a
+    number is asked for.
     MPS: full precision, no pinned memory, batch x0.8, one trial at a time.
     CPU: batch x0.5, up to four parallel trials; each worker gets cores // parallel threads.
     """
     cores = info.logical_cores
     if platform == "cuda":
         gpus = [g for g in info.gpus if gpu_indices is None or g.index in gpu_indices]
+        klass = smallest_class(gpus)
+        trials_per_gpu = trials_per_gpu or klass.trials_per_gpu
         per_gpu = trials_per_gpu if isinstance(trials_per_gpu, int) else 1
         resources = {
             "amp": "bf16" if gpus and all(g.bf16 for g in gpus) else "fp16",
-            "compile": "auto", "channels_last": True, "pin_memory": True, "batch_multiplier": 1.5,
-            "parallel": max(1, len(gpus) * per_gpu), "trials_per_gpu": trials_per_gpu or "auto",
+            "compile": "auto", "channels_last": True, "pin_memory": True, "batch_multiplier": klass.batch_multiplier,
+            "parallel": max(1, len(gpus) * per_gpu), "trials_per_gpu": trials_per_gpu,
         }
     elif platform == "mps":
         resources = {"amp": "off", "compile": False, "channels_last": False, "pin_memory": False,

@@ -7,6 +7,9 @@
   batches from memory or from the memory-mapped cache file.
 - `devices`: what torch says about CUDA and MPS (`probe`).
 - `single`: one training run outside a sweep (`tui-hpo train`, `repeat`).
+- `profiling`: where a training step's time goes, under `torch.profiler` (`tui-hpo gpu profile`).
+- `gpu_bench`: matmuls, bandwidths and training-step variants, measured (`tui-hpo gpu benchmark`).
+- `batch_finder`: the largest batch that trains on a GPU (`tui-hpo gpu batch`, `batch_size: auto`).
 
 Import the modules themselves: this `__init__` stays empty so that importing, say,
 `engine.training.devices` does not build the whole training stack.

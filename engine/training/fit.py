@@ -174,16 +174,8 @@ def train_one_epoch(loop: _Loop, data: ImageData, idx: np.ndarray, cfg: TrainCon
                                loop.resident):
         if should_stop():
             raise Interrupted("stopped during training")
-        x = _prepare(xb, loop.mean, loop.std, loop.device, loop.runtime)
-        x = augment(x, float(cfg.augment), bool(cfg.hflip), loop.generator)
-        y = yb.to(loop.device, non_blocking=loop.runtime.pin_memory)
-        with _autocast(loop.runtime, loop.device):
-            loss = loop.loss_fn(loop.model(x), y)
-        scaled = loss / cfg.accum_steps
-        (loop.scaler.scale(scaled) if loop.scaler else scaled).backward()
         micro += 1
-        if micro % cfg.accum_steps == 0:
-            _step(loop)
+        loss = train_step(loop, xb, yb, cfg, micro)
         total_loss += loss.detach() * len(yb)
         seen += len(yb)
     if micro % cfg.accum_steps:
@@ -194,6 +186,32 @@ def train_one_epoch(loop: _Loop, data: ImageData, idx: np.ndarray, cfg: TrainCon
     if not math.isfinite(mean_loss):
         raise NonFiniteLoss(f"loss became {mean_loss} in epoch {epoch + 1}")
     return mean_loss, seen / max(elapsed, 1e-9)
+
+
+def _unlabelled(_phase: str) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()
+
+
+def train_step(loop: _Loop, xb: torch.Tensor, yb: torch.Tensor, cfg: TrainConfig, micro: int,
+               phase: Callable[[str], contextlib.AbstractContextManager] = _unlabelled) -> torch.Tensor:
+    """One training batch, the `micro`-th of the epoch (counted from 1): inputs onto the device
+    and augmented, forward, backward, and on every `accum_steps`-th batch the optimizer step.
+    Returns the (unscaled) loss. `phase(name)` wraps each part ("data", "forward", "backward",
+    "optimizer"): nothing in training; `torch.profiler.record_function` when `gpu profile`
+    measures where a step's time goes, so both run this same code."""
+    with phase("data"):
+        x = _prepare(xb, loop.mean, loop.std, loop.device, loop.runtime)
+        x = augment(x, float(cfg.augment), bool(cfg.hflip), loop.generator)
+        y = yb.to(loop.device, non_blocking=loop.runtime.pin_memory)
+    with phase("forward"), _autocast(loop.runtime, loop.device):
+        loss = loop.loss_fn(loop.model(x), y)
+    with phase("backward"):
+        scaled = loss / cfg.accum_steps
+        (loop.scaler.scale(scaled) if loop.scaler else scaled).backward()
+    if micro % cfg.accum_steps == 0:
+        with phase("optimizer"):
+            _step(loop)
+    return loss
 
 
 def _step(loop: _Loop) -> None:
@@ -282,27 +300,20 @@ class EarlyStop:
         return at
 
 
-def fit(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray], runtime: Runtime,
-        on_epoch: Callable[[EpochMetrics], None] = lambda m: None,
-        should_stop: Callable[[], bool] = lambda: False,
-        early_stop: EarlyStop | None = None) -> tuple[nn.Module, list[EpochMetrics]]:
-    """Train `cfg` on one split; deterministic on the CPU for a given `cfg.seed`. With
-    `early_stop`, the run may end before `cfg.epochs`, and the model returned carries its best
-    epoch's weights (`early_stop.best_epoch`)."""
-    unresolved = [k for k in ("image_size", "augment", "hflip") if getattr(cfg, k) == "auto"]
-    if unresolved:  # a programming error: every caller resolves the config against its data first
-        raise ValueError(f"train.{unresolved[0]} is 'auto': resolve it with engine.datasets.defaults.apply")
+def build_loop(cfg: TrainConfig, data: ImageData, train_idx: np.ndarray, runtime: Runtime) -> _Loop:
+    """The model (seeded by `cfg.seed`), optimizer, schedule over `cfg.epochs` and the rest of a
+    run's state, as `fit` trains them; `gpu profile` builds its run here too, so it measures the
+    same thing."""
     torch.manual_seed(cfg.seed)
     device = torch.device(runtime.device)
     model = build_model(cfg, data.num_classes).to(device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    train_idx, val_idx = split
     optimizer = build_optimizer(model, cfg)
     steps = cfg.epochs * math.ceil(math.ceil(len(train_idx) / cfg.batch_size) / cfg.accum_steps)
     schedule = build_schedule(optimizer, cfg, steps)
     mean, std = data.mean_std(cfg.image_size, train_idx)
-    loop = _Loop(
+    return _Loop(
         model=torch.compile(model) if runtime.compile else model,
         optimizer=optimizer, schedule=schedule,
         scaler=torch.amp.GradScaler(device.type) if runtime.amp == "fp16" else None,
@@ -315,6 +326,22 @@ def fit(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray],
         resident=device if device.type == "cuda" else None,
         eager=model,
     )
+
+
+def fit(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray], runtime: Runtime,
+        on_epoch: Callable[[EpochMetrics], None] = lambda m: None,
+        should_stop: Callable[[], bool] = lambda: False,
+        early_stop: EarlyStop | None = None) -> tuple[nn.Module, list[EpochMetrics]]:
+    """Train `cfg` on one split; deterministic on the CPU for a given `cfg.seed`. With
+    `early_stop`, the run may end before `cfg.epochs`, and the model returned carries its best
+    epoch's weights (`early_stop.best_epoch`)."""
+    unresolved = [k for k in ("image_size", "augment", "hflip", "batch_size") if getattr(cfg, k) == "auto"]
+    if unresolved:  # a programming error: every caller resolves the config against its data first
+        raise ValueError(f"train.{unresolved[0]} is 'auto': resolve it with engine.datasets.defaults.apply")
+    train_idx, val_idx = split
+    loop = build_loop(cfg, data, train_idx, runtime)
+    model, device, optimizer = loop.eager, loop.device, loop.optimizer
+    assert model is not None
     precise_bn = has_batchnorm(model)
     best_state: dict[str, torch.Tensor] = {}
     if device.type == "cuda":

@@ -3,19 +3,36 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from engine.artifacts import user_cache_dir
 from engine.config import SweepConfig
 from engine.datasets import defaults as data_defaults
 from engine.datasets.scan import scan, splits
 from engine.system.platform import usable_cores
+from engine.training.batch_finder import batches_for
 from engine.training.fit import Runtime, fit
 from engine.training.models import check_models
+from engine.training.tensors import ImageData, load
 
 
-def train_once(config: SweepConfig, platform: str) -> dict[str, Any]:
-    """Train `config.train` on the first split (the sweep's hold-out split) and return metrics.
+@dataclass(frozen=True)
+class Prepared:
+    """What a run outside a sweep trains on: the images, the hold-out split, the device."""
+
+    data: ImageData
+    split: tuple[np.ndarray, np.ndarray]
+    device: str
+    threads: int
+
+
+def prepare(config: SweepConfig, platform: str, cache_dir: Path | None = None) -> Prepared:
+    """Resolve `config` against its data, as a sweep would, and load the images (decoded into
+    `cache_dir`, else the user's cache) with the first split (the sweep's hold-out split).
 
     Uses one thread per worker, as a sweep trial on this machine did, so the numbers match the
     trial's on the CPU (floating-point sums depend on the thread count).
@@ -23,16 +40,21 @@ def train_once(config: SweepConfig, platform: str) -> dict[str, Any]:
     import torch
 
     found = scan(config.data)
-    data_defaults.apply(config, found)  # a config with "auto" settings gets what a sweep would choose
+    # A config with "auto" settings gets what a sweep would choose.
+    data_defaults.apply(config, found, batches_for if platform == "cuda" else None)
     check_models(config)
-    from engine.training.tensors import load
-
     threads = config.resources.threads_per_worker or max(1, usable_cores() // (config.resources.parallel or 1))
     torch.set_num_threads(threads)
     device = {"cuda": "cuda:0", "mps": "mps"}.get(platform, "cpu")
-    data = load(found, config.data, config.train.image_size, cache_dir=user_cache_dir() / "images")
+    data = load(found, config.data, config.train.image_size, cache_dir=cache_dir or user_cache_dir() / "images")
     split = splits(data.labels.numpy(), config.data)[0]
+    return Prepared(data, split, device, threads)
+
+
+def train_once(config: SweepConfig, platform: str) -> dict[str, Any]:
+    """Train `config.train` on the first split (the sweep's hold-out split) and return metrics."""
+    run = prepare(config, platform)
     started = time.perf_counter()
-    _model, history = fit(config.train, data, split, Runtime.from_resources(config.resources, device))
-    return {"device": device, "seconds": time.perf_counter() - started, "threads": threads,
+    _model, history = fit(config.train, run.data, run.split, Runtime.from_resources(config.resources, run.device))
+    return {"device": run.device, "seconds": time.perf_counter() - started, "threads": run.threads,
             "final": history[-1].to_dict(), "epochs": [m.to_dict() for m in history]}

@@ -14,6 +14,9 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Footer, Static
 
+from engine.insights.gpu_verdicts import device_verdicts, model_verdicts
+from engine.system import benchmarks
+from engine.system.benchmarks import Benchmark
 from engine.system.platform import PlatformInfo, probe_without_torch, profile
 from tui_hpo.db import Sample
 from tui_hpo.screens.base import LiveScreen
@@ -31,9 +34,10 @@ class SystemScreen(LiveScreen):
     POLL_S = TICK_S
 
     class Probed(Message, bubble=False):
-        def __init__(self, info: PlatformInfo) -> None:
+        def __init__(self, info: PlatformInfo, benches: list[Benchmark]) -> None:
             super().__init__()
             self.info = info
+            self.benches = benches  # `tui-hpo gpu benchmark`'s results for this machine's devices
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="system-top"):
@@ -42,11 +46,13 @@ class SystemScreen(LiveScreen):
                 yield Gauges(id="system-gauges", classes="panel")
                 yield Static(id="system-profile", classes="panel")
         yield Static(id="system-gpus", classes="panel")
+        yield Static(id="system-benchmark", classes="panel")
         yield Footer()
 
     def on_mount(self) -> None:
         for widget_id, title in (("#system-info", "platform"), ("#system-gauges", "live"),
-                                 ("#system-profile", "profile"), ("#system-gpus", "NVIDIA GPUs")):
+                                 ("#system-profile", "profile"), ("#system-gpus", "NVIDIA GPUs"),
+                                 ("#system-benchmark", "benchmark")):
             self.query_one(widget_id).border_title = title
         self.probe()
         from engine.system import monitor
@@ -55,7 +61,8 @@ class SystemScreen(LiveScreen):
 
     @work(thread=True, exit_on_error=False, group="system-probe")
     def probe(self) -> None:
-        self.post_message(self.Probed(probe_without_torch()))
+        info = probe_without_torch()
+        self.post_message(self.Probed(info, machine_benchmarks(info)))
 
     def read(self) -> dict[str, Any]:
         from engine.system import monitor
@@ -72,6 +79,7 @@ class SystemScreen(LiveScreen):
     @on(Probed)
     def show_info(self, message: Probed) -> None:
         info = message.info
+        self.query_one("#system-benchmark", Static).update(benchmark_text(message.benches))
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold", no_wrap=True)
         grid.add_column()
@@ -109,3 +117,27 @@ class SystemScreen(LiveScreen):
                           "-" if g.temperature_c is None else f"{g.temperature_c:.0f}C",
                           "-" if g.power_w is None else f"{g.power_w:.0f}W")
         gpus.update(table)
+
+
+def machine_benchmarks(info: PlatformInfo) -> list[Benchmark]:
+    """The stored benchmarks of this machine's GPUs (by NVML's name, which is torch's) and CPU."""
+    stored = benchmarks.load_all()
+    keys = dict.fromkeys([*(g.name for g in info.gpus), benchmarks.device_key("cpu", info.cpu_model)])
+    return [stored[k] for k in keys if k in stored]
+
+
+def benchmark_text(benches: list[Benchmark]) -> Text:
+    if not benches:
+        return Text("no benchmark yet: run `tui-hpo gpu benchmark`", style="dim")
+    text = Text()
+    for bench in benches:
+        if text:
+            text.append("\n")
+        text.append(f"{bench.device}", style="bold")
+        text.append(f"  {bench.date[:10]}, torch {bench.torch_version}\n", style="dim")
+        text.append("; ".join(device_verdicts(bench)) + "\n")
+        for model in bench.models:
+            for line in model_verdicts(model, bench.kind):
+                text.append(f"  {line}\n")
+    text.rstrip()
+    return text
