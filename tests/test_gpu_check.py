@@ -5,6 +5,7 @@ the real command runs on this machine, which has no GPU and must say so."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -150,3 +151,34 @@ def test_on_this_machine_without_a_gpu_it_says_so_and_explains_the_cpu_profile()
     assert result.returncode == 0, result.stderr
     assert "platform cpu" in result.stdout and "no NVIDIA GPU" in result.stdout
     assert "single-threaded workers" in result.stdout
+
+
+def test_a_benchmark_that_measured_channels_last_slower_turns_it_off(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    from engine.system import benchmarks
+    from engine.system.benchmarks import Benchmark, Figure, ModelBench, Variant
+    from engine.system.gpu_classes import explain_profile
+    from engine.system.platform import PlatformInfo, profile
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    card = GpuInfo(index=0, name="NVIDIA L40S", total_mb=46_000, free_mb=45_000, compute_capability="8.9", bf16=True)
+    info = PlatformInfo(os="Linux", hostname="h", python="3.12", versions={}, cpu_model="cpu", physical_cores=8,
+                        logical_cores=8, ram_total_gb=64, ram_available_gb=60, cuda_available=True,
+                        cuda_version="13.0", driver_version="580", gpus=[card], platform="cuda")
+
+    def measured(flipped_rates: list[float]) -> None:
+        models = tuple(ModelBench(model=f"m{i}", image_size=224, batch=256, steps=20, variants=(
+            Variant("baseline", False, "bf16", True, samples_per_s=1000.0),
+            Variant("channels-last off", False, "bf16", False, samples_per_s=rate)))
+            for i, rate in enumerate(flipped_rates))
+        benchmarks.save(Benchmark(device="NVIDIA L40S", kind="cuda", date="2026-12-01", torch_version="2.11.0",
+                                  matmul_tflops={}, memory_bandwidth_gbs=Figure(), host_to_device_gbs=Figure(),
+                                  models=models))
+
+    assert profile(info, "cuda")["resources"]["channels_last"] is True, "nothing measured: the default"
+    measured([1300.0, 1200.0])  # contiguous faster on every model
+    resources = profile(info, "cuda")["resources"]
+    assert resources["channels_last"] is False
+    assert any("measured channels-last slower" in line for line in explain_profile(resources, "cuda", [card]))
+    measured([1300.0, 700.0])  # no clear winner: the default stays
+    assert profile(info, "cuda")["resources"]["channels_last"] is True

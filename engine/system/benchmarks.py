@@ -178,3 +178,25 @@ def plan_variants(platform_amp: str, platform_channels_last: bool, on_cuda: bool
     out.append(Variant(f"channels-last {'off' if layout else 'on'}", False, amp, not layout))
     return out
 
+
+LAYOUT_MARGIN = 0.05  # a layout must be this much faster on every model measured to be preferred
+
+
+def preferred_layout(bench: Benchmark | None) -> bool | None:
+    """channels-last (True) or contiguous (False) where the benchmark found the other layout
+    faster than the baseline's by LAYOUT_MARGIN on every model it measured both on; else None
+    (nothing measured, or no clear winner): the profile then keeps its default."""
+    wins: set[bool] = set()
+    for model in bench.models if bench else ():
+        base = model.baseline
+        flipped = next((v for v in model.variants if v.name.startswith("channels-last")), None)
+        if base is None or flipped is None or not base.measured or not flipped.measured:
+            continue
+        ratio = (flipped.samples_per_s or 0) / (base.samples_per_s or 1)
+        if ratio > 1 + LAYOUT_MARGIN:
+            wins.add(flipped.channels_last)
+        elif ratio < 1 - LAYOUT_MARGIN:
+            wins.add(base.channels_last)
+        else:
+            return None
+    return wins.pop() if len(wins) == 1 else None

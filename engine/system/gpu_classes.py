@@ -113,7 +113,8 @@ def explain_profile(resources: dict[str, Any], platform: str, gpus: Sequence[Gpu
             f"amp {resources['amp']}: " + ("every GPU supports bf16" if resources["amp"] == "bf16"
                                            else "a GPU without bf16: fp16 with a gradient scaler"),
             "compile auto: each (model, shape) compiles only once measurements say the compile pays for itself",
-            "channels_last: convolutions run faster in NHWC on tensor cores",
+            "channels_last: convolutions run faster in NHWC on tensor cores" if resources["channels_last"]
+            else "channels_last off: `tui-hpo gpu benchmark` measured channels-last slower on this card",
             "pin_memory: page-locked host memory for asynchronous host-to-device copies",
             f"batch x{resources['batch_multiplier']}: the {klass.name} class"
             + (f" (the smallest of {len(gpus)} GPUs)" if len(gpus) > 1 else ""),

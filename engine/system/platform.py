@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from engine.system import nvml
+from engine.system import benchmarks, nvml
 from engine.system.gpu_classes import smallest_class
 
 
@@ -206,7 +206,8 @@ def profile(info: PlatformInfo, platform: str, gpu_indices: list[int] | None = N
     the smallest GPU's memory class (engine.system.gpu_classes) the batch multiplier (x0.5 up to
     12 GB ... x2 from 80 GB) and the trials per GPU: one on small cards, else one to start with
     and more while they fit and help (`trials_per_gpu: auto`, engine.sweep.packing), unless a
-    number is asked for.
+    number is asked for. Contiguous memory instead where `tui-hpo gpu benchmark` measured
+    channels-last slower on that card.
     MPS: full precision, no pinned memory, batch x0.8, one trial at a time.
     CPU: batch x0.5, up to four parallel trials; each worker gets cores // parallel threads.
     """
@@ -216,9 +217,13 @@ def profile(info: PlatformInfo, platform: str, gpu_indices: list[int] | None = N
         klass = smallest_class(gpus)
         trials_per_gpu = trials_per_gpu or klass.trials_per_gpu
         per_gpu = trials_per_gpu if isinstance(trials_per_gpu, int) else 1
+        # `tui-hpo gpu benchmark` on this card may have measured the memory layout: it decides then
+        layout = benchmarks.preferred_layout(benchmarks.load(min(gpus, key=lambda g: g.total_mb).name)) \
+            if gpus else None
         resources = {
             "amp": "bf16" if gpus and all(g.bf16 for g in gpus) else "fp16",
-            "compile": "auto", "channels_last": True, "pin_memory": True, "batch_multiplier": klass.batch_multiplier,
+            "compile": "auto", "channels_last": True if layout is None else layout, "pin_memory": True,
+            "batch_multiplier": klass.batch_multiplier,
             "parallel": max(1, len(gpus) * per_gpu), "trials_per_gpu": trials_per_gpu,
         }
     elif platform == "mps":
