@@ -151,3 +151,11 @@ def test_resuming_with_a_changed_section_names_what_changed(tmp_path: Path) -> N
         create_or_resume(grown, url, "photos", tmp_path)
     assert raised.value.key == "train"
     assert create_or_resume(first, url, "photos", tmp_path).resumed, "the same config resumes"
+    # A study saved by an older version, before a train key existed, resumes with its default.
+    from engine.storage import Store
+
+    store = Store(url)
+    older = first.to_dict()
+    del older["train"]["seed"]
+    store.update_sweep(store.sweep("photos").study_id, config=older)
+    assert create_or_resume(first, url, "photos", tmp_path).resumed

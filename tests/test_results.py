@@ -11,11 +11,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 import yaml
 
 from engine.storage import Store
 from engine.sweep import checkpoints
+from engine.training.package import read_meta
 from tests.conftest import ROOT, run_cli
 from tests.studies import make_study
 
@@ -51,9 +51,9 @@ def test_the_best_three_checkpoints_are_kept_and_best_model_is_the_best(swept: P
     folder = swept / "tiny"
     ranked = sorted(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: -t.value)
     assert set(checkpoints.on_disk(folder)) == {t.number for t in ranked[:3]}
-    best = torch.load(folder / "best_model.pt", map_location="cpu", weights_only=False)["meta"]
+    best = read_meta(folder / "best_model.safetensors").meta
     assert best["trial"] == ranked[0].number and best["value"] == pytest.approx(ranked[0].value)
-    assert os.path.samefile(folder / "best_model.pt", checkpoints.path_of(folder, ranked[0].number))
+    assert os.path.samefile(folder / "best_model.safetensors", checkpoints.path_of(folder, ranked[0].number))
 
 
 def test_checkpoint_plan_keeps_the_best_within_the_budget() -> None:
@@ -226,7 +226,7 @@ def test_cleanup_trims_old_studies_and_leaves_running_ones(workdir: Path, tmp_pa
     recent = run_cli("cleanup", "--workdir", str(workdir), "--json")  # the sweep is minutes old
     assert recent.returncode == 0, recent.stderr
     removed = json.loads(recent.stdout)["removed"]
-    assert [Path(r["path"]).name for r in removed] == ["trial_99.pt"] and not stray.exists()
+    assert [Path(r["path"]).name for r in removed] == ["trial_99.safetensors"] and not stray.exists()
     dry = run_cli("cleanup", "--workdir", str(workdir), "--days", "0", "--keep", "1", "--dry-run")
     assert dry.returncode == 0 and "would remove" in dry.stdout and len(checkpoints.on_disk(folder)) == 3
     old = run_cli("--workdir", str(workdir), "--action", "cleanup", "--days", "0")  # the tracker's spelling
@@ -235,7 +235,7 @@ def test_cleanup_trims_old_studies_and_leaves_running_ones(workdir: Path, tmp_pa
     assert not (folder / "resume.yaml").exists()
     one = run_cli("cleanup", "--workdir", str(workdir), "--days", "0", "--keep", "1")
     assert one.returncode == 0 and set(checkpoints.on_disk(folder)) == {best}
-    assert os.path.samefile(folder / "best_model.pt", checkpoints.path_of(folder, best))
+    assert os.path.samefile(folder / "best_model.safetensors", checkpoints.path_of(folder, best))
     for name in ("config.yaml", "best_config.yaml", "best_params.yaml", "trials.csv", "report.json"):
         assert (folder / name).is_file(), name
     # A study with live workers is left alone.

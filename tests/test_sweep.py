@@ -70,7 +70,7 @@ def test_sweep_trains_records_exports_and_reproduces(tmp_path: Path, tiny_config
     assert query(workdir, "SELECT MIN(eager_step_s) > 0 FROM hpo_shape") == [(1,)], "eager steps measured"
     folder = workdir / "tiny"
     for name in ("config.yaml", "best_config.yaml", "best_params.yaml", "trials.csv", "engine.log",
-                 "best_model.pt", "report.json", f"checkpoints/trial_{best.number}.pt"):
+                 "best_model.safetensors", "report.json", f"checkpoints/trial_{best.number}.safetensors"):
         assert (folder / name).is_file(), name
     params = yaml.safe_load((folder / "best_params.yaml").read_text())
     assert params["trial"] == best.number and params["params"] == best.params

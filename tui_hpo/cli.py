@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -16,7 +17,7 @@ import click
 from engine.config.presets import preset_names
 from engine.errors import DISK_FULL, DiskError, UserError, disk_problem, one_line
 from engine.storage import Workspace
-from tui_hpo.commands import cleanup, gpu, results, stats, visualize
+from tui_hpo.commands import cleanup, gpu, predict, results, stats, visualize
 from tui_hpo.launch import RunArgs
 from tui_hpo.options import workspace_options
 
@@ -106,10 +107,15 @@ def attach(workspace: Workspace, study_name: str | None) -> None:
 @click.option("--config", "config_file", metavar="FILE", help="Sweep YAML (native, W&B sweep, or Optuna-guide layout).")
 @click.option("--n-trials", type=int, help="Trials the study should have finished in total (not per run).")
 @click.option("--timeout", type=float, metavar="S", help="Stop starting new trials after S seconds.")
-@click.option("--data", metavar="PATH", help="ImageFolder tree, or a folder with a labels CSV and images.")
+@click.option("--data", "--train-data", "data", metavar="PATH",
+              help="ImageFolder tree, or a folder with a labels CSV and images.")
 @click.option("--labels", metavar="CSV", help="The labels CSV (its id and label columns recognised by name).")
 @click.option("--id-column", metavar="NAME", help="The labels CSV's image-id column (default: recognised by name).")
 @click.option("--label-column", metavar="NAME", help="The labels CSV's label column (default: recognised by name).")
+@click.option("--val-data", metavar="PATH", help="Your own validation set (same layouts as --data), used "
+              "instead of a split.")
+@click.option("--test-data", metavar="PATH", help="A test set, never used to choose: evaluated once on the "
+              "best trial when the sweep ends.")
 @workspace_options
 @click.option("--study", "study_name", help="Study name (default: the config's name, or its file name); an "
               "existing study of that name is resumed.")
@@ -119,15 +125,15 @@ def attach(workspace: Workspace, study_name: str | None) -> None:
 @click.option("--no-tui", is_flag=True, help="Headless: progress on a terminal, one line per trial otherwise.")
 def run(preset: str | None, config_file: str | None, n_trials: int | None, timeout: float | None,
         data: str | None, labels: str | None, id_column: str | None, label_column: str | None,
-        workspace: Workspace, study_name: str | None, parallel: int | None, trials_per_gpu: int | None,
-        resume: bool, no_tui: bool) -> None:
+        val_data: str | None, test_data: str | None, workspace: Workspace, study_name: str | None,
+        parallel: int | None, trials_per_gpu: int | None, resume: bool, no_tui: bool) -> None:
     """Run a sweep (or resume one): real training in persistent worker processes.
 
     On a terminal, the sweep starts in the background and the app opens on its dashboard;
     with --no-tui (or when output is not a terminal) it runs here, headless."""
     args = RunArgs(preset=preset, config_file=config_file, n_trials=n_trials, timeout=timeout, data=data,
-                   labels=labels, id_column=id_column, label_column=label_column, parallel=parallel,
-                   trials_per_gpu=trials_per_gpu, resume=resume)
+                   labels=labels, id_column=id_column, label_column=label_column, val_data=val_data,
+                   test_data=test_data, parallel=parallel, trials_per_gpu=trials_per_gpu, resume=resume)
     if not no_tui and sys.stdout.isatty() and sys.stdin.isatty():
         sys.exit(_run_in_app(args, workspace, study_name))
     sys.exit(_run_headless(args, workspace, study_name))
@@ -203,7 +209,7 @@ def _run_headless(args: RunArgs, workspace: Workspace, study_name: str | None) -
     if rows:
         console.print(top_table(rows, resolved.config.objective.metrics(), f"Top trials of '{name}'"))
     console.print(f"Results: {workspace.workdir / name}/ (report.json, best_config.yaml, best_params.yaml, trials.csv, "
-                  "engine.log); next: tui-hpo summary, recommend, visualize")
+                  "engine.log, best_model.safetensors when kept); next: tui-hpo summary, recommend, visualize, predict")
     return code
 
 
@@ -233,7 +239,8 @@ def info(as_json: bool) -> None:
 @click.option("--seed", type=int, help="Override train.seed.")
 @click.option("--data", metavar="PATH", help="Override data.path.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def train(config_file: str, seed: int | None, data: str | None, as_json: bool) -> None:
+@click.option("--out", "out", metavar="FILE", help="Save the trained model as a package (.safetensors) for predict.")
+def train(config_file: str, seed: int | None, data: str | None, as_json: bool, out: str | None) -> None:
     """Train once with a config (no search) and print the validation metrics."""
     from engine import config as cfg
 
@@ -245,7 +252,9 @@ def train(config_file: str, seed: int | None, data: str | None, as_json: bool) -
 
     resolved = resolve_run(None, config_file, flags)
     config = resolved.config
-    result = train_once(config, resolved.platform)
+    if out is not None and not Path(out).expanduser().resolve().parent.is_dir():
+        raise UserError("its folder does not exist", source=out, key="--out")
+    result = train_once(config, resolved.platform, Path(out).expanduser() if out else None)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -254,6 +263,8 @@ def train(config_file: str, seed: int | None, data: str | None, as_json: bool) -
                f"in {result['seconds']:.1f}s")
     for key in ("val_f1", "val_accuracy", "val_loss", "train_loss"):
         click.echo(f"  {key:13} {final[key]:.4f}")
+    if out is not None:
+        click.echo(f"model package: {out} (tui-hpo predict --model {out} --data PATH)")
 
 
 @main.command()
@@ -276,7 +287,8 @@ def worker(workspace: Workspace, study_name: str, device: str, threads: int) -> 
 
 
 for _command in (results.summary, results.top, results.importance_command, results.export_command,
-                 results.recommend, cleanup.cleanup, visualize.visualize, stats.repeat, stats.compare, gpu.gpu):
+                 results.recommend, cleanup.cleanup, visualize.visualize, stats.repeat, stats.compare, gpu.gpu,
+                 predict.predict, predict.evaluate):
     main.add_command(_command)
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ class RunArgs:
     labels: str | None = None
     id_column: str | None = None
     label_column: str | None = None
+    val_data: str | None = None
+    test_data: str | None = None
     parallel: int | None = None
     trials_per_gpu: int | None = None
     resume: bool = False
@@ -38,7 +40,7 @@ class RunArgs:
 
         return flags_layer(n_trials=self.n_trials, timeout=self.timeout, data=self.data, labels=self.labels,
                            id_column=self.id_column, label_column=self.label_column, parallel=self.parallel,
-                           trials_per_gpu=self.trials_per_gpu)
+                           trials_per_gpu=self.trials_per_gpu, val_data=self.val_data, test_data=self.test_data)
 
     def argv(self) -> list[str]:
         """`tui-hpo run` options that say the same; paths made absolute, as the engine may start
@@ -48,6 +50,7 @@ class RunArgs:
                               ("--n-trials", self.n_trials), ("--timeout", self.timeout),
                               ("--data", _absolute(self.data)), ("--labels", _absolute(self.labels)),
                               ("--id-column", self.id_column), ("--label-column", self.label_column),
+                              ("--val-data", _absolute(self.val_data)), ("--test-data", _absolute(self.test_data)),
                               ("--parallel", self.parallel), ("--trials-per-gpu", self.trials_per_gpu)):
             if value is not None:
                 out += [option, str(value)]

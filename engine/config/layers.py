@@ -78,8 +78,8 @@ def apply_platform_overlay(layer: dict[str, Any], platform: str, source: str) ->
 
 def apply_finetuning_overlay(layer: dict[str, Any], finetuning: bool, source: str) -> dict[str, Any]:
     """`when_finetuning: {...}` applies on top of the file when the resolved config starts from
-    trained weights (`train.weights`): a pretrained start wants smaller learning rates and a
-    longer warm-up than training from scratch, which is what presets are written for."""
+    trained weights (`train.weights` or `train.pretrained: true`): a pretrained start wants smaller
+    learning rates and a longer warm-up than training from scratch, which is what presets are written for."""
     overlay = layer.pop("when_finetuning", None)
     if overlay is None:
         return layer
@@ -172,7 +172,8 @@ def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
 
 def flags_layer(n_trials: int | None = None, timeout: float | None = None, data: str | None = None,
                 labels: str | None = None, id_column: str | None = None, label_column: str | None = None,
-                parallel: int | None = None, trials_per_gpu: int | None = None) -> dict[str, Any]:
+                parallel: int | None = None, trials_per_gpu: int | None = None, val_data: str | None = None,
+                test_data: str | None = None) -> dict[str, Any]:
     layer: dict[str, Any] = {}
     if n_trials is not None:
         layer.setdefault("budget", {})["n_trials"] = n_trials
@@ -182,6 +183,10 @@ def flags_layer(n_trials: int | None = None, timeout: float | None = None, data:
         layer.setdefault("data", {})["path"] = data
     if labels is not None:
         layer.setdefault("data", {})["labels"] = labels
+    if val_data is not None:
+        layer.setdefault("data", {})["val"] = val_data
+    if test_data is not None:
+        layer.setdefault("data", {})["test"] = test_data
     if id_column is not None:
         layer.setdefault("data", {})["id_column"] = id_column
     if label_column is not None:
@@ -201,7 +206,8 @@ def resolve(platform_layer: dict[str, Any], preset: str | None = None, config_fi
     only for a file whose name has nothing to slug: `study_name` then asks for --study).
 
     Two passes, as for the platform: the first finds whether the config fine-tunes (any layer
-    may set `train.weights`), the second applies the files' `when_finetuning` blocks if so."""
+    may set `train.weights` or `train.pretrained`), the second applies the files' `when_finetuning`
+    blocks if so."""
     env = env_layer(environ if environ is not None else os.environ)
     check_layer(env, "environment (TUI_HPO__*)")
     check_layer(flags or {}, "command line")
@@ -222,7 +228,8 @@ def resolve(platform_layer: dict[str, Any], preset: str | None = None, config_fi
         return merged
 
     merged = merge(False)
-    if (merged.get("train") or {}).get("weights"):
+    train = merged.get("train") or {}
+    if train.get("weights") or train.get("pretrained") is True:
         merged = merge(True)
     merged["name"] = default_study_name(merged.get("name"), config_file, preset)
     return validate(merged, source)

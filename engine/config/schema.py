@@ -60,6 +60,10 @@ class DataConfig(Section):
     subset: int | None = Field(None, ge=4)  # use at most this many images (stratified): fast screening
     split_seed: int = 0
     cache_limit_mb: int = Field(2048, ge=0)
+    # A validation set of the user's own (same layouts as `path`), used instead of a split; and a
+    # test set, never used to choose, evaluated once on the best trial when the sweep ends.
+    val: str | None = Field(None, min_length=1)
+    test: str | None = Field(None, min_length=1)
 
 
 class EarlyStoppingConfig(Section):
@@ -72,7 +76,15 @@ class EarlyStoppingConfig(Section):
 
 class TrainConfig(Section):
     model: str = "test_resnet"
-    weights: str | None = Field(None, min_length=1)  # a checkpoint on disk; nothing is ever downloaded
+    # A checkpoint on disk (.safetensors, .pt, .pth), or one per model ({convnext_tiny: /models/cnx.safetensors}):
+    # a model not in the map starts from `pretrained` or random weights. Never downloaded.
+    weights: Annotated[str, Field(min_length=1)] | dict[str, Annotated[str, Field(min_length=1)]] | None = None
+    # timm's pretrained weights for the model, from the Hugging Face cache (HF_HOME); fetched
+    # once before the sweep when not cached and online (engine.sweep.model_cache).
+    pretrained: bool = False
+    freeze_epochs: int = Field(0, ge=0)  # the first N epochs train the classifier head only
+    backbone_lr_scale: float = Field(1.0, gt=0, le=1)  # the backbone's lr = lr x this; the head's = lr
+    layer_decay: float | None = Field(None, gt=0, le=1)  # layer-wise lr decay (ViT-style models); None: off
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     epochs: int = Field(3, ge=1)
     # Training length in optimizer steps, which holds across dataset sizes where epochs do not:
@@ -127,6 +139,9 @@ class CheckpointsConfig(Section):
     """Trial weights kept in DIR/<study>/checkpoints/: the best `keep`, within `budget_mb`."""
 
     keep: int = Field(1, ge=0, le=1000)
+    # A running trial saves a resumable state (DIR/<study>/resume/) every this many epochs, so a
+    # rerun after a crash or a stop goes on from there; None: never (short trials just rerun).
+    every: int | None = Field(None, ge=1)
     budget_mb: float | None = Field(None, gt=0)
 
 
@@ -257,11 +272,19 @@ def check(config: SweepConfig) -> None:
         raise ConfigError("pruning needs a single objective: set pruner.name: none", key="pruner.name")
     if config.pruner.name == "wilcoxon" and config.data.folds < 2:
         raise ConfigError("the wilcoxon pruner compares folds: set data.folds >= 2", key="pruner.name")
+    if config.data.val is not None and config.data.folds > 1:
+        raise ConfigError(f"a validation set of your own replaces the folds: remove it or set data.folds: 1 "
+                          f"(not {config.data.folds})", key="data.val")
     if config.sampler.name == "cmaes" and len(metrics) > 1:
         raise ConfigError("CMA-ES is single-objective: use nsga2 or tpe", key="sampler.name")
     if config.train.min_steps and config.train.max_steps and config.train.min_steps > config.train.max_steps:
         raise ConfigError(f"must be <= max_steps ({config.train.min_steps} > {config.train.max_steps})",
                           key="train.min_steps")
+    if isinstance(config.train.weights, dict):
+        for name in config.train.weights:
+            if name not in config.models():
+                raise ConfigError(f"'{name}' is not a model this sweep can pick ({', '.join(config.models())})",
+                                  key=f"train.weights.{name}")
     if config.train.batch_size == "auto" and "batch_size" in config.search_space:
         raise ConfigError("auto finds one batch per model: remove search_space.batch_size, or give a number here",
                           key="train.batch_size")

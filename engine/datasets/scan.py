@@ -49,10 +49,15 @@ SNIFF_ROWS = 20  # rows whose first column must all be image file names to take 
 SET, NAMED, OTHER, POSITION = "as set", "recognised by name", "the other column", "two columns, file names first"
 
 
+TRAIN, VAL, TEST = "train", "val", "test"  # an entry's part: `data.path`, `data.val` or `data.test`
+PART_KEYS = {VAL: "data.val", TEST: "data.test"}
+
+
 @dataclass(frozen=True)
 class Entry:
     path: Path
     label: int
+    part: str = TRAIN
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,45 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def scan(cfg: DataConfig) -> Scan:
+    """What `data.path` holds, and with `data.val` / `data.test` their images too, as entries of
+    one scan (`Entry.part` says which; their labels index the training data's classes), so the
+    image cache and the tensors treat them as one dataset and `splits` cuts them by part."""
+    found = _scan_one(cfg)
+    for part in (VAL, TEST):
+        path = getattr(cfg, part)
+        if path is not None:
+            _add_part(found, cfg, part, path)
+    return found
+
+
+def _add_part(found: Scan, cfg: DataConfig, part: str, path: str) -> None:
+    """Scan `path` (a folder or labels CSV, as `data.path`) and add its images to `found` as
+    `part`: refused in one line (key data.val / data.test) when it has a class the training data
+    has not, or shares a file with it."""
+    key = PART_KEYS[part]
+    if found.layout == "digits":
+        raise DataError("a validation or test set of your own needs your own training data (data.path)", key=key)
+    try:  # its own labels CSV, if any, is found as for data.path: `data.labels` names the training one
+        other = _scan_one(cfg.model_copy(update={"path": path, "labels": None, "val": None, "test": None}),
+                          min_classes=1)
+    except DataError as exc:
+        raise DataError(exc.detail, source=exc.source, key=key) from None
+    unknown = [c for c in other.classes if c not in found.classes]
+    if unknown:
+        raise DataError(f"class(es) {', '.join(unknown[:5])} not in the training data (its classes: "
+                        f"{_listed(found.classes)})", source=other.root, key=key)
+    taken = {e.path for e in found.entries}
+    shared = [e.path for e in other.entries if e.path in taken]
+    if shared:
+        raise DataError(f"{len(shared)} image(s) are also in the training data or data.val (e.g. "
+                        f"{one_line(str(shared[0]))}): keep the sets apart", source=other.root, key=key)
+    index = {c: i for i, c in enumerate(found.classes)}
+    found.entries += [Entry(e.path, index[other.classes[e.label]], part) for e in other.entries]
+    found.skipped += [(f"{part}: {p}", why) for p, why in other.skipped]
+    found.count = len(found.entries)
+
+
+def _scan_one(cfg: DataConfig, min_classes: int = 2) -> Scan:
     if cfg.path is None:
         if cfg.labels is not None:
             raise DataError("a labels CSV needs a data path (--data DIR)", key="data.labels")
@@ -146,7 +190,7 @@ def scan(cfg: DataConfig) -> Scan:
         why = f"; {result.skipped_summary()}" if result.skipped else ""
         raise DataError(f"no usable images found{why}", source=str(root), key="data.path")
     counts = result.class_counts()
-    if sum(1 for n in counts.values() if n) < 2:
+    if sum(1 for n in counts.values() if n) < min_classes:
         raise DataError(f"only one class with images ({', '.join(k for k, n in counts.items() if n)}): "
                         "a classifier needs at least two", source=str(root), key="data.path")
     result.count = len(result.entries)
@@ -371,17 +415,23 @@ def _natural_key(label: str) -> tuple[int, float | str]:
 # ---------------------------------------------------------------- splits
 
 
-def splits(labels: np.ndarray, cfg: DataConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+def splits(labels: np.ndarray, cfg: DataConfig,
+           parts: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified (train, val) index pairs: one hold-out split, or `folds` k-fold splits.
 
-    Fixed by `split_seed`, so every worker and every rerun sees the same split.
+    Fixed by `split_seed`, so every worker and every rerun sees the same split. `parts` (each
+    image's `Entry.part`, from `parts_of`): only `data.path`'s images are cut; `data.val`'s
+    images are the validation set instead of a cut, and `data.test`'s are in neither.
     """
     rng = np.random.default_rng(cfg.split_seed)
-    pool = np.arange(len(labels))
-    if cfg.subset is not None and cfg.subset < len(labels):
-        share = cfg.subset / len(labels)
-        pool = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[: max(2, round(share * n))]
-                                       for c, n in zip(*np.unique(labels, return_counts=True), strict=True)]))
+    pool = np.arange(len(labels)) if parts is None else np.flatnonzero(parts == TRAIN)
+    own_val = np.flatnonzero(parts == VAL) if parts is not None else np.empty(0, dtype=np.int64)
+    if cfg.subset is not None and cfg.subset < len(pool):
+        share = cfg.subset / len(pool)
+        pool = np.sort(np.concatenate([rng.permutation(pool[labels[pool] == c])[: max(2, round(share * n))]
+                                       for c, n in zip(*np.unique(labels[pool], return_counts=True), strict=True)]))
+    if len(own_val):  # the user's own validation set (k folds with it are refused by the config check)
+        return [(pool, own_val)]
     by_class = [rng.permutation(pool[labels[pool] == c]) for c in np.unique(labels[pool])]
     if cfg.folds == 1:
         val = np.concatenate([idx[: max(1, round(len(idx) * cfg.val_fraction))] for idx in by_class])
@@ -393,6 +443,18 @@ def splits(labels: np.ndarray, cfg: DataConfig) -> list[tuple[np.ndarray, np.nda
         fold_of[idx] = (np.arange(len(idx)) + offset) % cfg.folds
         offset += len(idx)
     return [(np.flatnonzero((fold_of != k) & (fold_of >= 0)), np.flatnonzero(fold_of == k)) for k in range(cfg.folds)]
+
+
+def parts_of(found: Scan) -> np.ndarray:
+    """The part (TRAIN, VAL, TEST) of every image the scan found, in scan order: what `splits` cuts by."""
+    if found.layout == "digits":
+        return np.full(found.count, TRAIN)
+    return np.array([e.part for e in found.entries])
+
+
+def held_out(found: Scan) -> np.ndarray:
+    """The images of `data.test`, in scan order: never trained on, never used to choose a trial."""
+    return np.flatnonzero(parts_of(found) == TEST)
 
 
 def labels_of(found: Scan) -> np.ndarray:
@@ -407,7 +469,13 @@ def split_sizes(found: Scan, cfg: DataConfig) -> dict[str, Any]:
     user needs to judge a result (a validation set of 30 images cannot tell 0.93 from 0.96).
     With k folds, the figures are the first fold's; every fold validates on about 1/k."""
     labels = labels_of(found)
-    train, val = splits(labels, cfg)[0]
+    parts = parts_of(found)
+    train, val = splits(labels, cfg, parts)[0]
     counts = np.bincount(labels[val], minlength=len(found.classes))
-    return {"images": len(labels), "train": len(train), "val": len(val), "folds": cfg.folds,
-            "val_counts": {c: int(n) for c, n in zip(found.classes, counts, strict=True)}}
+    out = {"images": len(labels), "train": len(train), "val": len(val), "folds": cfg.folds,
+           "val_counts": {c: int(n) for c, n in zip(found.classes, counts, strict=True)}}
+    if cfg.val is not None:
+        out["val_source"] = cfg.val
+    if cfg.test is not None:
+        out["test"] = int((parts == TEST).sum())
+    return out

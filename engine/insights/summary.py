@@ -104,6 +104,8 @@ def summary(study: optuna.Study, url: str) -> dict[str, Any]:
                         for t in trials if t.user_attrs.get("oom_retries")],
         "gpu": sweep_gpu_usage(url, row, trials),
         "data": study.user_attrs.get("tui_hpo", {}).get("data"),
+        # data.test's figures for the best trial, measured once when the sweep ended (never used to choose)
+        "test": study.user_attrs.get("tui_hpo", {}).get("test"),
         "stopped_early": sum(1 for t in trials if "stopped_early" in t.user_attrs),
     }
     complete = [t for t in trials if t.state == States.COMPLETE]

@@ -1,8 +1,10 @@
-"""Trial checkpoints in `DIR/<study>/checkpoints/trial_<n>.pt`: the best K kept, within a disk budget.
+"""Trial checkpoints in `DIR/<study>/checkpoints/trial_<n>.safetensors`: the best K kept, within a disk
+budget. Each is a model package (`engine.training.package`): weights, classes, image size and
+normalisation, loadable by `tui-hpo predict` or plain safetensors + timm.
 
 Which checkpoints to keep is decided from the trials' values in the storage, which is the truth
 about the study; the files carry no index of their own that a crash could leave stale.
-`best_model.pt` is a hard link to the best kept checkpoint (a copy where links are not
+`best_model.safetensors` is a hard link to the best kept checkpoint (a copy where links are not
 supported), so it costs no extra disk. Workers on one machine share the folder under a file lock.
 """
 
@@ -19,8 +21,9 @@ from pathlib import Path
 from engine.artifacts import write_atomic
 
 FOLDER = "checkpoints"
-BEST = "best_model.pt"
-NAME = re.compile(r"trial_(\d+)\.pt")
+BEST = "best_model.safetensors"
+SUFFIX = ".safetensors"
+NAME = re.compile(r"trial_(\d+)\.safetensors")
 
 
 @contextlib.contextmanager
@@ -36,13 +39,13 @@ def locked(folder: Path) -> Iterator[None]:
 
 
 def path_of(folder: Path, number: int) -> Path:
-    return folder / FOLDER / f"trial_{number}.pt"
+    return folder / FOLDER / f"trial_{number}{SUFFIX}"
 
 
 def on_disk(folder: Path) -> dict[int, Path]:
     """Trial number -> checkpoint file, for the files that are there."""
     found = {}
-    for path in (folder / FOLDER).glob("trial_*.pt"):
+    for path in (folder / FOLDER).glob(f"trial_*{SUFFIX}"):
         match = NAME.fullmatch(path.name)
         if match:
             found[int(match.group(1))] = path
@@ -91,7 +94,7 @@ def save(folder: Path, number: int, weights: Callable[[], bytes],
 
 def trim(folder: Path, values: dict[int, float], maximize: bool, keep: int, budget_mb: float | None) -> list[Path]:
     """Delete the checkpoints `plan` does not keep (and those of trials without a value: failed,
-    pruned or gone from the storage), and point best_model.pt at the best kept one. The caller
+    pruned or gone from the storage), and point best_model.safetensors at the best kept one. The caller
     holds the lock. Returns the files removed."""
     files = on_disk(folder)
     sizes = {n: p.stat().st_size for n, p in files.items()}

@@ -45,7 +45,7 @@ class CleanupReport:
 
 
 def _size(path: Path) -> int:
-    """Bytes the file frees: nothing while another hard link (best_model.pt) keeps it."""
+    """Bytes the file frees: nothing while another hard link (best_model.safetensors) keeps it."""
     stat = path.stat()
     return stat.st_size if stat.st_nlink == 1 else 0
 
@@ -125,4 +125,4 @@ def _clean_study(report: CleanupReport, store: Store, study_id: int, name: str, 
         for path, _why in doomed:
             path.unlink(missing_ok=True)
         if files:
-            checkpoints.trim(folder, values, maximize, len(kept), None)  # best_model.pt follows the best kept
+            checkpoints.trim(folder, values, maximize, len(kept), None)  # best_model.safetensors follows the best kept

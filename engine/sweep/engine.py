@@ -38,6 +38,7 @@ from engine.sweep.auto_batch import measure_batches
 from engine.sweep.model_cache import check_models_once
 from engine.sweep.recovery import recover_dead_trials
 from engine.sweep.resolve import Resolved
+from engine.sweep.test_set import evaluate_best
 from engine.sweep.worker_args import WorkerArgs
 from engine.system import monitor
 from engine.system.platform import PlatformInfo, usable_cores
@@ -108,7 +109,7 @@ def create_or_resume(config: SweepConfig, url: str, name: str, workdir: Path) ->
     folder = workdir / name
     config_dict = config.to_dict()
     if existing is not None:
-        old = existing.config
+        old = with_defaults(existing.config)
         for section in IDENTITY:
             if old.get(section) != config_dict.get(section):
                 changed = changed_keys(old.get(section), config_dict.get(section), section)
@@ -125,6 +126,16 @@ def create_or_resume(config: SweepConfig, url: str, name: str, workdir: Path) ->
     store.create_sweep(sid, name, config_dict, config.budget.n_trials)
     start_from_recipe(study, config)
     return Study(sid, name, False, folder)
+
+
+def with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored config with the defaults of keys added since it was saved: a study made by an
+    older tui-hpo resumes unless a value it set has changed. One this version cannot read is
+    compared as it is (and differs, with the keys named)."""
+    try:
+        return SweepConfig.model_validate(stored).to_dict()
+    except ValueError:
+        return stored
 
 
 def changed_keys(old: Any, new: Any, prefix: str, limit: int = 3) -> str:
@@ -512,6 +523,8 @@ class Engine:
             self.store.add_event(sid, EventKind.SWEEP, f"time budget of {self.config.budget.timeout:g}s reached: "
                                  "no new trials were started")
         self.store.update_sweep(sid, state=final)
+        if final == SweepState.FINISHED:  # data.test: measured once, on the best trial of a finished sweep
+            evaluate_best(self.config, self.url, self.study_name, sid, self.study.folder, self.workdir)
         study = load_study(self.url, self.study_name)
         export_results(study, self.config, self.study.folder, self.url)
         self.store.add_event(sid, EventKind.SWEEP, f"sweep '{self.study_name}' {final}: {done}/{n_trials} trials "

@@ -34,7 +34,35 @@ def model_keys(config: SweepConfig) -> list[str]:
     """One key per model the sweep can pick, with everything `build_model` takes from the config
     that can make a build fail (the image size and drop rates are tried and dropped if refused)."""
     kwargs = json.dumps(config.train.model_kwargs, sort_keys=True, default=str)
-    return [f"{_versions()} {name} {kwargs}" for name in config.models()]
+    pretrained = " pretrained" if hub_models(config) else ""
+    return [f"{_versions()} {name} {kwargs}{pretrained}" for name in config.models()]
+
+
+def pretrained_values(config: SweepConfig) -> set[bool]:
+    """The values `train.pretrained` can take in a trial: the fixed one, or the search space's."""
+    spec = config.search_space.get("pretrained")
+    if spec is None:
+        return {config.train.pretrained}
+    cases = [spec.choices or [], *(c.choices or [] for by in (spec.by or {}).values() for c in by.values())]
+    return {str(v).lower() in ("true", "1", "yes") for choices in cases for v in choices}
+
+
+def hub_models(config: SweepConfig) -> list[str]:
+    """The models that may start from timm's pretrained weights: pretrained can be true, and
+    `train.weights` gives them no file of their own."""
+    if True not in pretrained_values(config) or isinstance(config.train.weights, str):
+        return []
+    return [name for name in config.models() if name not in (config.train.weights or {})]
+
+
+def check_weight_files(config: SweepConfig) -> None:
+    """Every file `train.weights` names exists."""
+    weights = config.train.weights
+    files = {"train.weights": weights} if isinstance(weights, str) else \
+        {f"train.weights.{name}": file for name, file in (weights or {}).items()}
+    for key, file in files.items():
+        if not Path(file).is_file():
+            raise ConfigError(f"no such weights file: {file}", key=key)
 
 
 def _load(path: Path) -> set[str]:
@@ -46,16 +74,21 @@ def _load(path: Path) -> set[str]:
 
 def check_models_once(config: SweepConfig, cache: Path | None = None) -> bool:
     """Raise ConfigError unless every model of `config` builds; True when that took the real
-    check (importing timm), False when the cache already knew."""
-    if config.train.weights and not Path(config.train.weights).is_file():
-        raise ConfigError(f"no such weights file: {config.train.weights}", key="train.weights")
+    check (importing timm), False when the cache already knew. Pretrained weights are looked for
+    in the Hugging Face cache on every start (it changes under us), which imports timm."""
+    check_weight_files(config)
     path = cache or user_cache_dir() / "models.json"
     known = _load(path)
     keys = model_keys(config)
-    if all(k in known for k in keys):
+    hub = hub_models(config)
+    if all(k in known for k in keys) and not hub:
         return False
-    from engine.training.models import check_models
+    from engine.training.models import check_models, check_pretrained
 
+    if hub:
+        check_pretrained(hub)
+    if all(k in known for k in keys):
+        return True
     check_models(config)
     try:
         write_atomic(path, json.dumps({"built": sorted(_load(path) | set(keys))}, indent=0) + "\n")

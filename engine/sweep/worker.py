@@ -28,7 +28,7 @@ import optuna
 
 from engine.config import SweepConfig
 from engine.config.space import suggest, train_params
-from engine.datasets.scan import scan, splits
+from engine.datasets.scan import parts_of, scan, splits
 from engine.errors import DEVICE_EXIT, DISK_EXIT, disk_problem
 from engine.insights.gpu import gpu_usage
 from engine.storage import HEARTBEAT_INTERVAL_S, Store, load_study, optuna_storage
@@ -39,9 +39,10 @@ from engine.sweep.samplers import make_pruner, make_sampler
 from engine.sweep.worker_args import WorkerArgs
 from engine.system import benchmarks
 from engine.system.monitor import hostname
+from engine.training import resume as resume_state
 from engine.training.devices import cuda_problem, device_name, set_threads
 from engine.training.fit import EarlyStop, EpochMetrics, Interrupted, Runtime, fit_within_memory
-from engine.training.models import serialize  # imports torch and timm once, not inside the first trial's timing
+from engine.training.package import package_bytes, package_meta  # imports torch and timm once, not in a trial's timing
 from engine.training.tensors import ImageData, load
 
 log = logging.getLogger("tui_hpo.worker")
@@ -148,12 +149,13 @@ class Worker:
         if spec is not None:
             sizes += [int(c) for c in spec.choices or []] + [int(spec.high or 0)]
         # Decoded once into the workspace: every other worker, and later sweeps on the same files, read it.
-        data = load(found, cfg, max(sizes), cache_dir=self.artifacts.parent / ".cache" / "images")
+        self.decode_size = max(sizes)  # every image size is resized from this decoding (a package records it)
+        data = load(found, cfg, self.decode_size, cache_dir=self.artifacts.parent / ".cache" / "images")
         if data.skipped:
             shown = "; ".join(f"{p} ({why})" for p, why in data.skipped[:5])
             self.store.add_event(self.study_id, EventKind.DATA, f"{self.label}: skipped {len(data.skipped)} "
                                  f"unreadable image(s): {shown}", level="warning")
-        self.splits = splits(data.labels.numpy(), cfg)
+        self.splits = splits(data.labels.numpy(), cfg, parts_of(data.scan))
         # Resize and normalisation statistics for the default image size are computed now, once,
         # rather than inside the first trial (sizes that only the search space names come lazily).
         for train_idx, _val in self.splits:
@@ -199,7 +201,7 @@ class Worker:
 
     def run_one(self) -> None:
         trial = self.study.ask()
-        number = trial.number
+        number, lineage = trial.number, _lineage(trial)
         trial.set_user_attr("worker", self.label)
         trial.set_user_attr("device", self.device)
         self.store.update_worker(self.worker_id, state=WorkerState.RUNNING, trial_number=number)
@@ -228,11 +230,13 @@ class Worker:
         self.study.tell(trial, values if state == optuna.trial.TrialState.COMPLETE else None, state=state)
         if state == optuna.trial.TrialState.FAIL:
             self.store.release(self.study_id)
+        if reason != INTERRUPTED:  # finished, or failed for good: its rerun state is of no more use
+            resume_state.remove(self.artifacts, lineage)
         if reason == INTERRUPTED:  # not the trial's fault: the same params run again on resume
             requeue(self.study, self.storage.get_trial(trial._trial_id), self.config.budget.max_retries, counts=False)
         self._report(number, state, values, reason, seconds)
         if state == optuna.trial.TrialState.COMPLETE and model is not None and len(values or []) == 1:
-            self._maybe_checkpoint(number, values[0], model, train_params(trial.params))
+            self._maybe_checkpoint(number, values[0], model, train_params(trial.params), per_fold)
         self.store.update_worker(self.worker_id, state=WorkerState.IDLE, trial_number=None)
 
     def _train(self, trial: optuna.Trial, params: dict[str, Any]) -> tuple[Any, list[EpochMetrics]]:
@@ -251,6 +255,7 @@ class Worker:
             self.config.objective.directions()[0] == "maximize" if metric != "train_time" else False,
             stopping.patience, stopping.min_delta)
         ran = 0
+        every = self.config.checkpoints.every
         reported: set[int] = set()
         for fold, split in enumerate(self.splits):
             def on_epoch(m: EpochMetrics, fold: int = fold) -> None:
@@ -264,9 +269,17 @@ class Worker:
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"pruned in epoch {m.epoch + 1} ({metric}={getattr(m, metric):.4f})")
 
+            # Saved under the first trial of its chain of reruns, where a rerun of this one looks
+            resume = resume_state.ResumeFile(resume_state.path_of(self.artifacts, _lineage(trial), fold, folds),
+                                             every) if every else None
             model, history, cfg = fit_within_memory(
                 cfg, self.data, split, runtime, on_epoch, self.stop,
-                lambda old, new, fold=fold: self._step_down(trial, fold, old, new), early_stop)
+                lambda old, new, fold=fold: self._step_down(trial, fold, old, new), early_stop, resume)
+            if resume is not None and resume.resumed_from is not None:
+                trial.set_user_attr("resumed_from_epoch", resume.resumed_from)
+                self._event(EventKind.TRIAL, f"trial {trial.number}: went on from epoch {resume.resumed_from + 1}"
+                            + (f" of fold {fold + 1}" if folds > 1 else "")
+                            + f", saved by trial {_lineage(trial)}'s run", trial.number)
             final = history[-1]
             if early_stop is not None:  # the run keeps its best epoch's weights: its value is that epoch's
                 final = history[early_stop.best_epoch(history)]
@@ -379,14 +392,25 @@ class Worker:
         else:
             self._event(EventKind.TRIAL_FAILED, f"trial {number} failed: {reason}", number, level="warning")
 
-    def _maybe_checkpoint(self, number: int, value: float, model: Any, params: dict[str, Any]) -> None:
+    def _maybe_checkpoint(self, number: int, value: float, model: Any, params: dict[str, Any],
+                          per_fold: list[EpochMetrics]) -> None:
         """Keep this trial's weights if they rank among the study's best `checkpoints.keep`."""
         maximize = self.config.objective.directions()[0] == "maximize"
-        meta = {"trial": number, "value": value, "maximize": maximize, "params": params,
-                "config": self.config.to_dict(), "classes": self.data.scan.classes}
+        cfg = trial_train_config(self.config, params)
+
+        def packaged() -> bytes:  # only for a checkpoint that is kept
+            # The model is the last fold's: normalised with that fold's training statistics.
+            mean, std = self.data.mean_std(cfg.image_size, self.splits[-1][0])
+            metrics = {k: float(np.mean([m.to_dict()[k] for m in per_fold])) for k in per_fold[-1].to_dict()}
+            return package_bytes(model, package_meta(
+                train=cfg.model_dump(mode="json"), data=self.config.data.model_dump(mode="json"),
+                classes=self.data.scan.classes, image_size=cfg.image_size, decode_size=self.decode_size, mean=mean,
+                std=std, metrics=metrics, study=self.sweep.study_name, trial=number, value=value, maximize=maximize,
+                params=params, fold=len(self.splits) - 1))
+
         keep = self.config.checkpoints
         try:
-            if checkpoints.save(self.artifacts, number, lambda: serialize(model, meta),
+            if checkpoints.save(self.artifacts, number, packaged,
                                 lambda numbers: self.store.values_of(self.study_id, numbers), maximize, keep.keep,
                                 keep.budget_mb):
                 log.info("trial %s: checkpoint kept (one of the best %s)", number, keep.keep)
@@ -404,6 +428,11 @@ def _watch_parent(parent: int, signalled: threading.Event) -> None:
             signalled.set()
             return
         time.sleep(PARENT_POLL_S)
+
+
+def _lineage(trial: optuna.Trial) -> int:
+    """The first trial of a chain of reruns (`recovery.requeue`'s `retry_of`): its own number otherwise."""
+    return int(trial.user_attrs.get("retry_of", trial.number))
 
 
 def _fmt_params(params: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ raise, and the monitor's samples. Never imports torch (`engine.training.devices`
 - `benchmarks`: what `tui-hpo gpu benchmark` measured, kept per device in the user cache.
 - `gpu_classes`: memory classes (batch multiplier, packing, safety share) and advice per card.
 - `batch_sizes`: the search for the largest batch and its cache (`batch_size: auto`).
+- `hf_cache`: pretrained weights in the local Hugging Face cache, found without timm.
 """
 
 from engine.system.platform import GpuInfo, PlatformInfo, choose_platform, probe_without_torch, profile, usable_cores

@@ -6,6 +6,8 @@
 - `tensors`: images read from the decoded-image cache (`engine.datasets.image_cache`), served as
   batches from memory or from the memory-mapped cache file.
 - `devices`: what torch says about CUDA and MPS (`probe`).
+- `package`: a trained model as one standalone .safetensors file (checkpoints, `train --out`).
+- `predict`: inference with a package, with test-time augmentation (`tui-hpo predict`, `evaluate`).
 - `single`: one training run outside a sweep (`tui-hpo train`, `repeat`).
 - `profiling`: where a training step's time goes, under `torch.profiler` (`tui-hpo gpu profile`).
 - `gpu_bench`: matmuls, bandwidths and training-step variants, measured (`tui-hpo gpu benchmark`).

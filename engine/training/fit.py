@@ -23,7 +23,9 @@ from timm.scheduler import CosineLRScheduler, StepLRScheduler
 from timm.scheduler.scheduler import Scheduler
 
 from engine.config import ResourcesConfig, TrainConfig
-from engine.training.models import build_model
+from engine.training import resume as resume_state
+from engine.training.models import build_model, head_parameters
+from engine.training.resume import ResumeFile
 from engine.training.tensors import ImageData, augment
 
 # BatchNorm's running statistics are an average with momentum 0.1 over the last ~10 steps, of
@@ -85,10 +87,47 @@ class EpochMetrics:
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     from timm.optim import create_optimizer_v2
 
+    grouped = cfg.backbone_lr_scale != 1.0 or cfg.layer_decay is not None
+    params: Any = param_groups(model, cfg) if grouped else model
     if cfg.optimizer == "sgd":  # timm's "sgd" is Nesterov, which rejects momentum 0; "momentum" is plain SGD
-        return create_optimizer_v2(model, opt="momentum", lr=cfg.lr, weight_decay=cfg.weight_decay,
+        return create_optimizer_v2(params, opt="momentum", lr=cfg.lr, weight_decay=cfg.weight_decay,
                                    momentum=cfg.momentum)
-    return create_optimizer_v2(model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return create_optimizer_v2(params, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """timm's parameter groups (no weight decay for biases and norms; with `layer_decay`, one per
+    layer, deeper layers at higher lr: `param_groups_layer_decay`), each split into the classifier
+    head at `lr` and the backbone at `lr x backbone_lr_scale`, head groups first (so group 0's lr is
+    the one recorded per epoch). Each group's `lr` is set here rather than as timm's `lr_scale`,
+    which its schedulers apply only from their first update: the first steps would run unscaled."""
+    from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
+    if cfg.layer_decay is not None:
+        groups = param_groups_layer_decay(model, cfg.weight_decay, no_weight_decay_list=skip,
+                                          layer_decay=cfg.layer_decay)
+    else:
+        groups = param_groups_weight_decay(model, cfg.weight_decay, no_weight_decay_list=skip)
+    head = {id(p) for p in head_parameters(model)}
+    split: list[dict[str, Any]] = []
+    for in_head, factor in ((True, 1.0), (False, cfg.backbone_lr_scale)):
+        for group in groups:
+            params = [p for p in group["params"] if (id(p) in head) == in_head]
+            if params:
+                scale = group.get("lr_scale", 1.0) * factor
+                split.append({k: v for k, v in group.items() if k != "lr_scale"} | {"params": params,
+                                                                                     "lr": cfg.lr * scale})
+    return split
+
+
+def freeze_backbone(model: nn.Module, frozen: bool) -> bool:
+    """Train only the classifier head (`frozen`), or everything; returns `frozen`. A frozen
+    parameter gets no gradient, so no optimizer step or weight decay moves it."""
+    head = {id(p) for p in head_parameters(model)}
+    for p in model.parameters():
+        p.requires_grad_(not frozen or id(p) in head)
+    return frozen
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> Scheduler:
@@ -161,12 +200,17 @@ class _Loop:
     updates: int = 0  # optimizer steps so far: the schedule's clock
     resident: torch.device | None = None  # the GPU the images sit on, when they fit there
     eager: nn.Module | None = None  # the model before torch.compile: statistics passes use it
+    frozen: bool = False  # the backbone is frozen (train.freeze_epochs): its BatchNorm statistics too
 
 
 def train_one_epoch(loop: _Loop, data: ImageData, idx: np.ndarray, cfg: TrainConfig, epoch: int,
                     should_stop: Callable[[], bool]) -> tuple[float, float]:
     """One pass over `idx`; returns (mean train loss, samples per second)."""
     loop.model.train()
+    if loop.frozen:  # the pretrained statistics stay: the frozen backbone's BatchNorm layers in eval mode
+        for m in loop.model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
     total_loss, seen, started = torch.zeros((), device=loop.device), 0, time.perf_counter()
     loop.optimizer.zero_grad(set_to_none=True)
     micro = 0
@@ -331,10 +375,13 @@ def build_loop(cfg: TrainConfig, data: ImageData, train_idx: np.ndarray, runtime
 def fit(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray], runtime: Runtime,
         on_epoch: Callable[[EpochMetrics], None] = lambda m: None,
         should_stop: Callable[[], bool] = lambda: False,
-        early_stop: EarlyStop | None = None) -> tuple[nn.Module, list[EpochMetrics]]:
+        early_stop: EarlyStop | None = None,
+        resume: ResumeFile | None = None) -> tuple[nn.Module, list[EpochMetrics]]:
     """Train `cfg` on one split; deterministic on the CPU for a given `cfg.seed`. With
     `early_stop`, the run may end before `cfg.epochs`, and the model returned carries its best
-    epoch's weights (`early_stop.best_epoch`)."""
+    epoch's weights (`early_stop.best_epoch`). With `resume`, the run's state is saved every
+    `resume.every` epochs, and a saved state for the same `cfg` is where it starts: its epochs
+    are handed to `on_epoch` again, and `resume.resumed_from` says after which epoch it went on."""
     unresolved = [k for k in ("image_size", "augment", "hflip", "batch_size") if getattr(cfg, k) == "auto"]
     if unresolved:  # a programming error: every caller resolves the config against its data first
         raise ValueError(f"train.{unresolved[0]} is 'auto': resolve it with engine.datasets.defaults.apply")
@@ -347,11 +394,20 @@ def fit(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray],
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     history: list[EpochMetrics] = []
-    for epoch in range(cfg.epochs):
+    saved = resume_state.load(resume, cfg) if resume is not None else None
+    if saved is not None:
+        resume_state.restore(loop, saved)
+        history = [EpochMetrics(**{**m, "class_f1": tuple(m["class_f1"])}) for m in saved["history"]]
+        best_state, resume.resumed_from = saved["best_state"], saved["epoch"] + 1  # type: ignore[union-attr]
+        for metrics in history:  # the rerun's own record: rows, reports to the pruner
+            on_epoch(metrics)
+    for epoch in range(len(history), cfg.epochs):
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
+        if cfg.freeze_epochs:  # the first freeze_epochs epochs train the classifier head only
+            loop.frozen = freeze_backbone(model, epoch < cfg.freeze_epochs)
         train_loss, rate = train_one_epoch(loop, data, train_idx, cfg, epoch, should_stop)
-        if precise_bn and loop.updates < PRECISE_BN_BELOW:
+        if precise_bn and loop.updates < PRECISE_BN_BELOW and not loop.frozen:
             recompute_batchnorm(loop, data, train_idx, cfg)
         val_loss, accuracy, f1, per_class = validate(loop, data, val_idx, cfg)
         metrics = EpochMetrics(epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_accuracy=accuracy,
@@ -365,6 +421,8 @@ def fit(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray],
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             elif epoch - best_epoch >= early_stop.patience:
                 break
+        if resume is not None and (epoch + 1) % resume.every == 0:
+            resume_state.save(resume, loop, cfg, epoch, [asdict(m) for m in history], best_state)
     if early_stop is not None and early_stop.best_epoch(history) < len(history) - 1:
         model.load_state_dict(best_state)
     return model, history
@@ -373,7 +431,7 @@ def fit(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray],
 def fit_within_memory(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray], runtime: Runtime,
                       on_epoch: Callable[[EpochMetrics], None], should_stop: Callable[[], bool],
                       on_step_down: Callable[[TrainConfig, TrainConfig], None],
-                      early_stop: EarlyStop | None = None,
+                      early_stop: EarlyStop | None = None, resume: ResumeFile | None = None,
                       ) -> tuple[nn.Module, list[EpochMetrics], TrainConfig]:
     """`fit`, and on running out of memory (CUDA OOM, or MemoryError on the CPU) again with half
     the batch and twice the gradient accumulation: the same effective batch, so the same
@@ -381,7 +439,7 @@ def fit_within_memory(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray
     Returns the config that fitted."""
     while True:
         try:
-            model, history = fit(cfg, data, split, runtime, on_epoch, should_stop, early_stop)
+            model, history = fit(cfg, data, split, runtime, on_epoch, should_stop, early_stop, resume)
             return model, history, cfg
         except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
             if cfg.batch_size < 2:

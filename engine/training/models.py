@@ -3,8 +3,8 @@ load needs."""
 
 from __future__ import annotations
 
-import io
-from typing import Any
+import logging
+from pathlib import Path
 
 import timm
 import torch
@@ -12,23 +12,118 @@ import torch.nn as nn
 
 from engine.config import SweepConfig, TrainConfig
 from engine.errors import ConfigError
+from engine.system import hf_cache
+
+log = logging.getLogger("tui_hpo.worker")
+
+
+def weights_file(cfg: TrainConfig) -> str | None:
+    """The checkpoint `cfg.model` starts from: `train.weights`, or its entry in a per-model map."""
+    if isinstance(cfg.weights, dict):
+        return cfg.weights.get(cfg.model)
+    return cfg.weights
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    """A timm model by name, never downloading: weights only from `train.weights` on disk."""
+    """A timm model by name, with its head sized for `num_classes`: weights from its file in
+    `train.weights`, else timm's pretrained weights (`train.pretrained`, through the Hugging Face
+    cache: `check_pretrained` made sure they are there before the sweep), else random."""
     kwargs = dict(cfg.model_kwargs)
     kwargs.update(num_classes=num_classes, drop_rate=cfg.dropout)
     optional = {"drop_path_rate": cfg.drop_path, "img_size": cfg.image_size}
-    if cfg.weights:
-        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": cfg.weights})
+    file = weights_file(cfg)
+    if cfg.pretrained and not file:
+        # timm drops the pretrained head when num_classes differs; the cache is the one checked
+        kwargs.update(pretrained=True, cache_dir=hf_cache.hub_dir())
     while True:
         try:
-            return timm.create_model(cfg.model, **kwargs, **optional)
+            model = timm.create_model(cfg.model, **kwargs, **optional)
+            break
         except TypeError as exc:  # the architecture does not take one of the optional arguments
             dropped = next((k for k in optional if k in str(exc)), None)
             if dropped is None:
                 raise
             optional.pop(dropped)
+    if file:
+        load_weights(model, file, cfg.model)
+    return model
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The classifier head's parameters (timm's `get_classifier()`); none for a model without one."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    return list(head.parameters()) if isinstance(head, nn.Module) else []
+
+
+def load_weights(model: nn.Module, path: str, name: str) -> None:
+    """A .safetensors or .pt/.pth state dict (bare, or under `state_dict`/`model` as timm and our
+    own checkpoints keep it) into `model`. A head of another shape (other classes) is left as
+    built, freshly initialised, and the log says so; any other mismatch is an error."""
+    from timm.models import load_state_dict
+
+    state = load_state_dict(path, weights_only=True)
+    own = model.state_dict()
+    head = {id(p) for p in head_parameters(model)}
+    head_keys = {k for k, p in model.named_parameters() if id(p) in head}
+    resized = sorted(k for k in head_keys if k in state and state[k].shape != own[k].shape)
+    for key in resized:
+        state.pop(key)
+    if resized:
+        log.info("%s: the head in %s has another shape (%s), not the data's classes: reinitialised",
+                 name, path, ", ".join(f"{k} {tuple(own[k].shape)}" for k in resized))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in resized]
+    if missing or unexpected:
+        raise ValueError(f"weights file {path} does not fit model '{name}': "
+                         f"{len(missing)} missing key(s) {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}")
+
+
+def pretrained_source(name: str) -> tuple[str, tuple[str, ...]] | None:
+    """Where timm loads `name`'s pretrained weights from: (Hugging Face repository, the file names
+    it tries), or None when timm has no hub weights for it."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None or not cfg.hf_hub_id:
+        return None
+    return cfg.hf_hub_id, (cfg.hf_hub_filename,) if cfg.hf_hub_filename else hf_cache.WEIGHT_FILES
+
+
+def check_pretrained(names: list[str]) -> None:
+    """Each model's pretrained weights are in the Hugging Face cache, or are fetched into it now,
+    once, before the study exists (not by every worker): only when the user asked for them and
+    HF_HUB_OFFLINE is not set. Offline and not cached is a ConfigError naming the cache path."""
+    hub = hf_cache.hub_dir()
+    for name in names:
+        source = pretrained_source(name)
+        if source is None:
+            raise ConfigError(f"timm has no pretrained weights on the Hugging Face hub for '{name}': set "
+                              "train.weights to a file, or pretrained: false", key="train.pretrained")
+        repo, files = source
+        if hf_cache.cached_weights(repo, files, hub) is not None:
+            continue
+        if hf_cache.offline():
+            raise ConfigError(f"no pretrained weights for '{name}' in the Hugging Face cache "
+                              f"{hf_cache.repo_folder(repo, hub)} and HF_HUB_OFFLINE is set: run once online, "
+                              "or set train.weights to a file", key="train.pretrained")
+        _download(name, repo, files, hub)
+
+
+def _download(name: str, repo: str, files: tuple[str, ...], hub: Path) -> None:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    log.info("downloading pretrained weights for %s (%s) into %s", name, repo, hub)
+    repo_id, _, revision = repo.partition("@")
+    for i, file in enumerate(files):
+        try:
+            hf_hub_download(repo_id, file, revision=revision or None, cache_dir=hub)
+            return
+        except EntryNotFoundError:
+            if i == len(files) - 1:
+                raise ConfigError(f"'{repo}' on the Hugging Face hub has none of {', '.join(files)}",
+                                  key="train.pretrained") from None
+        except Exception as exc:  # no network, a proxy, a gated repository: one line, before the study
+            raise ConfigError(f"cannot download pretrained weights for '{name}' ({repo}): {exc}",
+                              key="train.pretrained") from None
 
 
 def check_models(config: SweepConfig) -> None:
@@ -47,15 +142,9 @@ def check_models(config: SweepConfig) -> None:
     for name in config.models():
         try:
             with torch.device("meta"):
-                build_model(config.train.model_copy(update={"model": name, "weights": None}), num_classes=2)
+                build_model(config.train.model_copy(update={"model": name, "weights": None, "pretrained": False}),
+                            num_classes=2)
         except Exception as exc:
             raise ConfigError(f"model '{name}' cannot be built: {exc}", key="train.model_kwargs") from None
-
-
-def serialize(model: Any, meta: dict[str, Any]) -> bytes:
-    buffer = io.BytesIO()
-    state = {k: v.detach().cpu() for k, v in getattr(model, "_orig_mod", model).state_dict().items()}
-    torch.save({"meta": meta, "state_dict": state}, buffer)
-    return buffer.getvalue()
 
 

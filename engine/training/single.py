@@ -12,11 +12,12 @@ import numpy as np
 from engine.artifacts import user_cache_dir
 from engine.config import SweepConfig
 from engine.datasets import defaults as data_defaults
-from engine.datasets.scan import scan, splits
+from engine.datasets.scan import parts_of, scan, splits
 from engine.system.platform import usable_cores
 from engine.training.batch_finder import batches_for
 from engine.training.fit import Runtime, fit
 from engine.training.models import check_models
+from engine.training.package import package_meta, save_package
 from engine.training.tensors import ImageData, load
 
 
@@ -47,14 +48,23 @@ def prepare(config: SweepConfig, platform: str, cache_dir: Path | None = None) -
     torch.set_num_threads(threads)
     device = {"cuda": "cuda:0", "mps": "mps"}.get(platform, "cpu")
     data = load(found, config.data, config.train.image_size, cache_dir=cache_dir or user_cache_dir() / "images")
-    split = splits(data.labels.numpy(), config.data)[0]
+    split = splits(data.labels.numpy(), config.data, parts_of(data.scan))[0]
     return Prepared(data, split, device, threads)
 
 
-def train_once(config: SweepConfig, platform: str) -> dict[str, Any]:
-    """Train `config.train` on the first split (the sweep's hold-out split) and return metrics."""
+def train_once(config: SweepConfig, platform: str, out: Path | None = None) -> dict[str, Any]:
+    """Train `config.train` on the first split (the sweep's hold-out split) and return metrics;
+    with `out`, save the model there as a package (`engine.training.package`)."""
     run = prepare(config, platform)
     started = time.perf_counter()
-    _model, history = fit(config.train, run.data, run.split, Runtime.from_resources(config.resources, run.device))
-    return {"device": run.device, "seconds": time.perf_counter() - started, "threads": run.threads,
-            "final": history[-1].to_dict(), "epochs": [m.to_dict() for m in history]}
+    model, history = fit(config.train, run.data, run.split, Runtime.from_resources(config.resources, run.device))
+    result = {"device": run.device, "seconds": time.perf_counter() - started, "threads": run.threads,
+              "final": history[-1].to_dict(), "epochs": [m.to_dict() for m in history]}
+    if out is not None:
+        mean, std = run.data.mean_std(config.train.image_size, run.split[0])
+        save_package(out, model, package_meta(
+            train=config.train.model_dump(mode="json"), data=config.data.model_dump(mode="json"),
+            classes=run.data.scan.classes, image_size=config.train.image_size, decode_size=config.train.image_size,
+            mean=mean, std=std, metrics=history[-1].to_dict(), fold=0))
+        result["package"] = str(out)
+    return result

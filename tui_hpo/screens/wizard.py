@@ -18,10 +18,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import Button, Footer, Input, Label, RadioButton, RadioSet, Select, SelectionList, Static
+from textual.widgets import Button, Checkbox, Footer, Input, Label, RadioButton, RadioSet, Select, SelectionList, Static
 
 from engine import config as cfg
 from engine.errors import UserError
+from engine.system import hf_cache
 from tui_hpo.screens.base import WorkerScreen
 
 TIERS = {
@@ -31,6 +32,7 @@ TIERS = {
               {"objective": {"metric": ["val_f1", "train_time"]}, "sampler": {"name": "nsga2"},
                "pruner": {"name": "none"}}),
 }
+CACHED_MARK = "●"  # beside a model whose pretrained weights are in the local Hugging Face cache
 SECONDS_PER_EPOCH = {"cpu": 1.5, "mps": 0.6, "cuda": 0.3}  # tiny models on small data; a first guess
 MODEL_LIST_TIMEOUT_S = 60
 
@@ -50,9 +52,9 @@ class WizardScreen(WorkerScreen):
             self.field, self.ok, self.text = field, ok, text
 
     class ModelsListed(Message, bubble=False):
-        def __init__(self, names: list[str]) -> None:
+        def __init__(self, names: list[str], cached: set[str]) -> None:
             super().__init__()
-            self.names = names
+            self.names, self.cached = names, cached
 
     @dataclass
     class Start(Message):
@@ -80,6 +82,7 @@ class WizardScreen(WorkerScreen):
                 yield Label("Models (space toggles; type to search)", classes="field-label")
                 yield Input(id="model-search", placeholder="search timm models, e.g. resnet")
                 yield SelectionList[str](id="models")
+                yield Checkbox("start from pretrained weights (timm, via the Hugging Face cache)", id="pretrained")
                 yield Static(id="models-check", classes="check")
                 yield Label("Tier", classes="field-label")
                 with RadioSet(id="tier"):
@@ -111,6 +114,7 @@ class WizardScreen(WorkerScreen):
         self.query_one("#preview").border_title = "sweep YAML"
         self.query_one("#estimate").border_title = "what it means"
         self.all_models: list[str] = []
+        self.cached: set[str] = set()  # models with pretrained weights in the local HF cache
         self.problems: dict[str, str] = {}
         self.data_ok = True
         self._apply_preset("quick")
@@ -138,11 +142,13 @@ class WizardScreen(WorkerScreen):
         names = [m for m in self.all_models if query in m][:200] if query else []
         box.clear_options()
         for name in dict.fromkeys([*selected, *names]):
-            box.add_option((name, name, name in chosen))
+            prompt = f"{name} {CACHED_MARK}" if name in self.cached else name
+            box.add_option((prompt, name, name in chosen))
 
     @work(thread=True, exit_on_error=False, group="wizard-models")
     def list_models(self) -> None:
-        """timm's model names, from a subprocess (importing timm here would import torch), cached."""
+        """timm's model names, from a subprocess (importing timm here would import torch), cached;
+        and the models whose pretrained weights are in the local Hugging Face cache."""
         cache = Path(self.app.workdir) / ".timm-models.txt"
         if cache.exists() and time.time() - cache.stat().st_mtime < 7 * 86400:
             names = cache.read_text().split()
@@ -153,11 +159,12 @@ class WizardScreen(WorkerScreen):
             if names:
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 cache.write_text("\n".join(names))
-        self.post_message(self.ModelsListed(names))
+        self.post_message(self.ModelsListed(names, hf_cache.cached_timm_models()))
 
     @on(ModelsListed)
     def models_listed(self, message: ModelsListed) -> None:
-        self.all_models = message.names
+        self.all_models, self.cached = message.names, message.cached
+        self._fill_models(self._selected_models(), self.query_one("#model-search", Input).value.strip().lower())
         self.refresh_preview()
 
     @on(Select.Changed, "#preset")
@@ -251,6 +258,7 @@ class WizardScreen(WorkerScreen):
         return list(self.query_one("#models", SelectionList).selected)
 
     @on(SelectionList.SelectedChanged)
+    @on(Checkbox.Changed, "#pretrained")
     @on(RadioSet.Changed, "#tier")
     @on(Input.Changed, "#name, #n-trials, #epochs, #timeout, #parallel")
     def fields_changed(self) -> None:
@@ -272,6 +280,8 @@ class WizardScreen(WorkerScreen):
         if models and models != self.preset_models:
             layer["search_space"] = {"model": {"choices": models}} if len(models) > 1 else {"model": None}
             layer.setdefault("train", {})["model"] = models[0]
+        if self.query_one("#pretrained", Checkbox).value:
+            layer.setdefault("train", {})["pretrained"] = True
         tier = str(self.query_one("#tier", RadioSet).pressed_button.id).removeprefix("tier-")
         layer = cfg.deep_merge(layer, TIERS[tier][1])
         defaults = {"#n-trials": self.preset_budget[0], "#epochs": self.preset_budget[1]}
@@ -322,11 +332,23 @@ class WizardScreen(WorkerScreen):
         status = Text("✗ " + problem, style="bold red") if problem else Text("✓ ready to start (F5)",
                                                                                      style="bold green")
         self.query_one("#budget-check", Static).update(status)
+        self.query_one("#models-check", Static).update(self._pretrained_hint())
         self.query_one("#start", Button).disabled = problem is not None
         self.query_one("#save", Button).disabled = problem is not None
         # The side panel is always in view, also when the field at fault is scrolled away.
         self.query_one("#estimate", Static).update(Text.assemble(status, "\n", self._estimate()) if problem is None
                                                    else status)
+
+    def _pretrained_hint(self) -> Text:
+        """Which selected models have pretrained weights at hand, when the user asks for them."""
+        if not self.query_one("#pretrained", Checkbox).value:
+            return Text(f"{CACHED_MARK} pretrained weights in the local cache" if self.cached else "", style="dim")
+        missing = [m for m in self._selected_models() if m not in self.cached]
+        if not missing:
+            return Text(f"{CACHED_MARK} all selected models have pretrained weights in the local cache", style="dim")
+        then = ("HF_HUB_OFFLINE is set: the sweep will refuse to start" if hf_cache.offline()
+                else "downloaded once when the sweep starts")
+        return Text(f"not in the local cache: {', '.join(missing[:4])} ({then})", style="yellow")
 
     def _estimate(self) -> Text:
         config = self._config

@@ -1,0 +1,96 @@
+"""Resumable training: a running trial's whole state, saved every `checkpoints.every` epochs to
+`DIR/<study>/resume/trial_<n>.pt`, so a rerun (after Ctrl-C, a stop, or a worker that died) goes on
+from the last saved epoch instead of the first, and on the CPU ends exactly as an uninterrupted run.
+
+The state is what `fit` carries between epochs: the weights, the optimizer, the schedule's clock,
+the gradient scaler, every random generator (torch's, numpy's, Python's and the loop's own), the
+history so far and the early-stopping best weights. A file is only read back for the same training
+config (`TrainConfig`): an out-of-memory step down to a smaller batch starts the run again.
+
+`n` is the first trial of a chain of reruns (its `retry_of`), so every rerun finds the file.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.artifacts import write_atomic
+from engine.config import TrainConfig
+
+FOLDER = "resume"
+FORMAT = 1
+
+
+@dataclass
+class ResumeFile:
+    """Where one run (a trial's fold) saves its state, and how often; `fit` sets `resumed_from`
+    (the first epoch it trained, counted from 0) when it went on from a saved state."""
+
+    path: Path
+    every: int
+    resumed_from: int | None = None
+
+
+def path_of(folder: Path, number: int, fold: int = 0, folds: int = 1) -> Path:
+    """`DIR/<study>/resume/trial_<number>.pt` (with k folds, one file per fold: `..._fold<k>.pt`)."""
+    name = f"trial_{number}.pt" if folds == 1 else f"trial_{number}_fold{fold}.pt"
+    return folder / FOLDER / name
+
+
+def remove(folder: Path, number: int) -> None:
+    """Delete trial `number`'s resume files: it finished, or will never run again."""
+    for path in [*(folder / FOLDER).glob(f"trial_{number}.pt"), *(folder / FOLDER).glob(f"trial_{number}_fold*.pt")]:
+        path.unlink(missing_ok=True)
+
+
+def save(resume: ResumeFile, loop: Any, cfg: TrainConfig, epoch: int, history: list[dict[str, Any]],
+         best_state: dict[str, torch.Tensor]) -> None:
+    """Write the state after `epoch` (counted from 0) atomically: a crash mid-write keeps the last file."""
+    state = {
+        "format": FORMAT, "config": cfg.model_dump(mode="json"), "epoch": epoch, "history": history,
+        "model": {k: v.detach().cpu() for k, v in loop.eager.state_dict().items()},
+        "optimizer": loop.optimizer.state_dict(), "schedule": loop.schedule.state_dict(),
+        "scaler": loop.scaler.state_dict() if loop.scaler is not None else None, "updates": loop.updates,
+        "best_state": best_state,
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                "loop": loop.generator.get_state(),
+                "cuda": torch.cuda.get_rng_state_all() if loop.device.type == "cuda" else None},
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomic(resume.path, buffer.getvalue())
+
+
+def load(resume: ResumeFile, cfg: TrainConfig) -> dict[str, Any] | None:
+    """The saved state, when there is one for this training config; None otherwise (no file, an
+    unreadable one, another format or config: the run starts from its first epoch)."""
+    try:
+        state = torch.load(resume.path, map_location="cpu", weights_only=False)
+    except (OSError, EOFError, RuntimeError, ValueError):
+        return None
+    same = isinstance(state, dict) and state.get("format") == FORMAT
+    return state if same and state.get("config") == cfg.model_dump(mode="json") else None
+
+
+def restore(loop: Any, state: dict[str, Any]) -> None:
+    """Put a freshly built loop (`fit.build_loop`) back where `state` was saved."""
+    loop.eager.load_state_dict(state["model"])
+    loop.optimizer.load_state_dict(state["optimizer"])
+    loop.schedule.load_state_dict(state["schedule"])
+    if loop.scaler is not None and state["scaler"] is not None:
+        loop.scaler.load_state_dict(state["scaler"])
+    loop.updates = state["updates"]
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    loop.generator.set_state(rng["loop"])
+    if rng["cuda"] is not None and loop.device.type == "cuda":
+        torch.cuda.set_rng_state_all(rng["cuda"])
