@@ -146,5 +146,3 @@ def check_models(config: SweepConfig) -> None:
                             num_classes=2)
         except Exception as exc:
             raise ConfigError(f"model '{name}' cannot be built: {exc}", key="train.model_kwargs") from None
-
-
