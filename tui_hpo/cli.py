@@ -17,7 +17,7 @@ import click
 from engine.config.presets import preset_names
 from engine.errors import DISK_FULL, DiskError, UserError, disk_problem, one_line
 from engine.storage import Workspace
-from tui_hpo.commands import cleanup, gpu, predict, results, stats, visualize
+from tui_hpo.commands import cleanup, ensemble, gpu, predict, results, stats, visualize
 from tui_hpo.launch import RunArgs
 from tui_hpo.options import workspace_options
 
@@ -240,13 +240,18 @@ def info(as_json: bool) -> None:
 @click.option("--data", metavar="PATH", help="Override data.path.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @click.option("--out", "out", metavar="FILE", help="Save the trained model as a package (.safetensors) for predict.")
-def train(config_file: str, seed: int | None, data: str | None, as_json: bool, out: str | None) -> None:
+@click.option("--full", is_flag=True, help="The final model: train on the training and validation images together.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Override train.epochs (and its min/max_steps).")
+def train(config_file: str, seed: int | None, data: str | None, as_json: bool, out: str | None, full: bool,
+          epochs: int | None) -> None:
     """Train once with a config (no search) and print the validation metrics."""
     from engine import config as cfg
 
     flags = cfg.flags_layer(data=data)
     if seed is not None:
         flags.setdefault("train", {})["seed"] = seed
+    if epochs is not None:  # exactly this many: the steps rules would move it again
+        flags.setdefault("train", {}).update(epochs=epochs, min_steps=None, max_steps=None)
     from engine.sweep.resolve import resolve_run
     from engine.training.single import train_once
 
@@ -254,13 +259,15 @@ def train(config_file: str, seed: int | None, data: str | None, as_json: bool, o
     config = resolved.config
     if out is not None and not Path(out).expanduser().resolve().parent.is_dir():
         raise UserError("its folder does not exist", source=out, key="--out")
-    result = train_once(config, resolved.platform, Path(out).expanduser() if out else None)
+    result = train_once(config, resolved.platform, Path(out).expanduser() if out else None, full)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
     final = result["final"]
-    click.echo(f"trained {config.train.model} for {config.train.epochs} epoch(s) on {result['device']} "
-               f"in {result['seconds']:.1f}s")
+    click.echo(f"trained {config.train.model} for {config.train.epochs} epoch(s) on {result['train_images']} "
+               f"images on {result['device']} in {result['seconds']:.1f}s")
+    if full:
+        click.echo("  (--full: the validation images were trained on; these metrics are not a held-out estimate)")
     for key in ("val_f1", "val_accuracy", "val_loss", "train_loss"):
         click.echo(f"  {key:13} {final[key]:.4f}")
     if out is not None:
@@ -288,7 +295,7 @@ def worker(workspace: Workspace, study_name: str, device: str, threads: int) -> 
 
 for _command in (results.summary, results.top, results.importance_command, results.export_command,
                  results.recommend, cleanup.cleanup, visualize.visualize, stats.repeat, stats.compare, gpu.gpu,
-                 predict.predict, predict.evaluate):
+                 predict.predict, predict.evaluate, ensemble.ensemble):
     main.add_command(_command)
 
 if __name__ == "__main__":

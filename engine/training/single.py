@@ -52,19 +52,23 @@ def prepare(config: SweepConfig, platform: str, cache_dir: Path | None = None) -
     return Prepared(data, split, device, threads)
 
 
-def train_once(config: SweepConfig, platform: str, out: Path | None = None) -> dict[str, Any]:
+def train_once(config: SweepConfig, platform: str, out: Path | None = None, full: bool = False) -> dict[str, Any]:
     """Train `config.train` on the first split (the sweep's hold-out split) and return metrics;
-    with `out`, save the model there as a package (`engine.training.package`)."""
+    with `out`, save the model there as a package (`engine.training.package`). `full` trains on
+    the training and validation images together (the final model, once the search has chosen):
+    its validation metrics are then measured on images it trained on."""
     run = prepare(config, platform)
+    split = (np.concatenate(run.split), run.split[1]) if full else run.split
     started = time.perf_counter()
-    model, history = fit(config.train, run.data, run.split, Runtime.from_resources(config.resources, run.device))
+    model, history = fit(config.train, run.data, split, Runtime.from_resources(config.resources, run.device))
     result = {"device": run.device, "seconds": time.perf_counter() - started, "threads": run.threads,
-              "final": history[-1].to_dict(), "epochs": [m.to_dict() for m in history]}
+              "final": history[-1].to_dict(), "epochs": [m.to_dict() for m in history], "full": full,
+              "train_images": len(split[0])}
     if out is not None:
-        mean, std = run.data.mean_std(config.train.image_size, run.split[0])
+        mean, std = run.data.mean_std(config.train.image_size, split[0])
         save_package(out, model, package_meta(
             train=config.train.model_dump(mode="json"), data=config.data.model_dump(mode="json"),
             classes=run.data.scan.classes, image_size=config.train.image_size, decode_size=config.train.image_size,
-            mean=mean, std=std, metrics=history[-1].to_dict(), fold=0))
+            mean=mean, std=std, metrics=history[-1].to_dict(), fold=0, full=full))
         result["package"] = str(out)
     return result

@@ -19,7 +19,8 @@ SHOWN = 5  # skipped files named on the screen
 def _common(command: Callable) -> Callable:
     for option in reversed((
         click.option("--model", "model_path", required=True, metavar="PACKAGE",
-                     help="A model package: best_model.safetensors, checkpoints/trial_N.safetensors, train --out."),
+                     help="A model package (best_model.safetensors, checkpoints/trial_N.safetensors, "
+                          "train --out) or an ensemble folder (tui-hpo ensemble)."),
         click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True, help="Images per batch."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda:N or mps."),
         click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
@@ -91,6 +92,56 @@ def _auto(model: Any, package: Any, val: str | None, device: str, batch: int) ->
     return best, {p: {"accuracy": a, "macro_f1": f} for p, (a, f) in results.items()}, said
 
 
+def _is_ensemble(path: str) -> bool:
+    from engine.training.ensemble import is_ensemble
+
+    return is_ensemble(path)
+
+
+def _predict_ensemble(path: str, inputs: Any, device: str, tta: str, batch: int, out: Path, as_json: bool) -> None:
+    """An ensemble package (`tui-hpo ensemble`): each member reads the images at its own sizes,
+    with its own normalisation; their probabilities are combined with the ensemble's weights."""
+    import numpy as np
+
+    from engine.errors import UserError
+    from engine.training import ensemble as ens
+    from engine.training.predict import Predictions, probabilities, read_images
+
+    if tta == "auto":
+        raise UserError("--tta auto chooses per model: give an ensemble none, flip or flip+scale", key="--tta")
+    members = ens.load(path, device)
+    probs, kept = [], None
+    with _progress("predicting", len(inputs.ids) * len(members)) as advance:
+        for m in members:
+            data, read = read_images(inputs, m.package)
+            if not read.ids:
+                raise UserError(f"no readable images left; {read.skipped_summary()}", source=inputs.root,
+                                key="--data")
+            if kept is not None and read.ids != kept.ids:
+                raise UserError("the members could not read the same images", source=inputs.root, key="--data")
+            kept = read
+            probs.append(probabilities(m.model, m.package, data, np.arange(len(read.ids)), device, tta, batch,
+                                       advance))
+    assert kept is not None
+    classes = members[0].package.classes
+    result = Predictions(kept.ids, classes, ens.combine(probs, [m.weight for m in members]), kept.labels,
+                         kept.skipped, tta)
+    result.write_csv(out)
+    score = result.scores()
+    if as_json:
+        click.echo(json.dumps({
+            "model": path, "members": len(members), "images": len(result.ids), "out": str(out), "tta": tta,
+            "device": device, "accuracy": score[0] if score else None, "macro_f1": score[1] if score else None,
+            "skipped": [{"id": i, "why": why} for i, why in result.skipped]}, indent=2))
+        return
+    click.echo(f"predicted {len(result.ids)} image(s) with an ensemble of {len(members)} "
+               f"({', '.join(m.package.model for m in members)}; tta {tta}) on {device}: {out}")
+    if score is not None:
+        click.echo(f"  accuracy against the folder/CSV labels: {score[0]:.4f} (macro-F1 {score[1]:.4f})")
+    for line in _skipped_lines(result.skipped):
+        click.echo(line)
+
+
 @click.command()
 @_common
 @click.option("--data", "data_path", required=True, metavar="PATH",
@@ -112,8 +163,11 @@ def predict(model_path: str, batch: int, device: str, as_json: bool, data_path: 
     if val_path is not None and tta != "auto":
         raise UserError("--val only chooses the policy of --tta auto", key="--val")
     dev = resolve_device(device)
-    model, package = load_package(model_path, dev)
     inputs = find_inputs(data_path)
+    if _is_ensemble(model_path):
+        _predict_ensemble(model_path, inputs, dev, tta, batch, Path(out_path), as_json)
+        return
+    model, package = load_package(model_path, dev)
     notes, auto = [], None
     if tta == "auto":
         tta, auto, said = _auto(model, package, val_path, dev, batch)

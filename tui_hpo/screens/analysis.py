@@ -3,7 +3,9 @@ bars (Optuna's evaluator: PED-ANOVA), and export of the best config as trainable
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.console import Group
@@ -33,10 +35,32 @@ class Analysis:
     note: str = ""
     summary: dict[str, Any] | None = None  # engine.insights.summary.summary(): what `tui-hpo summary` prints
     next_sweep: Any = None  # engine.insights.recommend.Recommendation: what `tui-hpo recommend` writes
+    ensemble: dict[str, Any] | None = None  # DIR/<study>/ensemble/ensemble.json, when `tui-hpo ensemble` ran
 
 
-def analyse(url: str, study: StudyRow) -> Analysis:
-    """The same functions as `tui-hpo summary`, `top` and `importance`, so screen and CLI agree."""
+def ensemble_line(manifest: dict[str, Any] | None) -> str | None:
+    """`tui-hpo ensemble`'s result in one line, from its package's manifest."""
+    try:
+        together, single = manifest["metrics"]["ensemble"], manifest["metrics"]["best_single"]  # type: ignore[index]
+        gain = together["macro_f1"] - single["macro_f1"]
+        return (f"top-{len(manifest['members'])} ensemble ({manifest['method']}): macro-F1 "  # type: ignore[index]
+                f"{together['macro_f1']:.4f} against {single['macro_f1']:.4f} for the best single model (trial "
+                f"{single['trial']}), {gain * 100:+.2f} points")
+    except (TypeError, KeyError):
+        return None
+
+
+def read_ensemble(folder: Path) -> dict[str, Any] | None:
+    try:
+        found = json.loads((folder / "ensemble" / "ensemble.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def analyse(url: str, study: StudyRow, workdir: Path | None = None) -> Analysis:
+    """The same functions as `tui-hpo summary`, `top` and `importance`, so screen and CLI agree;
+    and the ensemble `tui-hpo ensemble` wrote into `workdir`/<study>/, if any."""
     import optuna
 
     from engine.errors import UserError
@@ -58,7 +82,8 @@ def analyse(url: str, study: StudyRow) -> Analysis:
             importance = param_importance(loaded)
         except UserError as exc:
             note += f"; importance: {exc.detail}"
-    return Analysis(study, top, importance, note, summary(loaded, url), _recommendation(url, loaded))
+    return Analysis(study, top, importance, note, summary(loaded, url), _recommendation(url, loaded),
+                    read_ensemble(workdir / study.name) if workdir is not None else None)
 
 
 def _recommendation(url: str, study: Any) -> Any:
@@ -107,7 +132,7 @@ class AnalysisScreen(LiveScreen):
         if key == self._key:
             return Analysis(None, [], None, "unchanged")
         self._key = key
-        return analyse(self.app.url, study) if study else Analysis(None, [], None)
+        return analyse(self.app.url, study, self.app.workdir) if study else Analysis(None, [], None)
 
     def show(self, result: Analysis) -> None:
         if result.note == "unchanged":
@@ -120,6 +145,9 @@ class AnalysisScreen(LiveScreen):
         study = result.study
         text = summary_text(result.summary) if result.summary else Text(f" {study.name}", style="bold")
         text.append(f"\n {result.note}", style="dim")
+        said = ensemble_line(result.ensemble)
+        if said:
+            text.append(f"\n {said}")
         header.update(text)
         table = self.query_one("#analysis-table", DataTable)
         table.clear(columns=True)
