@@ -82,7 +82,7 @@ class WizardScreen(WorkerScreen):
                 yield Label("Models (space toggles; type to search)", classes="field-label")
                 yield Input(id="model-search", placeholder="search timm models, e.g. resnet")
                 yield SelectionList[str](id="models")
-                yield Checkbox("start from pretrained weights (timm, via the Hugging Face cache)", id="pretrained")
+                yield Checkbox("start from pretrained weights (● cached)", id="pretrained")
                 yield Static(id="models-check", classes="check")
                 yield Label("Tier", classes="field-label")
                 with RadioSet(id="tier"):
