@@ -127,15 +127,23 @@ def _predict_ensemble(path: str, inputs: Any, device: str, tta: str, batch: int,
     result = Predictions(kept.ids, classes, ens.combine(probs, [m.weight for m in members]), kept.labels,
                          kept.skipped, tta)
     result.write_csv(out)
+    _report(result, as_json, {"model": path, "members": len(members), "out": str(out), "tta": tta, "device": device},
+            [f"predicted {len(result.ids)} image(s) with an ensemble of {len(members)} "
+             f"({', '.join(m.package.model for m in members)}; tta {tta}) on {device}: {out}"])
+
+
+def _report(result: Any, as_json: bool, fields: dict[str, Any], lines: list[str]) -> None:
+    """What predict says: `fields` and the figures as JSON, or `lines`, the accuracy against the
+    labels the images came with (if any) and the skipped files."""
     score = result.scores()
     if as_json:
         click.echo(json.dumps({
-            "model": path, "members": len(members), "images": len(result.ids), "out": str(out), "tta": tta,
-            "device": device, "accuracy": score[0] if score else None, "macro_f1": score[1] if score else None,
+            **fields, "images": len(result.ids), "accuracy": score[0] if score else None,
+            "macro_f1": score[1] if score else None,
             "skipped": [{"id": i, "why": why} for i, why in result.skipped]}, indent=2))
         return
-    click.echo(f"predicted {len(result.ids)} image(s) with an ensemble of {len(members)} "
-               f"({', '.join(m.package.model for m in members)}; tta {tta}) on {device}: {out}")
+    for line in lines:
+        click.echo(line)
     if score is not None:
         click.echo(f"  accuracy against the folder/CSV labels: {score[0]:.4f} (macro-F1 {score[1]:.4f})")
     for line in _skipped_lines(result.skipped):
@@ -178,25 +186,13 @@ def predict(model_path: str, batch: int, device: str, as_json: bool, data_path: 
     with _progress("predicting", len(read[1].ids)) as advance:
         result = run_predict(model, package, inputs, dev, tta, batch, advance, read=read)
     result.write_csv(Path(out_path))
-    score = result.scores()
-    if as_json:
-        click.echo(json.dumps({
-            "model": model_path, "images": len(result.ids), "out": out_path, "tta": tta, "tta_auto": auto,
-            "device": dev, "accuracy": score[0] if score else None, "macro_f1": score[1] if score else None,
-            "skipped": [{"id": i, "why": why} for i, why in result.skipped]}, indent=2))
-        return
-    for line in notes:
-        click.echo(line)
-    click.echo(f"predicted {len(result.ids)} image(s) with {package.model} ({len(package.classes)} classes, "
-               f"{package.image_size} px, tta {tta}) on {dev}: {out_path}")
     counts: dict[str, int] = {}
     for name in result.predicted:
         counts[name] = counts.get(name, 0) + 1
-    click.echo("  predicted: " + ", ".join(f"{c} {counts[c]}" for c in package.classes if c in counts))
-    if score is not None:
-        click.echo(f"  accuracy against the folder/CSV labels: {score[0]:.4f} (macro-F1 {score[1]:.4f})")
-    for line in _skipped_lines(result.skipped):
-        click.echo(line)
+    _report(result, as_json, {"model": model_path, "out": out_path, "tta": tta, "tta_auto": auto, "device": dev},
+            [*notes, f"predicted {len(result.ids)} image(s) with {package.model} ({len(package.classes)} classes, "
+                     f"{package.image_size} px, tta {tta}) on {dev}: {out_path}",
+             "  predicted: " + ", ".join(f"{c} {counts[c]}" for c in package.classes if c in counts)])
 
 
 @click.command()
