@@ -54,6 +54,9 @@ def test_own_validation_and_test_set_in_a_real_sweep(tmp_path: Path) -> None:
     assert 0.0 <= tested["accuracy"] <= 1.0 and 0.0 <= tested["f1"] <= 1.0
     report = json.loads((workdir / "tiny" / "report.json").read_text())
     assert report["test"] == tested
+    shown = run_cli("summary", "--workdir", str(workdir))
+    assert f"trial {tested['trial']}: accuracy {tested['accuracy']:.4f}, macro-F1 {tested['f1']:.4f} on 6 images" \
+        in " ".join(shown.stdout.split()), shown.stdout
 
 
 def test_a_val_class_unknown_to_training_fails_in_one_line(tmp_path: Path) -> None:

@@ -84,6 +84,8 @@ def summary_table(report: dict[str, Any]) -> Table:
         table.add_row("best params", params(best["params"]))
         if report.get("class_f1"):
             table.add_row("F1 per class", class_f1_text(report["class_f1"]))
+        if report.get("test"):
+            table.add_row("test set", test_text(report["test"]))
     else:
         table.add_row("best", "no completed trial yet")
     validation = report.get("validation")
@@ -173,6 +175,15 @@ def recommendation_table(result: Any) -> Table:
     return table
 
 
+def test_text(test: dict[str, Any]) -> str:
+    """data.test's figures for the best trial, measured once when the sweep ended (never used to
+    choose), or why there are none."""
+    if "note" in test:
+        return f"trial {test['trial']}: {test['note']}"
+    return (f"trial {test['trial']}: accuracy {test['accuracy']:.4f}, macro-F1 {test['f1']:.4f} on {test['images']} "
+            "images (data.test, never used to choose)")
+
+
 def summary_text(report: dict[str, Any]) -> Text:
     """`tui-hpo summary` in two lines, for the Analysis screen's header: the same numbers."""
     from tui_hpo.format import duration, number
@@ -195,6 +206,9 @@ def summary_text(report: dict[str, Any]) -> Text:
         if judged:  # how far apart two trials must be to differ, on this validation set
             text.append(f" ±{judged['noise']:.2f} ({judged['images']} val)",
                         style="bold yellow" if judged["warning"] else "dim")
+        test = report.get("test")
+        if test and "note" not in test:
+            text.append(f"   test {test['f1']:.4f} ({test['images']} images)", style="bold")
     else:
         text.append("no completed trial yet", style="dim")
     text.append(f"   compute {duration(report['compute_seconds'])}   saved by pruning "
