@@ -448,3 +448,46 @@ def test_r_on_the_studies_screen_resumes_a_stopped_sweep(tmp_path: Path) -> None
 
     run(scenario())
     assert db("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'") == [(2,)]
+
+
+def test_p_on_a_finished_trial_writes_its_package(tmp_path: Path) -> None:
+    """A kept checkpoint is the package already; a trial whose model was not kept is trained again
+    with its own params, in a child process, into DIR/<study>/packages/."""
+    make_study(tmp_path, n_trials=5, running=0, state="finished", live_worker=False, epochs=1)
+    store = Store(f"sqlite:///{tmp_path.resolve() / 'hpo.db'}")
+    sweep = store.sweep("demo")
+    quick = sweep.config  # one short epoch at 8 px, not the quick preset's 100 steps
+    quick["train"].update(epochs=1, min_steps=None, max_steps=None, image_size=8, augment=0.0, hflip=False)
+    quick["data"] = {**quick.get("data", {}), "subset": 300}
+    store.update_sweep(sweep.study_id, config=quick)
+    store.close()
+    kept = tmp_path / "demo" / "checkpoints" / "trial_1.safetensors"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"kept by the sweep")
+
+    def said(app) -> str:
+        return " ".join(n.message for n in app._notifications)
+
+    async def scenario() -> None:
+        app = make_app(workdir=tmp_path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            table = app.screen.query_one(TrialTable)
+            await wait_for(pilot, lambda: table.row_count == 5)
+            await pilot.press("down", "enter")  # trial 1: its checkpoint was kept
+            await wait_for(pilot, lambda: isinstance(app.screen, TrialScreen) and app.screen.row is not None)
+            await pilot.press("p")
+            await wait_for(pilot, lambda: "package was kept by the sweep" in said(app))
+            await pilot.press("escape", "up", "enter")  # trial 0: completed, nothing kept
+            await wait_for(pilot, lambda: isinstance(app.screen, TrialScreen) and app.screen.row is not None
+                           and app.screen.row.number == 0)
+            await pilot.press("p")
+            out = tmp_path / "demo" / "packages" / "trial_0.safetensors"
+            await wait_for(pilot, lambda: "wrote" in said(app), timeout=120)
+            assert out.is_file() and out.with_suffix(".yaml").is_file()
+
+    run(scenario())
+    from engine.training.package import read_meta
+
+    package = read_meta(tmp_path / "demo" / "packages" / "trial_0.safetensors")
+    assert package.image_size == 8 and package.model == "test_resnet"
+    assert package.train["lr"] == pytest.approx(0.0003), "trial 0's own learning rate, not the config's"

@@ -3,6 +3,8 @@ events, and why it failed."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -28,7 +30,8 @@ METRICS = ("train_loss", "val_loss", "val_accuracy", "val_f1", "lr", "samples_pe
 
 class TrialScreen(WorkerScreen):
     CSS_PATH = "trial.tcss"
-    BINDINGS = [Binding("escape,backspace", "app.pop_screen", "back")]
+    BINDINGS = [Binding("escape,backspace", "app.pop_screen", "back"),
+                Binding("p", "package", "write its model package")]
 
     class Loaded(Message, bubble=False):
         def __init__(self, row: TrialRow | None, epochs: list[dict[str, Any]], events: list[Event],
@@ -40,6 +43,7 @@ class TrialScreen(WorkerScreen):
     def __init__(self, study: StudyRow, number_: int) -> None:
         super().__init__()
         self.study, self.number = study, number_
+        self.row: TrialRow | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="trial-header", classes="bar")
@@ -70,7 +74,7 @@ class TrialScreen(WorkerScreen):
 
     @on(Loaded)
     def show(self, message: Loaded) -> None:
-        row = message.row
+        row = self.row = message.row
         header = self.query_one("#trial-header", Static)
         if row is None:
             header.update(Text(f"trial {self.number} not found", style="bold red"))
@@ -109,6 +113,49 @@ class TrialScreen(WorkerScreen):
         box = self.query_one("#trial-events", Static)
         box.border_title = "events"
         box.update(events if message.events else Text("no events", style="dim"))
+
+    def action_package(self) -> None:
+        if self.row is None or self.row.state != "COMPLETE":
+            self.notify("only a completed trial has a model to package", severity="warning")
+            return
+        self.package(self.row)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="trial-package")
+    def package(self, row: TrialRow) -> None:
+        """The trial's model package: its kept checkpoint where the sweep kept one, else the trial
+        trained again with its own params (`tui-hpo train --out`, a child process: the TUI never
+        imports torch) into DIR/<study>/packages/trial_N.safetensors."""
+        from engine.artifacts import dump_yaml, write_atomic
+        from engine.insights.results import best_config
+        from engine.insights.summary import saved_config
+        from engine.sweep.checkpoints import path_of
+
+        folder = self.app.workdir / self.study.name
+        kept = path_of(folder, row.number)
+        if kept.is_file():
+            self.app.call_from_thread(self.notify, f"trial {row.number}'s package was kept by the sweep: {kept}\n"
+                                                   f"tui-hpo predict --model {kept} --data PATH", timeout=15)
+            return
+        config = saved_config(self.app.url, self.study.name)
+        if config is None:
+            self.app.call_from_thread(self.notify, "a plain Optuna study has no config to train", severity="warning")
+            return
+        out = folder / "packages" / f"trial_{row.number}.safetensors"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        recipe = out.with_suffix(".yaml")
+        write_atomic(recipe, dump_yaml(best_config(config, row.params),
+                                       f"# trial {row.number} of '{self.study.name}', trained again for its package\n"))
+        self.app.call_from_thread(self.notify, f"trial {row.number}'s model was not kept: training it again "
+                                               f"with its params for {out.name} ...", timeout=10)
+        done = subprocess.run([sys.executable, "-m", "tui_hpo.cli", "train", "--config", str(recipe), "--out",
+                               str(out), "--json"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if done.returncode == 0:
+            self.app.call_from_thread(self.notify, f"wrote {out}\ntui-hpo predict --model {out} --data PATH",
+                                      timeout=15)
+        else:
+            reason = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+            self.app.call_from_thread(self.notify, f"packaging trial {row.number} failed: {reason}",
+                                      severity="error", timeout=15)
 
     def _epochs(self, epochs: list[dict[str, Any]]) -> None:
         table = Table(box=None, header_style="bold", expand=False)
