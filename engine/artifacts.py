@@ -56,3 +56,9 @@ def user_cache_dir() -> Path:
     ~/.cache/tui-hpo): losing it costs time, never results."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "tui-hpo"
+
+
+def tta_path(package: str | Path) -> Path:
+    """Where `tui-hpo evaluate` keeps its TTA comparison on a package's own validation split,
+    beside the package (the Analysis screen shows the best model's)."""
+    return Path(f"{package}.tta.json")

@@ -91,9 +91,9 @@ def test_the_top_three_ensemble_and_predict_with_it(swept: tuple[Path, Path], tm
     assert manifest["method"] == "mean" and manifest["metrics"]["ensemble"] == report["ensemble"]
     assert {read_meta(package / m["file"]).image_size for m in manifest["members"]} == {16, 24}
     # The Analysis screen's line about it
-    from tui_hpo.screens.analysis import ensemble_line, read_ensemble
+    from tui_hpo.screens.analysis import ensemble_line, read_json
 
-    line = ensemble_line(read_ensemble(workdir / "tiny"))
+    line = ensemble_line(read_json(workdir / "tiny" / "ensemble" / "ensemble.json"))
     assert line is not None and line.startswith("top-3 ensemble (mean): macro-F1 ")
     assert f"(trial {study.best_trial.number})" in line
     # predict with the package reproduces the ensemble's validation accuracy exactly

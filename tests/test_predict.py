@@ -217,3 +217,20 @@ def test_train_out_writes_a_package_predict_reads(swept: tuple[Path, Path], tmp_
                    str(tmp_path / "p.csv"))
     assert auto.returncode == 0, auto.stderr
     assert f"against {final['val_accuracy']:.4f} without TTA" in auto.stdout, auto.stdout
+
+
+def test_evaluate_on_the_packages_own_validation_split_keeps_its_result(swept: tuple[Path, Path]) -> None:
+    from engine.artifacts import tta_path
+    from tui_hpo.screens.analysis import read_json, tta_line
+
+    folder, _data = swept
+    best = folder / checkpoints.BEST
+    result = cli("evaluate", "--model", str(best), "--tta", "auto", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report["results"]) == set(POLICIES)
+    assert report["results"]["none"]["accuracy"] == pytest.approx(recorded_val_accuracy(folder), abs=1e-6)
+    kept = read_json(tta_path(best))
+    assert kept is not None and kept["results"] == report["results"]
+    line = tta_line(kept)
+    assert line is not None and line.startswith(f"TTA on the best model, {report['images']} validation images")

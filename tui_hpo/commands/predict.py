@@ -197,21 +197,30 @@ def predict(model_path: str, batch: int, device: str, as_json: bool, data_path: 
 
 @click.command()
 @_common
-@click.option("--data", "data_path", required=True, metavar="PATH",
-              help="Labelled images: an ImageFolder tree, or a CSV with id and label columns.")
+@click.option("--data", "data_path", metavar="PATH",
+              help="Labelled images: an ImageFolder tree, or a CSV with id and label columns (default: the "
+                   "package's own validation split, and the result is kept beside the package).")
 @click.option("--tta", type=click.Choice(TTA), default="flip", show_default=True,
               help="The policy compared with none; auto: every policy.")
-def evaluate(model_path: str, batch: int, device: str, as_json: bool, data_path: str, tta: str) -> None:
+def evaluate(model_path: str, batch: int, device: str, as_json: bool, data_path: str | None, tta: str) -> None:
     """Accuracy and macro-F1 of a model package on labelled images, with and without TTA."""
+    from engine.artifacts import tta_path, write_atomic
     from engine.training.package import load_package
-    from engine.training.predict import POLICIES, compare, resolve_device
+    from engine.training.predict import POLICIES, compare, own_validation, resolve_device
 
     dev = resolve_device(device)
     model, package = load_package(model_path, dev)
-    data, idx, labels, skipped = _labelled(package, data_path, "--data")
+    if data_path is None:
+        data, idx = own_validation(package)
+        labels, skipped = data.labels.numpy()[idx], []
+    else:
+        data, idx, labels, skipped = _labelled(package, data_path, "--data")
     policies = POLICIES if tta == "auto" else tuple(dict.fromkeys(("none", tta)))
     with _progress("evaluating", len(idx) * len(policies)) as advance:
         results = compare(model, package, data, idx, labels, dev, policies, batch, advance)
+    if data_path is None:  # the Analysis screen shows it (tta_path)
+        write_atomic(tta_path(model_path), json.dumps({
+            "images": len(idx), "results": {p: {"accuracy": a, "macro_f1": f} for p, (a, f) in results.items()}}))
     if as_json:
         click.echo(json.dumps({"model": model_path, "images": len(idx), "device": dev,
                                "results": {p: {"accuracy": a, "macro_f1": f} for p, (a, f) in results.items()},

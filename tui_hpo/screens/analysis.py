@@ -17,8 +17,10 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Static
 
+from engine.artifacts import tta_path
 from engine.config.space import train_params
 from engine.storage import load_study
+from engine.sweep.checkpoints import BEST
 from tui_hpo.db import StudyRow
 from tui_hpo.format import duration, number, params
 from tui_hpo.report import summary_text
@@ -36,6 +38,19 @@ class Analysis:
     summary: dict[str, Any] | None = None  # engine.insights.summary.summary(): what `tui-hpo summary` prints
     next_sweep: Any = None  # engine.insights.recommend.Recommendation: what `tui-hpo recommend` writes
     ensemble: dict[str, Any] | None = None  # DIR/<study>/ensemble/ensemble.json, when `tui-hpo ensemble` ran
+    tta: dict[str, Any] | None = None  # `tui-hpo evaluate` of the best model on its validation split
+
+
+def tta_line(found: dict[str, Any] | None) -> str | None:
+    """`tui-hpo evaluate`'s TTA comparison of the best model, in one line."""
+    try:
+        results = found["results"]  # type: ignore[index]
+        base = results["none"]["accuracy"]
+        said = ", ".join(f"{p} {r['accuracy']:.4f}" + ("" if p == "none" else f" ({(r['accuracy'] - base) * 100:+.2f})")
+                         for p, r in results.items())
+        return f"TTA on the best model, {found['images']} validation images: accuracy {said}"  # type: ignore[index]
+    except (TypeError, KeyError):
+        return None
 
 
 def ensemble_line(manifest: dict[str, Any] | None) -> str | None:
@@ -50,9 +65,9 @@ def ensemble_line(manifest: dict[str, Any] | None) -> str | None:
         return None
 
 
-def read_ensemble(folder: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
     try:
-        found = json.loads((folder / "ensemble" / "ensemble.json").read_text(encoding="utf-8"))
+        found = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return found if isinstance(found, dict) else None
@@ -82,8 +97,10 @@ def analyse(url: str, study: StudyRow, workdir: Path | None = None) -> Analysis:
             importance = param_importance(loaded)
         except UserError as exc:
             note += f"; importance: {exc.detail}"
+    folder = workdir / study.name if workdir is not None else None
     return Analysis(study, top, importance, note, summary(loaded, url), _recommendation(url, loaded),
-                    read_ensemble(workdir / study.name) if workdir is not None else None)
+                    read_json(folder / "ensemble" / "ensemble.json") if folder else None,
+                    read_json(tta_path(folder / BEST)) if folder else None)
 
 
 def _recommendation(url: str, study: Any) -> Any:
@@ -145,9 +162,9 @@ class AnalysisScreen(LiveScreen):
         study = result.study
         text = summary_text(result.summary) if result.summary else Text(f" {study.name}", style="bold")
         text.append(f"\n {result.note}", style="dim")
-        said = ensemble_line(result.ensemble)
-        if said:
-            text.append(f"\n {said}")
+        for said in (ensemble_line(result.ensemble), tta_line(result.tta)):
+            if said:
+                text.append(f"\n {said}")
         header.update(text)
         table = self.query_one("#analysis-table", DataTable)
         table.clear(columns=True)
