@@ -318,8 +318,10 @@ class Engine:
         args = WorkerArgs(url=self.url, study=self.study_name, workdir=self.workdir, device=device, threads=threads,
                           index=index, parent=os.getpid())
         cmd = [sys.executable, "-m", "engine.sweep.worker", *args.argv()]
+        # HF_HUB_OFFLINE: pretrained weights were checked into the cache before the study (model
+        # check), so a trial reads them from there instead of asking the hub again each time.
         child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads),
-                     STORAGE_ENV: self.url}
+                     STORAGE_ENV: self.url, "HF_HUB_OFFLINE": "1"}
         proc = subprocess.Popen(cmd, env=child_env, stdout=self._logfile, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
         log.info("worker %d: pid %d on %s, %d thread(s)", index, proc.pid, device, threads)
