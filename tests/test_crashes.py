@@ -78,7 +78,7 @@ def test_sigkill_again_and_again_loses_nothing(tmp_path: Path) -> None:
     """SIGKILL at random moments, alternately the whole process group (a lost machine) and the
     engine alone (its workers must notice and stop); each time the same command resumes. The
     kills while training must land on running trials: those trials end failed and run again."""
-    workdir, n_trials = tmp_path / "runs", 8
+    workdir, n_trials = tmp_path / "runs", 6
     rng = random.Random(20261124)
     kept: dict[int, float] = {}
     hit: list[set[int]] = []  # per kill while training: the trials of this run that were running

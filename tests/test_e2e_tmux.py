@@ -69,9 +69,9 @@ def workdir(tmp_path: Path):
 
 def test_wizard_start_watch_leave_and_attach(workdir: Path) -> None:
     cli = f"{sys.executable} -m tui_hpo.cli"
-    # The engine the wizard starts inherits the environment: a short sweep for the test (three
+    # The engine the wizard starts inherits the environment: a short sweep for the test (two
     # epochs, not the quick preset's 100 steps).
-    env = {"TUI_HPO__BUDGET__N_TRIALS": "5", "TUI_HPO__TRAIN__EPOCHS": "3", "TUI_HPO__TRAIN__MIN_STEPS": "null",
+    env = {"TUI_HPO__BUDGET__N_TRIALS": "5", "TUI_HPO__TRAIN__EPOCHS": "2", "TUI_HPO__TRAIN__MIN_STEPS": "null",
            "TUI_HPO__RESOURCES__PARALLEL": "1", "TUI_HPO__PRUNER__NAME": "none"}
     term = Terminal(f"{cli} --workdir {workdir}", env, logs=workdir)
     try:

@@ -85,11 +85,11 @@ def test_analysis(snap_compare, tmp_path: Path) -> None:
     app = make_app(workdir=finished(tmp_path), mode="analysis")
 
     async def computed(pilot) -> None:
-        for _ in range(100):
+        for _ in range(300):  # importance takes seconds on a busy machine (two test processes, 2 cores)
             await pilot.pause(0.1)
             if getattr(pilot.app.screen, "analysis", None) is not None:
                 break
-        await pilot.pause(0.3)
+        await pilot.pause(0.5)
 
     assert snap_compare(app, terminal_size=(120, 40), run_before=computed)
 
