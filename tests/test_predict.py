@@ -181,7 +181,9 @@ def test_bad_input_is_one_line_and_writes_nothing(swept: tuple[Path, Path], tmp_
 def test_tta_views_and_the_auto_choice(swept: tuple[Path, Path], tmp_path: Path) -> None:
     folder, data = swept
     x = torch.arange(2 * 3 * 10 * 10, dtype=torch.float32).view(2, 3, 10, 10)
-    assert [len(list(views(x, p))) for p in POLICIES] == [1, 2, 6]
+    assert [len(list(views(x, p))) for p in POLICIES] == [1, 2, 5, 6]
+    crops = list(views(x, "five-crop"))
+    assert all(c.shape == x.shape for c in crops) and not torch.equal(crops[0], crops[3]), "other corners"
     flipped = list(views(x, "flip"))
     assert torch.equal(flipped[1][..., 0], x[..., -1]) and torch.equal(flipped[0], x)
     assert torch.equal(_zoom(x, 1.0), x) and _zoom(x, 1.1).shape == _zoom(x, 0.9).shape == x.shape

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-TTA = ("none", "flip", "flip+scale", "auto")
+TTA = ("none", "flip", "five-crop", "flip+scale", "auto")
 SHOWN = 5  # skipped files named on the screen
 
 
