@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optuna
+import pytest
 import sqlalchemy as sa
 
 from engine.storage import Store, default_url, mask_url, optuna_storage
@@ -131,3 +132,19 @@ def test_the_installed_optuna_writes_the_schema_our_sql_reads(tmp_path: Path) ->
     with sa.create_engine(url).connect() as conn:
         assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == optuna_sql.SCHEMA_VERSION
         assert optuna_sql.has_schema(conn)
+
+
+def test_a_waiting_trial_goes_to_one_worker_only(tmp_path: Path) -> None:
+    """Two workers asking at once for an enqueued trial: SQLite has no row locks, so the step from
+    WAITING to RUNNING must be one conditional write, or both would train it."""
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    first, second = optuna_storage(url, heartbeat=False), optuna_storage(url, heartbeat=False)
+    study = optuna.create_study(study_name="s", storage=first)
+    study.enqueue_trial({"x": 1.0})
+    [waiting] = first.get_all_trials(study._study_id, states=(optuna.trial.TrialState.WAITING,))
+    assert first.set_trial_state_values(waiting._trial_id, optuna.trial.TrialState.RUNNING)
+    assert not second.set_trial_state_values(waiting._trial_id, optuna.trial.TrialState.RUNNING)
+    assert first.get_trial(waiting._trial_id).datetime_start is not None
+    first.set_trial_state_values(waiting._trial_id, optuna.trial.TrialState.COMPLETE, [1.0])
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        second.set_trial_state_values(waiting._trial_id, optuna.trial.TrialState.RUNNING)

@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -90,9 +91,37 @@ def optuna_storage(url: str, heartbeat: bool = True, readonly: bool = False) -> 
         if url.startswith("sqlite") else {"engine_kwargs": {"pool_pre_ping": True}}
     if heartbeat:
         kwargs.update(heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S)
+    kind = _sqlite_storage() if url.startswith("sqlite") else optuna.storages.RDBStorage
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _creating_schema(lambda: optuna.storages.RDBStorage(url, **kwargs))
+        return _creating_schema(lambda: kind(url, **kwargs))
+
+
+def _sqlite_storage() -> type:
+    """RDBStorage whose WAITING -> RUNNING step is one conditional UPDATE on SQLite.
+
+    Optuna reads the trial's state, then writes RUNNING: on PostgreSQL the read locks the row, but
+    SQLite has no row locks and Python's sqlite3 starts the transaction only at the write, so two
+    workers asking at once could both take the same waiting trial (an enqueued one, or a rerun)
+    and train it twice. `UPDATE ... WHERE state = 'WAITING'` lets exactly one of them have it."""
+    import optuna
+    from optuna.storages._rdb import models
+
+    class SqliteStorage(optuna.storages.RDBStorage):
+        def set_trial_state_values(self, trial_id: int, state: Any, values: Any = None) -> bool:
+            if state != optuna.trial.TrialState.RUNNING or values is not None:
+                return super().set_trial_state_values(trial_id, state, values)
+            table = models.TrialModel.__table__
+            with self.engine.begin() as conn:
+                taken = conn.execute(table.update().where(table.c.trial_id == trial_id,
+                                                          table.c.state == optuna.trial.TrialState.WAITING)
+                                     .values(state=optuna.trial.TrialState.RUNNING,
+                                             datetime_start=datetime.now())).rowcount
+            if taken != 1:
+                super().check_trial_is_updatable(trial_id, self.get_trial(trial_id).state)  # finished: raises
+            return taken == 1
+
+    return SqliteStorage
 
 
 def _creating_schema(create: Callable[[], Any]) -> Any:
