@@ -17,8 +17,9 @@ from click.testing import CliRunner
 
 from engine.config import DataConfig
 from engine.datasets.scan import labels_of, load_digits, scan, splits
+from engine.sweep import checkpoints
 from engine.training.package import read_meta
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli, write_png
 from tui_hpo.cli import main
 
 pytestmark = pytest.mark.xdist_group("test_ensemble")
@@ -157,3 +158,70 @@ def test_members_combine_by_their_weights() -> None:
     assert np.allclose(combine([a, b], [1.0, 3.0]), (a + 3 * b) / 4)
     assert np.allclose(combine([a, b], member_weights("mean", [0.9, 0.1])), (a + b) / 2)
     assert member_weights("weighted", [0.9, -0.1]) == [0.9, 0.0]
+
+
+def test_a_k_fold_trial_ensembles_its_folds_measured_on_the_test_set(tmp_path: Path) -> None:
+    """A 3-fold sweep keeps each fold's model with its checkpoint; `ensemble --folds` measures each
+    on the fold it never trained on and the ensemble on data.test, which predict reproduces."""
+    for part, (start, n) in {"train": (0, 12), "test": (100, 3)}.items():
+        for i in range(start, start + n):
+            write_png(tmp_path / part / "dark" / f"d{i}.png", 40 + i % 7)
+            write_png(tmp_path / part / "bright" / f"b{i}.png", 210 - i % 7)
+    workdir = tmp_path / "runs"
+    env = {"TUI_HPO__SEARCH_SPACE__BATCH_SIZE": "null", "TUI_HPO__TRAIN__BATCH_SIZE": "8",
+           "TUI_HPO__DATA__FOLDS": "3", "TUI_HPO__CHECKPOINTS__KEEP": "1"}
+    result = run_cli("run", "--config", str(ROOT / "tests" / "configs" / "tiny.yaml"), "--train-data",
+                     str(tmp_path / "train"), "--test-data", str(tmp_path / "test"), "--workdir", str(workdir),
+                     "--no-tui", "--n-trials", "2", env=env, timeout=240)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir / 'hpo.db'}")
+    best = study.best_trial.number
+    folder = workdir / "tiny"
+    assert sorted(p.name for p in (folder / "checkpoints").glob("*.safetensors")) == [
+        f"trial_{best}.fold_0.safetensors", f"trial_{best}.fold_1.safetensors", f"trial_{best}.safetensors"]
+
+    report = json.loads(cli("ensemble", "--workdir", str(workdir), "--folds", "--json").stdout)
+    assert report["kind"] == "folds" and [(m["trial"], m["fold"]) for m in report["members"]] == [
+        (best, 0), (best, 1), (best, 2)]
+    # Each member on its own fold, as the worker validated it: their mean is the trial's value.
+    assert np.mean([m["macro_f1"] for m in report["members"]]) == pytest.approx(study.best_value, abs=1e-6)
+    assert report["validation_images"] == 24 and report["ensemble"] is None and "out_of_fold" in report
+    assert report["test"]["images"] == 6 and len(report["test"]["members"]) == 3
+    # predict with the fold ensemble on the test images reproduces its test accuracy
+    out = tmp_path / "p.csv"
+    said = json.loads(cli("predict", "--model", report["package"], "--data", str(tmp_path / "test"), "--out",
+                          str(out), "--json").stdout)
+    assert said["members"] == 3 and said["images"] == 6
+    assert round(said["accuracy"] * 6) == round(report["test"]["ensemble"]["accuracy"] * 6)
+    from tui_hpo.screens.analysis import ensemble_line, read_json
+
+    line = ensemble_line(read_json(Path(report["package"]) / "ensemble.json"))
+    assert line is not None and line.startswith(f"3-fold ensemble of trial {best} (mean): out-of-fold macro-F1 ")
+    assert line.endswith(f"on 6 test images, best member {max(m['macro_f1'] for m in report['test']['members']):.4f}")
+    shown = cli("ensemble", "--workdir", str(workdir), "--folds", "--out", str(tmp_path / "e"))
+    text = " ".join(shown.stdout.split())
+    assert "out-of-fold" in text and "than the best member's (fold " in text and "on the same 6 test images" in text
+
+    refused = run_cli("ensemble", "--workdir", str(workdir), "--trial", str(best))
+    assert refused.returncode == 2 and refused.stderr.strip() == (
+        "tui-hpo: error: --trial: --trial picks the trial whose folds to combine: add --folds")
+    other = 1 - best
+    refused = run_cli("ensemble", "--workdir", str(workdir), "--folds", "--trial", str(other))
+    assert refused.returncode == 2 and f"trial {other} kept no fold models" in refused.stderr
+
+
+def test_a_trials_fold_files_are_kept_counted_and_removed_with_its_checkpoint(tmp_path: Path) -> None:
+    values = {0: 0.5, 1: 0.9, 2: 0.7}
+    for n in values:  # keep 2: trial 0 is kept, then pushed out by trial 2
+        checkpoints.save(tmp_path, n, lambda: [bytes(100)] * 3, lambda numbers: {k: values[k] for k in numbers},
+                         True, 2, None)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.safetensors")) == [
+        "trial_1.fold_0.safetensors", "trial_1.fold_1.safetensors", "trial_1.safetensors",
+        "trial_2.fold_0.safetensors", "trial_2.fold_1.safetensors", "trial_2.safetensors"]
+    assert checkpoints.sizes(tmp_path, checkpoints.on_disk(tmp_path)) == {1: 300, 2: 300}
+    # A budget of 500 bytes fits one trial's three files, not two
+    removed = checkpoints.trim(tmp_path, values, True, 2, 500 / 1024 / 1024)
+    assert sorted(p.name for p in removed) == ["trial_2.fold_0.safetensors", "trial_2.fold_1.safetensors",
+                                               "trial_2.safetensors"]
+    (tmp_path / "checkpoints" / "trial_7.fold_0.safetensors").write_bytes(b"orphan of a crash")
+    assert [p.name for p in checkpoints.trim(tmp_path, values, True, 2, None)] == ["trial_7.fold_0.safetensors"]

@@ -18,9 +18,10 @@ from click.testing import CliRunner
 
 from engine.config import DataConfig
 from engine.datasets.scan import labels_of, load_digits, scan, splits
+from engine.errors import UserError
 from engine.sweep import checkpoints
 from engine.training.package import load_package, read_meta
-from engine.training.predict import POLICIES, _zoom, views
+from engine.training.predict import POLICIES, _zoom, fitting, views
 from tests.conftest import run_cli, write_png
 from tui_hpo.cli import main
 
@@ -236,3 +237,27 @@ def test_evaluate_on_the_packages_own_validation_split_keeps_its_result(swept: t
     assert kept is not None and kept["results"] == report["results"]
     line = tta_line(kept)
     assert line is not None and line.startswith(f"TTA on the best model, {report['images']} validation images")
+
+
+def test_a_batch_too_big_for_memory_is_halved_until_it_fits() -> None:
+    """The batch predict starts with is a guess: out-of-memory halves it, once for the run."""
+    x = torch.arange(16 * 3, dtype=torch.float32).view(16, 3)
+    calls: list[int] = []
+
+    def forward(part: torch.Tensor) -> torch.Tensor:
+        calls.append(len(part))
+        if len(part) > 5:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return part * 2
+
+    chunk = [16]
+    assert torch.equal(fitting(x, forward, chunk), x * 2)
+    assert chunk == [4] and calls == [16, 8, 4, 4, 4, 4]
+    calls.clear()
+    assert torch.equal(fitting(x[:8], forward, chunk), x[:8] * 2) and calls == [4, 4], "the fitted size is kept"
+
+    def never(part: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(UserError, match="single image"):
+        fitting(x, never, [2])

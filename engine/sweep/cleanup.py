@@ -107,14 +107,15 @@ def _clean_study(report: CleanupReport, store: Store, study_id: int, name: str, 
     maximize = config.objective.directions()[0] == "maximize"
     k = config.checkpoints.keep if keep is None else keep
     budget = config.checkpoints.budget_mb
-    kept = checkpoints.plan(values, {n: p.stat().st_size for n, p in files.items() if n in values}, maximize,
+    taken = checkpoints.sizes(folder, files)
+    kept = checkpoints.plan(values, {n: size for n, size in taken.items() if n in values}, maximize,
                             k if old else len(files), budget if old else None)
     doomed = []
-    for number, path in files.items():
-        if number not in values:
-            doomed.append((path, "checkpoint of a trial that did not complete"))
-        elif number not in kept:
-            doomed.append((path, f"not among the best {k}" + (f" within {budget:g} MB" if budget else "")))
+    for number in files:
+        why = ("checkpoint of a trial that did not complete" if number not in values else
+               None if number in kept else f"not among the best {k}" + (f" within {budget:g} MB" if budget else ""))
+        if why:
+            doomed += [(path, why) for path in checkpoints.trial_files(folder, number)]
     if old:
         doomed += _leftovers(folder, name, workdir)
     for path, why in doomed:

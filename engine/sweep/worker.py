@@ -207,12 +207,12 @@ class Worker:
         self.store.update_worker(self.worker_id, state=WorkerState.RUNNING, trial_number=number)
         started, since = time.perf_counter(), time.time()
         state, values, reason = optuna.trial.TrialState.FAIL, None, None
-        model = None
+        models: list[Any] = []
         with Heartbeat(self.storage, trial._trial_id):
             try:
                 params = suggest(trial, self.config.search_space, self.config.train.model_dump())
                 self._event(EventKind.TRIAL, f"trial {number} started on {self.label}: {_fmt_params(params)}", number)
-                model, per_fold = self._train(trial, params)
+                models, per_fold = self._train(trial, params)
                 self._record_device_use(trial, per_fold, since)
                 values = objective_value(self.config, per_fold, time.perf_counter() - started)
                 state = optuna.trial.TrialState.COMPLETE
@@ -235,17 +235,19 @@ class Worker:
         if reason == INTERRUPTED:  # not the trial's fault: the same params run again on resume
             requeue(self.study, self.storage.get_trial(trial._trial_id), self.config.budget.max_retries, counts=False)
         self._report(number, state, values, reason, seconds)
-        if state == optuna.trial.TrialState.COMPLETE and model is not None and len(values or []) == 1:
-            self._maybe_checkpoint(number, values[0], model, train_params(trial.params), per_fold)
+        if state == optuna.trial.TrialState.COMPLETE and models and len(values or []) == 1:
+            self._maybe_checkpoint(number, values[0], models, train_params(trial.params), per_fold)
         self.store.update_worker(self.worker_id, state=WorkerState.IDLE, trial_number=None)
 
-    def _train(self, trial: optuna.Trial, params: dict[str, Any]) -> tuple[Any, list[EpochMetrics]]:
+    def _train(self, trial: optuna.Trial, params: dict[str, Any]) -> tuple[list[Any], list[EpochMetrics]]:
+        """(each fold's trained model, each fold's final metrics). A finished fold's model waits on
+        the CPU, out of the next fold's GPU memory, until the trial's checkpoint is decided."""
         cfg = trial_train_config(self.config, params)
         metric = self.config.objective.metrics()[0]
         single = len(self.config.objective.metrics()) == 1 and metric != "train_time"
         folds = len(self.splits)
         finals: list[EpochMetrics] = []
-        model = None
+        models: list[Any] = []
         asked = cfg
         cfg = self._fitted_before(trial, cfg)
         runtime, speeds = self._compile_choice(trial, cfg)
@@ -272,6 +274,8 @@ class Worker:
             # Saved under the first trial of its chain of reruns, where a rerun of this one looks
             resume = resume_state.ResumeFile(resume_state.path_of(self.artifacts, _lineage(trial), fold, folds),
                                              every) if every else None
+            if models:  # the finished fold's model waits on the CPU; with no checkpoint kept, it goes
+                models[-1] = models[-1].to("cpu") if self.config.checkpoints.keep else None
             model, history, cfg = fit_within_memory(
                 cfg, self.data, split, runtime, on_epoch, self.stop,
                 lambda old, new, fold=fold: self._step_down(trial, fold, old, new), early_stop, resume)
@@ -295,10 +299,10 @@ class Worker:
                 trial.report(getattr(history[-1], metric), fold)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after fold {fold + 1}")
-        assert model is not None
+            models.append(model)
         trial.set_user_attr("epochs", ran)
         trial.set_user_attr("class_f1", self._class_f1(finals))
-        return model, finals
+        return models, finals
 
     def _class_f1(self, finals: list[EpochMetrics]) -> dict[str, float | None]:
         """Validation F1 per class name, averaged over folds (None where a class was absent)."""
@@ -392,21 +396,25 @@ class Worker:
         else:
             self._event(EventKind.TRIAL_FAILED, f"trial {number} failed: {reason}", number, level="warning")
 
-    def _maybe_checkpoint(self, number: int, value: float, model: Any, params: dict[str, Any],
+    def _maybe_checkpoint(self, number: int, value: float, models: list[Any], params: dict[str, Any],
                           per_fold: list[EpochMetrics]) -> None:
-        """Keep this trial's weights if they rank among the study's best `checkpoints.keep`."""
+        """Keep this trial's weights if they rank among the study's best `checkpoints.keep`: one
+        package per fold, each normalised with its own fold's training statistics (the last fold's
+        is the trial's checkpoint; with k-fold the others lie beside it, for a fold ensemble)."""
         maximize = self.config.objective.directions()[0] == "maximize"
         cfg = trial_train_config(self.config, params)
+        metrics = {k: float(np.mean([m.to_dict()[k] for m in per_fold])) for k in per_fold[-1].to_dict()}
 
-        def packaged() -> bytes:  # only for a checkpoint that is kept
-            # The model is the last fold's: normalised with that fold's training statistics.
-            mean, std = self.data.mean_std(cfg.image_size, self.splits[-1][0])
-            metrics = {k: float(np.mean([m.to_dict()[k] for m in per_fold])) for k in per_fold[-1].to_dict()}
-            return package_bytes(model, package_meta(
-                train=cfg.model_dump(mode="json"), data=self.config.data.model_dump(mode="json"),
-                classes=self.data.scan.classes, image_size=cfg.image_size, decode_size=self.decode_size, mean=mean,
-                std=std, metrics=metrics, study=self.sweep.study_name, trial=number, value=value, maximize=maximize,
-                params=params, fold=len(self.splits) - 1))
+        def packaged() -> list[bytes]:  # only for a checkpoint that is kept
+            files = []
+            for fold, (model, final) in enumerate(zip(models, per_fold, strict=True)):
+                mean, std = self.data.mean_std(cfg.image_size, self.splits[fold][0])
+                files.append(package_bytes(model, package_meta(
+                    train=cfg.model_dump(mode="json"), data=self.config.data.model_dump(mode="json"),
+                    classes=self.data.scan.classes, image_size=cfg.image_size, decode_size=self.decode_size,
+                    mean=mean, std=std, metrics=metrics, fold_metrics=final.to_dict(), study=self.sweep.study_name,
+                    trial=number, value=value, maximize=maximize, params=params, fold=fold)))
+            return files
 
         keep = self.config.checkpoints
         try:

@@ -1,6 +1,10 @@
 """Top-K ensembles (phase 3 of the origin documents): the kept packages of a study's best trials,
 their softmax probabilities averaged (`mean`) or weighted by each member's validation macro-F1
-(`weighted`).
+(`weighted`). Fold ensembles: the k models one k-fold trial trained, one per fold.
+
+A top-K ensemble is measured on the members' shared validation split. A fold ensemble cannot be:
+every validation image trained all its members but one. Its members are measured out-of-fold
+(each on the fold it never trained on), and the ensemble itself on `data.test` when there is one.
 
 An ensemble package is a folder: `ensemble.json` (method, members with weights, classes) beside a
 copy of each member's `.safetensors` package, so it stands alone like a single package and
@@ -19,10 +23,12 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from engine.artifacts import write_atomic
+from engine.artifacts import user_cache_dir, write_atomic
+from engine.config import DataConfig
 from engine.errors import UserError
+from engine.training.evaluate import test_images
 from engine.training.package import Package, load_package
-from engine.training.predict import probabilities, scores
+from engine.training.predict import own_validation, probabilities, scores
 from engine.training.tensors import ImageData
 
 MANIFEST = "ensemble.json"
@@ -37,6 +43,7 @@ class Member:
     package: Package
     weight: float = 1.0
     trial: int | None = None
+    fold: int | None = None  # in a fold ensemble
 
 
 def is_ensemble(path: str | Path) -> bool:
@@ -88,6 +95,40 @@ def evaluate(members: list[Member], data_by_size: dict[int, tuple[ImageData, np.
             "members": [scores(p, labels, n) for p in per_member]}
 
 
+def evaluate_folds(members: list[Member], device: str) -> dict[str, Any]:
+    """Each fold model's (accuracy, macro-F1) on its own fold's validation images, and the
+    out-of-fold figures: every image scored by the one member that never trained on it."""
+    n = len(members[0].package.classes)
+    probs, labels, per_member = [], [], []
+    for m in members:
+        data, idx = own_validation(m.package)
+        p = probabilities(m.model, m.package, data, idx, device)
+        truth = data.labels.numpy()[idx]
+        probs.append(p)
+        labels.append(truth)
+        per_member.append(scores(p, truth, n))
+    return {"members": per_member, "validation_images": sum(len(t) for t in labels),
+            "out_of_fold": scores(np.concatenate(probs), np.concatenate(labels), n)}
+
+
+def evaluate_test(members: list[Member], weights: list[float], device: str) -> dict[str, Any] | None:
+    """The members and the ensemble on the sweep's `data.test` images (None without one): the one
+    measure of an ensemble that no member chose or trained on."""
+    first = members[0].package
+    if not first.data or DataConfig.model_validate(first.data).test is None:
+        return None
+    cfg = DataConfig.model_validate(first.data)
+    try:
+        by_size = {size: test_images(cfg, next(m.package for m in members if m.package.decode_size == size),
+                                     user_cache_dir() / "images")
+                   for size in {m.package.decode_size for m in members}}
+    except ValueError as exc:
+        raise UserError(str(exc), source=str(cfg.test), key="data.test") from None
+    measured = evaluate(members, by_size, device)
+    together = scores(combine(measured["probs"], weights), measured["labels"], len(first.classes))
+    return {"images": len(measured["labels"]), "members": measured["members"], "ensemble": together}
+
+
 def write(folder: Path, members: list[Member], method: str, metrics: dict[str, Any]) -> Path:
     """The ensemble package: member files copied in, and the manifest written last (atomically),
     so a half-written folder is never taken for an ensemble."""
@@ -96,7 +137,7 @@ def write(folder: Path, members: list[Member], method: str, metrics: dict[str, A
     for m in members:
         name = f"member-{len(listed)}-{m.path.name}"
         shutil.copyfile(m.path, folder / name)
-        listed.append({"file": name, "trial": m.trial, "weight": m.weight, "model": m.package.model,
+        listed.append({"file": name, "trial": m.trial, "fold": m.fold, "weight": m.weight, "model": m.package.model,
                        "image_size": m.package.image_size})
     manifest = {"format": FORMAT, "method": method, "classes": list(members[0].package.classes),
                 "members": listed, "metrics": metrics}
@@ -118,7 +159,7 @@ def load(path: str | Path, device: str) -> list[Member]:
     for entry in listed:
         model, package = load_package(folder / entry["file"], device)
         members.append(Member(folder / entry["file"], model, package, float(entry.get("weight", 1.0)),
-                              entry.get("trial")))
+                              entry.get("trial"), entry.get("fold")))
     if not members:
         raise UserError("the ensemble lists no members", source=str(folder), key="--model")
     check_compatible(members)

@@ -15,13 +15,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from engine.config import SweepConfig
+from engine.config import DataConfig, SweepConfig
 from engine.datasets.scan import held_out, scan
 from engine.training.fit import macro_f1
-from engine.training.package import load_package
-from engine.training.tensors import load
+from engine.training.package import Package, load_package
+from engine.training.tensors import ImageData, load
+
+
+def test_images(cfg: DataConfig, package: Package, cache_dir: Path | None) -> tuple[ImageData, np.ndarray]:
+    """`cfg.test`'s images decoded as the package's training decoded them, and their indices."""
+    found = scan(cfg)
+    if tuple(found.classes) != package.classes:
+        raise ValueError(f"the data's classes ({len(found.classes)}) are not the package's ({len(package.classes)})")
+    data = load(found, cfg, package.decode_size, cache_dir)
+    return data, held_out(data.scan)
 
 
 @torch.no_grad()
@@ -30,11 +40,7 @@ def evaluate_test(config: SweepConfig, checkpoint: Path, cache_dir: Path) -> dic
     decoded (or read from the workspace's image cache) as training decoded them."""
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     model, package = load_package(checkpoint, device)
-    found = scan(config.data)
-    if tuple(found.classes) != package.classes:
-        raise ValueError(f"the data's classes ({len(found.classes)}) are not the package's ({len(package.classes)})")
-    data = load(found, config.data, package.decode_size, cache_dir)
-    idx = held_out(data.scan)
+    data, idx = test_images(config.data, package, cache_dir)
     mean, std = package.normalisation(device)
     n = len(package.classes)
     confusion = torch.zeros(n, n, dtype=torch.int64, device=device)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from engine.artifacts import user_cache_dir, write_atomic
 from engine.config import DataConfig
 from engine.datasets.inputs import Inputs
-from engine.datasets.scan import scan, splits
+from engine.datasets.scan import parts_of, scan, splits
 from engine.errors import UserError
 from engine.training.fit import macro_f1
 from engine.training.package import Package
@@ -106,6 +106,32 @@ def views(x: torch.Tensor, policy: str) -> Iterator[torch.Tensor]:
         raise ValueError(f"unknown TTA policy {policy!r}")
 
 
+def _averaged(model: nn.Module, x: torch.Tensor, policy: str) -> torch.Tensor:
+    """Softmax probabilities of `x`, averaged over the policy's views, on the CPU."""
+    total, count = None, 0
+    for view in views(x, policy):
+        p = torch.softmax(model(view).float(), dim=1)
+        total, count = (p if total is None else total + p), count + 1
+    assert total is not None
+    return (total / count).cpu()
+
+
+def fitting(x: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor], chunk: list[int]) -> torch.Tensor:
+    """`forward` over `x` in pieces of `chunk[0]` images, halving `chunk[0]` on out-of-memory
+    until a piece fits: the batch a GPU (or a small CPU) can take is found on the first batch
+    and kept, so predicting never fails for memory a smaller batch would have had."""
+    while True:
+        try:
+            return torch.cat([forward(part) for part in x.split(chunk[0])])
+        except torch.OutOfMemoryError:
+            if chunk[0] == 1:
+                raise UserError("out of memory on a single image: use a smaller model or another --device",
+                                key="--batch") from None
+            chunk[0] = max(1, chunk[0] // 2)
+            if x.is_cuda:
+                torch.cuda.empty_cache()
+
+
 @torch.no_grad()
 def probabilities(model: nn.Module, package: Package, data: ImageData, idx: np.ndarray, device: str,
                   policy: str = "none", batch: int = BATCH,
@@ -114,16 +140,12 @@ def probabilities(model: nn.Module, package: Package, data: ImageData, idx: np.n
     dev = torch.device(device)
     mean, std = package.normalisation(dev)
     out = []
+    chunk = [batch]  # the images one forward pass takes: halved, for the rest of the run, on out-of-memory
     for xb, _yb in data.batches(idx, package.image_size, batch, False, torch.Generator(),
                                 device=dev if dev.type == "cuda" else None):
         # As fit._prepare normalises for training and validation: the same operations in the same order.
         x = xb.to(dev).float().div_(255).sub_(mean).div_(std)
-        total, count = None, 0
-        for view in views(x, policy):
-            p = torch.softmax(model(view).float(), dim=1)
-            total, count = (p if total is None else total + p), count + 1
-        assert total is not None
-        out.append((total / count).cpu())
+        out.append(fitting(x, lambda part: _averaged(model, part, policy), chunk))
         on_batch(len(xb))
     n = len(package.classes)
     return torch.cat(out).numpy() if out else np.zeros((0, n), dtype=np.float32)
@@ -207,7 +229,7 @@ def own_validation(package: Package) -> tuple[ImageData, np.ndarray]:
     if list(found.classes) != list(package.classes):
         raise UserError(f"the package's data ({found.root}) now has other classes: give --val PATH", key="--tta")
     data = load(found, cfg, package.decode_size, cache_dir=user_cache_dir() / "images")
-    folds = splits(data.labels.numpy(), cfg)
+    folds = splits(data.labels.numpy(), cfg, parts_of(data.scan))
     return data, folds[min(int(package.meta.get("fold", 0)), len(folds) - 1)][1]
 
 

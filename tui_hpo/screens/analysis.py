@@ -56,12 +56,19 @@ def tta_line(found: dict[str, Any] | None) -> str | None:
 def ensemble_line(manifest: dict[str, Any] | None) -> str | None:
     """`tui-hpo ensemble`'s result in one line, from its package's manifest."""
     try:
-        together, single = manifest["metrics"]["ensemble"], manifest["metrics"]["best_single"]  # type: ignore[index]
+        metrics, members = manifest["metrics"], manifest["members"]  # type: ignore[index]
+        test = metrics.get("test")
+        tested = (f"; {test['ensemble']['macro_f1']:.4f} on {test['images']} test images, best member "
+                  f"{max(m['macro_f1'] for m in test['members']):.4f}") if test else ""
+        if metrics.get("kind") == "folds":
+            return (f"{len(members)}-fold ensemble of trial {members[0]['trial']} ({manifest['method']}): "  # type: ignore[index]
+                    f"out-of-fold macro-F1 {metrics['out_of_fold']['macro_f1']:.4f}{tested}")
+        together, single = metrics["ensemble"], metrics["best_single"]
         gain = together["macro_f1"] - single["macro_f1"]
         return (f"top-{len(manifest['members'])} ensemble ({manifest['method']}): macro-F1 "  # type: ignore[index]
                 f"{together['macro_f1']:.4f} against {single['macro_f1']:.4f} for the best single model (trial "
-                f"{single['trial']}), {gain * 100:+.2f} points")
-    except (TypeError, KeyError):
+                f"{single['trial']}), {gain * 100:+.2f} points{tested}")
+    except (TypeError, KeyError, AttributeError, ValueError):
         return None
 
 
