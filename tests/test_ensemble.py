@@ -169,10 +169,10 @@ def test_a_k_fold_trial_ensembles_its_folds_measured_on_the_test_set(tmp_path: P
             write_png(tmp_path / part / "bright" / f"b{i}.png", 210 - i % 7)
     workdir = tmp_path / "runs"
     env = {"TUI_HPO__SEARCH_SPACE__BATCH_SIZE": "null", "TUI_HPO__TRAIN__BATCH_SIZE": "8",
-           "TUI_HPO__DATA__FOLDS": "3", "TUI_HPO__CHECKPOINTS__KEEP": "1"}
+           "TUI_HPO__DATA__FOLDS": "3"}
     result = run_cli("run", "--config", str(ROOT / "tests" / "configs" / "tiny.yaml"), "--train-data",
                      str(tmp_path / "train"), "--test-data", str(tmp_path / "test"), "--workdir", str(workdir),
-                     "--no-tui", "--n-trials", "2", env=env, timeout=240)
+                     "--no-tui", "--n-trials", "1", env=env, timeout=240)
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{workdir / 'hpo.db'}")
     best = study.best_trial.number
@@ -205,9 +205,8 @@ def test_a_k_fold_trial_ensembles_its_folds_measured_on_the_test_set(tmp_path: P
     refused = run_cli("ensemble", "--workdir", str(workdir), "--trial", str(best))
     assert refused.returncode == 2 and refused.stderr.strip() == (
         "tui-hpo: error: --trial: --trial picks the trial whose folds to combine: add --folds")
-    other = 1 - best
-    refused = run_cli("ensemble", "--workdir", str(workdir), "--folds", "--trial", str(other))
-    assert refused.returncode == 2 and f"trial {other} kept no fold models" in refused.stderr
+    refused = run_cli("ensemble", "--workdir", str(workdir), "--folds", "--trial", "5")
+    assert refused.returncode == 2 and "trial 5 kept no fold models" in refused.stderr
 
 
 def test_a_trials_fold_files_are_kept_counted_and_removed_with_its_checkpoint(tmp_path: Path) -> None:

@@ -101,3 +101,22 @@ def test_a_worker_killed_mid_trial_resumes_from_its_saved_epoch(tmp_path: Path) 
     assert not list((workdir / "tiny" / "resume").glob("*.pt")), "a finished trial's resume file is deleted"
     assert integrity(workdir) == "ok"
     assert isinstance(study, optuna.Study)
+
+
+def test_a_state_is_due_every_few_epochs_or_minutes(tmp_path: Path) -> None:
+    """`checkpoints.every_minutes`: an epoch's end is a save point once the minutes have passed
+    since the last save (or the start), whatever `every` says."""
+    now = [100.0]
+    by_time = ResumeFile(tmp_path / "r.pt", every_s=60.0, clock=lambda: now[0])
+    now[0] = 150.0
+    assert not by_time.due(0)
+    now[0] = 161.0
+    assert by_time.due(1)
+    by_time.last_saved = now[0]  # as `resume.save` sets it
+    now[0] = 200.0
+    assert not by_time.due(2)
+    both = ResumeFile(tmp_path / "r.pt", every=3, every_s=60.0, clock=lambda: now[0])
+    assert [both.due(e) for e in range(6)] == [False, False, True, False, False, True]
+    now[0] += 60
+    assert both.due(0)
+    assert [ResumeFile(tmp_path / "r.pt", every=2).due(e) for e in range(4)] == [False, True, False, True]

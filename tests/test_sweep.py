@@ -15,7 +15,7 @@ import optuna
 import pytest
 import yaml
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, write_png
 
 States = optuna.trial.TrialState
 
@@ -156,6 +156,11 @@ def test_multi_objective_pareto_front(tmp_path: Path) -> None:
     assert len(study.directions) == 2 and len(finished(study)) == 3
     front = yaml.safe_load((workdir / "mo" / "best_params.yaml").read_text())["pareto_front"]
     assert front and set(front[0]["values"]) == {"val_f1", "train_time"}
+    # The kept model is the best by the first objective, so predict works from this sweep too
+    from engine.training.package import read_meta
+
+    best_f1 = max(finished(study), key=lambda t: (t.values[0], -t.number))
+    assert read_meta(workdir / "mo" / "best_model.safetensors").meta["trial"] == best_f1.number
 
 
 def test_kfold_with_wilcoxon_pruner(tmp_path: Path) -> None:
@@ -231,14 +236,23 @@ def test_consecutive_failures_stop_the_sweep_with_reasons(tmp_path: Path) -> Non
 
 
 def test_timeout_stops_starting_trials(tmp_path: Path, tiny_config: Path) -> None:
+    """A time budget ends the sweep as its trial budget would: no new trials, and the best trial
+    measured on data.test."""
+    for part, (start, n) in {"train": (0, 16), "test": (100, 4)}.items():
+        for i in range(start, start + n):
+            write_png(tmp_path / part / "dark" / f"d{i}.png", 40 + i % 7)
+            write_png(tmp_path / part / "bright" / f"b{i}.png", 210 - i % 7)
     workdir = tmp_path / "runs"
-    result = run_cli("run", "--config", str(tiny_config), "--workdir", str(workdir), "--no-tui", "--n-trials", "50",
+    result = run_cli("run", "--config", str(tiny_config), "--workdir", str(workdir), "--no-tui", "--n-trials", "500",
+                     "--train-data", str(tmp_path / "train"), "--test-data", str(tmp_path / "test"),
                      "--timeout", "15")  # from the sweep's start: the worker's start (seconds here) counts
     assert_ok(result)
     assert "time budget of 15s reached" in result.stdout
     study = load(workdir, "tiny")
-    assert 1 <= len(finished(study)) < 50
+    assert 1 <= len(finished(study)) < 500
     assert query(workdir, "SELECT state FROM hpo_sweep") == [("stopped",)]
+    tested = study.user_attrs["tui_hpo"]["test"]
+    assert tested["trial"] == study.best_trial.number and tested["images"] == 8, tested
 
 
 def test_resume_takes_the_saved_config_and_the_current_budget(tmp_path: Path, tiny_config: Path) -> None:

@@ -139,9 +139,11 @@ class CheckpointsConfig(Section):
     """Trial weights kept in DIR/<study>/checkpoints/: the best `keep`, within `budget_mb`."""
 
     keep: int = Field(1, ge=0, le=1000)
-    # A running trial saves a resumable state (DIR/<study>/resume/) every this many epochs, so a
-    # rerun after a crash or a stop goes on from there; None: never (short trials just rerun).
+    # A running trial saves a resumable state (DIR/<study>/resume/) every this many epochs, and/or
+    # at the first epoch's end after this many minutes, so a rerun after a crash or a stop goes on
+    # from there; None for both: never (short trials just rerun).
     every: int | None = Field(None, ge=1)
+    every_minutes: float | None = Field(None, gt=0, allow_inf_nan=False)
     budget_mb: float | None = Field(None, gt=0)
 
 

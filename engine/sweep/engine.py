@@ -521,11 +521,13 @@ class Engine:
         state = self.store.sweep_state(sid)
         final = SweepState.FINISHED if done >= n_trials else SweepState.STOPPED
         row = self.store.sweep(self.study_name)
-        if final == SweepState.STOPPED and row is not None and row.deadline is not None and time.time() >= row.deadline:
+        out_of_time = (final == SweepState.STOPPED and row is not None and row.deadline is not None
+                       and time.time() >= row.deadline)
+        if out_of_time:
             self.store.add_event(sid, EventKind.SWEEP, f"time budget of {self.config.budget.timeout:g}s reached: "
                                  "no new trials were started")
         self.store.update_sweep(sid, state=final)
-        if final == SweepState.FINISHED:  # data.test: measured once, on the best trial of a finished sweep
+        if final == SweepState.FINISHED or out_of_time:  # data.test: once, on the best trial, when the budget ends
             evaluate_best(self.config, self.url, self.study_name, sid, self.study.folder, self.workdir)
         study = load_study(self.url, self.study_name)
         export_results(study, self.config, self.study.folder, self.url)

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from engine.config import SweepConfig
 from engine.insights.results import best_trials
 from engine.storage import STORAGE_ENV, Store, load_study
@@ -31,9 +33,12 @@ def evaluate_best(config: SweepConfig, url: str, study_name: str, study_id: int,
         return None
     study = load_study(url, study_name)
     best = best_trials(study)
-    if len(study.directions) > 1 or not best:  # a Pareto front has no one best trial
+    if not best:
         return None
-    number = best[0].number
+    # Of a Pareto front, the trial best by the first objective: the one whose model is kept first
+    # (checkpoints rank by it) and is best_model.safetensors.
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    number = min(best, key=lambda t: (-t.values[0] if maximize else t.values[0], t.number)).number
     path = checkpoints.path_of(folder, number)
     result: dict[str, Any] = {"trial": number}
     if not path.exists():

@@ -235,7 +235,7 @@ class Worker:
         if reason == INTERRUPTED:  # not the trial's fault: the same params run again on resume
             requeue(self.study, self.storage.get_trial(trial._trial_id), self.config.budget.max_retries, counts=False)
         self._report(number, state, values, reason, seconds)
-        if state == optuna.trial.TrialState.COMPLETE and models and len(values or []) == 1:
+        if state == optuna.trial.TrialState.COMPLETE and models and values:  # several objectives: ranked by the first
             self._maybe_checkpoint(number, values[0], models, train_params(trial.params), per_fold)
         self.store.update_worker(self.worker_id, state=WorkerState.IDLE, trial_number=None)
 
@@ -257,7 +257,7 @@ class Worker:
             self.config.objective.directions()[0] == "maximize" if metric != "train_time" else False,
             stopping.patience, stopping.min_delta)
         ran = 0
-        every = self.config.checkpoints.every
+        every, minutes = self.config.checkpoints.every, self.config.checkpoints.every_minutes
         reported: set[int] = set()
         for fold, split in enumerate(self.splits):
             def on_epoch(m: EpochMetrics, fold: int = fold) -> None:
@@ -273,7 +273,7 @@ class Worker:
 
             # Saved under the first trial of its chain of reruns, where a rerun of this one looks
             resume = resume_state.ResumeFile(resume_state.path_of(self.artifacts, _lineage(trial), fold, folds),
-                                             every) if every else None
+                                             every, minutes * 60 if minutes else None) if every or minutes else None
             if models:  # the finished fold's model waits on the CPU; with no checkpoint kept, it goes
                 models[-1] = models[-1].to("cpu") if self.config.checkpoints.keep else None
             model, history, cfg = fit_within_memory(

@@ -379,8 +379,8 @@ def fit(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray],
         resume: ResumeFile | None = None) -> tuple[nn.Module, list[EpochMetrics]]:
     """Train `cfg` on one split; deterministic on the CPU for a given `cfg.seed`. With
     `early_stop`, the run may end before `cfg.epochs`, and the model returned carries its best
-    epoch's weights (`early_stop.best_epoch`). With `resume`, the run's state is saved every
-    `resume.every` epochs, and a saved state for the same `cfg` is where it starts: its epochs
+    epoch's weights (`early_stop.best_epoch`). With `resume`, the run's state is saved when
+    `resume.due` says (every few epochs or minutes), and a saved state for the same `cfg` is where it starts: its epochs
     are handed to `on_epoch` again, and `resume.resumed_from` says after which epoch it went on."""
     unresolved = [k for k in ("image_size", "augment", "hflip", "batch_size") if getattr(cfg, k) == "auto"]
     if unresolved:  # a programming error: every caller resolves the config against its data first
@@ -421,7 +421,7 @@ def fit(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray],
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             elif epoch - best_epoch >= early_stop.patience:
                 break
-        if resume is not None and (epoch + 1) % resume.every == 0:
+        if resume is not None and resume.due(epoch):
             resume_state.save(resume, loop, cfg, epoch, [asdict(m) for m in history], best_state)
     if early_stop is not None and early_stop.best_epoch(history) < len(history) - 1:
         model.load_state_dict(best_state)

@@ -1,4 +1,5 @@
-"""Resumable training: a running trial's whole state, saved every `checkpoints.every` epochs to
+"""Resumable training: a running trial's whole state, saved every `checkpoints.every` epochs (or at
+the end of the first epoch after `checkpoints.every_minutes`: epochs of an hour on a big dataset) to
 `DIR/<study>/resume/trial_<n>.pt`, so a rerun (after Ctrl-C, a stop, or a worker that died) goes on
 from the last saved epoch instead of the first, and on the CPU ends exactly as an uninterrupted run.
 
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import io
 import random
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +33,24 @@ FORMAT = 1
 
 @dataclass
 class ResumeFile:
-    """Where one run (a trial's fold) saves its state, and how often; `fit` sets `resumed_from`
-    (the first epoch it trained, counted from 0) when it went on from a saved state."""
+    """Where one run (a trial's fold) saves its state, and how often (every `every` epochs, and
+    at an epoch's end once `every_s` seconds have passed since the last save or the start); `fit`
+    sets `resumed_from` (the first epoch it trained, counted from 0) when it went on from a saved state."""
 
     path: Path
-    every: int
+    every: int | None = None
+    every_s: float | None = None
     resumed_from: int | None = None
+    clock: Callable[[], float] = time.monotonic
+    last_saved: float = field(default=0.0)
+
+    def __post_init__(self) -> None:
+        self.last_saved = self.clock()
+
+    def due(self, epoch: int) -> bool:
+        """Whether the state after `epoch` (counted from 0) is to be saved."""
+        by_epochs = self.every is not None and (epoch + 1) % self.every == 0
+        return by_epochs or (self.every_s is not None and self.clock() - self.last_saved >= self.every_s)
 
 
 def path_of(folder: Path, number: int, fold: int = 0, folds: int = 1) -> Path:
@@ -66,6 +81,7 @@ def save(resume: ResumeFile, loop: Any, cfg: TrainConfig, epoch: int, history: l
     buffer = io.BytesIO()
     torch.save(state, buffer)
     write_atomic(resume.path, buffer.getvalue())
+    resume.last_saved = resume.clock()
 
 
 def load(resume: ResumeFile, cfg: TrainConfig) -> dict[str, Any] | None:
