@@ -38,6 +38,8 @@ CASES = {
                            "search_space.lr: the grid sampler needs"),
     "wandb_bad_distribution": ("method: bayes\nparameters:\n  lr: {distribution: beta, min: 0, max: 1}\n", [],
                                "parameters.lr.distribution: unknown distribution 'beta'"),
+    "wandb_log_bounds_as_values": ("method: bayes\nparameters:\n  lr: {distribution: log_uniform, min: 1, max: 1000}\n",
+                                   [], "parameters.lr: e**1000 is too large: W&B's log distributions take natural"),
     "guide_unknown_key": ("optuna:\n  n_trails: 5\n", [], "optuna.n_trails: unknown key"),
     "empty_file": ("", [], "is empty"),
     "comments_only": ("# the settings will go here\n", [], "is empty"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -209,6 +210,51 @@ def test_a_wandb_display_name_names_the_study_by_a_slug(tmp_path: Path) -> None:
                             "  lr: {low: 0.001, high: 0.01}\n", "guide.yaml")
     config = resolve({}, config_file=guide, environ={})
     assert (config.name, config.description) == ("cnn-study-v2", "cnn study / v2")
+
+
+def test_wandb_distributions_on_natural_log_bounds_and_the_keys_read_as_notes(tmp_path: Path) -> None:
+    """W&B's log_uniform, q_log_uniform and inv_log_uniform take natural logs as bounds, its
+    normals are searched within +-3 sigma; its own keys and what Optuna cannot honour are notes."""
+    path = write(tmp_path, """
+program: train.py
+project: cifar
+entity: team
+controller: {type: local}
+method: bayes
+metric: {name: val_f1, goal: maximize, target: 0.99}
+parameters:
+  lr: {distribution: log_uniform, min: -9.210340371976182, max: -4.605170185988091}
+  weight_decay: {distribution: inv_log_uniform, min: 2.302585092994046, max: 9.210340371976182}
+  batch_size: {distribution: q_log_uniform, min: 2.772588722239781, max: 4.852030263919617, q: 1}
+  dropout: {distribution: q_normal, mu: 0.3, sigma: 0.05, q: 0.01}
+  label_smoothing: {distribution: log_normal, mu: -3.0, sigma: 0.5}
+  optimizer: {values: [adamw, sgd], probabilities: [0.7, 0.3]}
+""", "wb.yaml")
+    config = resolve({}, config_file=path, environ={})
+    space = config.search_space
+    assert (space["lr"].low, space["lr"].high) == (pytest.approx(1e-4), pytest.approx(1e-2)) and space["lr"].is_log()
+    assert (space["weight_decay"].low, space["weight_decay"].high) == (pytest.approx(1e-4), pytest.approx(0.1))
+    assert space["batch_size"].kind() == "int" and (space["batch_size"].low, space["batch_size"].high) == (16, 128)
+    assert space["dropout"].step == 0.01 and space["dropout"].low == pytest.approx(0.15)
+    assert space["label_smoothing"].is_log() and space["label_smoothing"].high == pytest.approx(math.exp(-1.5))
+    assert space["optimizer"].choices == ["adamw", "sgd"]
+    assert config.notes == [
+        "W&B's project ('cifar') is not used here", "W&B's entity ('team') is not used here",
+        "W&B's controller ({'type': 'local'}) is not used here",
+        "the W&B program ('train.py') is not run: tui-hpo trains its own timm classifier with the parameters it knows",
+        "metric.target (0.99) does not stop the sweep here: n_trials and budget.timeout do",
+        "parameters.optimizer.probabilities: the samplers here pick each value alike"]
+    assert resolve({}, environ={}).notes == [], "a native config has none"
+    nested = write(tmp_path, "method: random\nparameters:\n  optimizer:\n    parameters:\n"
+                             "      learning_rate: {min: 0.001, max: 0.01}\n      weight_decay: {value: 0.02}\n",
+                   "nested.yaml")
+    config = resolve({}, config_file=nested, environ={})
+    assert config.search_space["lr"].high == 0.01 and config.train.weight_decay == 0.02
+    clash = write(tmp_path, "method: random\nparameters:\n  lr: {value: 0.1}\n  optimizer:\n    parameters:\n"
+                            "      learning_rate: {min: 0.001, max: 0.01}\n", "clash.yaml")
+    with pytest.raises(ConfigError, match="sets 'lr' again") as error:
+        resolve({}, config_file=clash, environ={})
+    assert error.value.key == "parameters.optimizer.parameters.learning_rate"
 
 
 def test_one_rule_names_the_study(tmp_path: Path) -> None:

@@ -216,7 +216,8 @@ wandb_params = rarely_wrong(st.fixed_dictionaries({}, optional={
     "values": rarely_wrong(st.lists(numbers | st.sampled_from(TRICKY_TEXT), max_size=4)), "value": scalars,
     "distribution": rarely_wrong(st.sampled_from(["categorical", "uniform", "int_uniform", "log_uniform_values",
                                                   "q_uniform", "q_log_uniform_values", "inv_log_uniform_values",
-                                                  "normal", "beta"])),
+                                                  "normal", "log_uniform", "q_log_uniform", "inv_log_uniform",
+                                                  "q_normal", "log_normal", "q_log_normal", "beta"])),
     "min": numbers, "max": numbers, "q": numbers, "mu": numbers, "sigma": numbers,
 }))
 wandb_docs = st.fixed_dictionaries({

@@ -207,7 +207,7 @@ def test_csv_layout_skips_unsafe_and_missing_rows(tmp_path: Path, csv_dataset: P
 
 def test_wandb_grid_sweep_runs_every_point_once(tmp_path: Path) -> None:
     config = tmp_path / "wandb.yaml"
-    config.write_text("method: grid\nmetric: {name: eval/accuracy, goal: maximize}\nparameters:\n"
+    config.write_text("program: train.py\nmethod: grid\nmetric: {name: eval/accuracy, goal: maximize}\nparameters:\n"
                       "  learning_rate: {values: [0.003, 0.01]}\n  num_train_epochs: {value: 1}\n"
                       "  model: {value: test_resnet}\n  img_size: {value: 24}\n")
     workdir = tmp_path / "runs"
@@ -217,6 +217,7 @@ def test_wandb_grid_sweep_runs_every_point_once(tmp_path: Path) -> None:
     study = load(workdir, "wandb")
     assert sorted(t.params["lr"] for t in finished(study)) == [0.003, 0.01]
     assert "the grid has 2 points" in result.stdout
+    assert "the W&B program ('train.py') is not run" in " ".join(result.stdout.split()), "never silently"
 
 
 def test_consecutive_failures_stop_the_sweep_with_reasons(tmp_path: Path) -> None:

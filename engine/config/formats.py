@@ -9,6 +9,7 @@ Native sections (`data`, `train`, `resources`, ...) may stand beside either and 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from engine.config.names import slug
@@ -19,7 +20,11 @@ NATIVE_KEYS = {"name", "description", "extends", "data", "train", "resources", "
                "pruner", "budget", "search_space", "per_platform", "when_finetuning"}
 
 WANDB_METHODS = {"grid": "grid", "random": "random", "bayes": "tpe"}
-WANDB_IGNORED = {"program", "command", "project", "entity", "description", "name"}
+WANDB_IGNORED = {"program", "command", "project", "entity", "description", "name", "controller"}
+# W&B's own keys with no meaning here: read, and named in a note rather than refused
+WANDB_ONLY = ("project", "entity", "controller")
+NOTES = "_notes"  # a translated layer's notes for the user, taken off before validation (`layers.resolve`)
+SIGMAS = 3  # a normal distribution is searched within mean +- 3 standard deviations (99.7% of its mass)
 
 
 def _mapping(value: Any, source: str, key: str) -> dict[str, Any]:
@@ -59,6 +64,10 @@ def from_wandb(raw: dict[str, Any], source: str) -> dict[str, Any]:
         raise ConfigError(f"unknown method {method!r} (use grid, random or bayes)", source=source, key="method")
     out.setdefault("sampler", {})["name"] = WANDB_METHODS[method]
     out.update(display_name(raw.get("name"), raw.get("description")))
+    notes = [f"W&B's {key} ({raw[key]!r}) is not used here" for key in WANDB_ONLY if key in raw]
+    if "program" in raw or "command" in raw:
+        notes.append(f"the W&B program ({raw.get('program') or raw.get('command')!r}) is not run: tui-hpo trains "
+                     "its own timm classifier with the parameters it knows")
     if "run_cap" in raw:
         out.setdefault("budget", {})["n_trials"] = raw["run_cap"]
     if "metric" in raw:
@@ -70,22 +79,28 @@ def from_wandb(raw: dict[str, Any], source: str) -> dict[str, Any]:
             raise ConfigError("needs 'name'", source=source, key="metric")
         objective = out.setdefault("objective", {})
         objective["metric"] = metric["name"]
+        if "target" in metric:
+            notes.append(f"metric.target ({metric['target']!r}) does not stop the sweep here: n_trials and "
+                         "budget.timeout do")
         if "goal" in metric:
             if metric["goal"] not in ("maximize", "minimize"):
                 raise ConfigError(f"must be maximize or minimize (got {metric['goal']!r})",
                                   source=source, key="metric.goal")
             objective["direction"] = metric["goal"]
-    params = _mapping(raw["parameters"], source, "parameters")
     train = dict(_mapping(out.get("train") or {}, source, "train"))
     space: dict[str, Any] = {}
-    for name, spec in params.items():
-        key = f"parameters.{name}"
-        spec = _mapping(spec, source, key)
-        target = canonical_param(str(name))
+    seen: dict[str, str] = {}  # parameter -> the key path it came from (nested groups may clash)
+    for key, name, spec in _wandb_leaves(_mapping(raw["parameters"], source, "parameters"), "parameters", source):
+        target = canonical_param(name)
+        if target in seen:
+            raise ConfigError(f"sets '{target}' again ({seen[target]} set it first)", source=source, key=key)
+        seen[target] = key
         if "value" in spec:
             train[target] = spec["value"]
         else:
             space[target] = _wandb_param(spec, source, key)
+            if "probabilities" in spec:
+                notes.append(f"{key}.probabilities: the samplers here pick each value alike")
     if train:
         out["train"] = train
     out["search_space"] = space
@@ -93,7 +108,26 @@ def from_wandb(raw: dict[str, Any], source: str) -> dict[str, Any]:
         out["pruner"] = _wandb_hyperband(_mapping(raw["early_terminate"], source, "early_terminate"), source)
     elif "pruner" not in out:
         out["pruner"] = {"name": "none"}
+    if notes:
+        out[NOTES] = notes
     return out
+
+
+def _wandb_leaves(params: dict[str, Any], prefix: str, source: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(key path, name, spec) of each parameter, nested groups (`optimizer: {parameters: {lr:
+    ...}}`, which W&B hands the program as a dict) flattened to their leaves' names."""
+    leaves = []
+    for name, spec in params.items():
+        key = f"{prefix}.{name}"
+        spec = _mapping(spec, source, key)
+        if "parameters" in spec:
+            if set(spec) != {"parameters"}:
+                raise ConfigError("a group of parameters holds only 'parameters'", source=source, key=key)
+            leaves += _wandb_leaves(_mapping(spec["parameters"], source, f"{key}.parameters"), f"{key}.parameters",
+                                    source)
+        else:
+            leaves.append((key, str(name), spec))
+    return leaves
 
 
 def _wandb_param(spec: dict[str, Any], source: str, key: str) -> dict[str, Any]:
@@ -111,26 +145,53 @@ def _wandb_param(spec: dict[str, Any], source: str, key: str) -> dict[str, Any]:
         if "values" not in spec:
             raise ConfigError("a categorical parameter needs 'values'", source=source, key=key)
         return {"type": "categorical", "choices": spec["values"]}
-    if dist == "normal":
-        # Bounded search needs a range: mean ± 3 standard deviations covers 99.7% of the mass.
+    q = spec.get("q")
+    if dist in NORMALS:
+        # Bounded search needs a range: mean +- 3 standard deviations (of the log, for log_normal).
         mu = _number(spec.get("mu", 0.0), source, f"{key}.mu")
         sigma = _number(spec.get("sigma", 1.0), source, f"{key}.sigma")
-        return {"type": "float", "low": spec.get("min", mu - 3 * sigma), "high": spec.get("max", mu + 3 * sigma)}
+        low, high = spec.get("min", mu - SIGMAS * sigma), spec.get("max", mu + SIGMAS * sigma)
+        if "log" in dist:  # W&B: exp(X), X ~ N(mu, sigma)
+            return {"type": "float", "log": True, "low": _exp(low, source, key), "high": _exp(high, source, key)}
+        return {"type": "float", "low": low, "high": high, **({"step": q} if dist == "q_normal" and q else {})}
     if "min" not in spec or "max" not in spec:
         raise ConfigError(f"distribution '{dist}' needs 'min' and 'max'", source=source, key=key)
-    low, high, q = spec["min"], spec["max"], spec.get("q")
+    low, high = spec["min"], spec["max"]
+    if dist in EXPONENTS:  # W&B: min and max bound the natural log of the value (of 1/value for inv_)
+        lo, hi = _number(low, source, f"{key}.min"), _number(high, source, f"{key}.max")
+        low, high = (_exp(-hi, source, key), _exp(-lo, source, key)) if dist.startswith("inv") else \
+            (_exp(lo, source, key), _exp(hi, source, key))
     table: dict[str, dict[str, Any]] = {
         "uniform": {"type": "float"},
         "log_uniform_values": {"type": "float", "log": True},
+        "log_uniform": {"type": "float", "log": True},
         "int_uniform": {"type": "int"},
         "q_uniform": {"type": "float", "step": q if q is not None else 1.0},
+        # Optuna has no log scale with a step for floats: q is kept only as whole numbers (q: 1)
         "q_log_uniform_values": {"type": "int" if isinstance(q, int) and q == 1 else "float", "log": True},
+        "q_log_uniform": {"type": "int" if isinstance(q, int) and q == 1 else "float", "log": True},
         "inv_log_uniform_values": {"type": "float", "log": True},
+        "inv_log_uniform": {"type": "float", "log": True},
     }
     if dist not in table:
-        raise ConfigError(f"unknown distribution '{dist}' (use one of {', '.join([*table, 'categorical', 'normal'])})",
+        raise ConfigError(f"unknown distribution '{dist}' (use one of {', '.join([*table, 'categorical', *NORMALS])})",
                           source=source, key=f"{key}.distribution")
+    if table[dist].get("type") == "int" and dist in EXPONENTS:
+        low, high = math.ceil(low - 1e-9), math.floor(high + 1e-9)
     return {**table[dist], "low": low, "high": high}
+
+
+NORMALS = ("normal", "q_normal", "log_normal", "q_log_normal")
+EXPONENTS = ("log_uniform", "q_log_uniform", "inv_log_uniform")
+
+
+def _exp(value: Any, source: str, key: str) -> float:
+    """e**value, for W&B's distributions bounded by natural logs; one line when it is no number."""
+    try:
+        return math.exp(_number(value, source, key))
+    except OverflowError:
+        raise ConfigError(f"e**{value!r} is too large: W&B's log distributions take natural logs as bounds "
+                          "(use log_uniform_values for the values themselves)", source=source, key=key) from None
 
 
 def _wandb_hyperband(spec: dict[str, Any], source: str) -> dict[str, Any]:

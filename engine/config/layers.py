@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from engine.config.files import parse_yaml, read_yaml_file
+from engine.config.formats import NOTES
 from engine.config.names import check_study_name, default_study_name
 from engine.config.presets import PRESET_DIR, preset_names
 from engine.config.schema import SweepConfig, one_line_error, validate
@@ -92,7 +93,7 @@ def apply_finetuning_overlay(layer: dict[str, Any], finetuning: bool, source: st
 def check_layer(layer: dict[str, Any], source: str, prefix: str = "") -> None:
     """One layer on its own: the types, bounds and key names of what it sets. Rules across keys
     wait for the merged config (a file may set the metric, and a preset the pruner it needs)."""
-    alone = dict(layer)
+    alone = {k: v for k, v in layer.items() if k != NOTES}
     if isinstance(alone.get("search_space"), dict):  # null removes an inherited parameter
         alone["search_space"] = {k: v for k, v in alone["search_space"].items() if v is not None}
     try:
@@ -232,7 +233,10 @@ def resolve(platform_layer: dict[str, Any], preset: str | None = None, config_fi
     if train.get("weights") or train.get("pretrained") is True:
         merged = merge(True)
     merged["name"] = default_study_name(merged.get("name"), config_file, preset)
-    return validate(merged, source)
+    notes = merged.pop(NOTES, [])
+    config = validate(merged, source)
+    config.notes = list(notes)
+    return config
 
 
 def apply_batch_multiplier(config: SweepConfig) -> float:

@@ -11,7 +11,7 @@ import types
 import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from engine.config.names import check_study_name
 from engine.config.space import PARAM_ALIASES, ParamSpec, check_space
@@ -195,6 +195,16 @@ class SweepConfig(Section):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     checkpoints: CheckpointsConfig = Field(default_factory=CheckpointsConfig)
     search_space: dict[str, ParamSpec] = Field(default_factory=dict)
+    # What translating a foreign file (a W&B sweep) left out, said once when the sweep starts; not saved.
+    _notes: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        return self._notes
+
+    @notes.setter
+    def notes(self, value: list[str]) -> None:
+        self._notes = value
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)

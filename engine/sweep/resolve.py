@@ -43,7 +43,7 @@ def resolve_run(preset: str | None, config_file: str | None, flags: dict[str, An
     if config.data.labels is not None:
         config.data.labels = str(Path(config.data.labels).expanduser().resolve())
     scale = cfg.apply_batch_multiplier(config)  # first: scaling may merge two batch choices into one grid point
-    notes = tuple(n for n in [cap_to_grid(config)] if n)
+    notes = tuple(n for n in [*config.notes, cap_to_grid(config)] if n)
     return Resolved(config, info, platform, scale, config_file, notes)
 
 
