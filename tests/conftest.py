@@ -36,6 +36,20 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
                           timeout=timeout, env=full_env, cwd=cwd or ROOT)
 
 
+def invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`tui-hpo ARGS` in this process, for the commands that read a study (no workers, no signals):
+    the same code and the same one-line errors, without a fresh interpreter's seconds of imports.
+    An exception the command did not turn into an exit code fails the test with its traceback."""
+    from click.testing import CliRunner
+
+    from tui_hpo.cli import main
+
+    result = CliRunner().invoke(main, list(args), env={"COLUMNS": "120", **(env or {})}, terminal_width=120)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
 @pytest.fixture
 def cli() -> Callable[..., subprocess.CompletedProcess]:
     return run_cli

@@ -11,13 +11,13 @@ import optuna
 import pytest
 
 from engine.insights.validation import judge
-from tests.conftest import run_cli
+from tests.conftest import invoke
 from tests.studies import DIGITS_SPLIT, SMALL_SPLIT, make_study
 
 
 def test_summary_counts_best_pruning_savings_and_failures(tmp_path: Path) -> None:
     make_study(tmp_path, n_trials=12, running=1)
-    result = run_cli("summary", "--workdir", str(tmp_path), "--json")
+    result = invoke("summary", "--workdir", str(tmp_path), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["study"] == "demo" and report["state"] == "running"
@@ -27,13 +27,13 @@ def test_summary_counts_best_pruning_savings_and_failures(tmp_path: Path) -> Non
     # trials 4 and 9 were pruned after 2 of 4 epochs: each would have taken twice as long
     assert report["pruning_saved_seconds"] > 0
     assert report["failures"] == [{"reason": "NonFiniteLoss: loss became nan in epoch 1", "count": 1}]
-    table = run_cli("summary", "--workdir", str(tmp_path))
+    table = invoke("summary", "--workdir", str(tmp_path))
     assert table.returncode == 0 and "best val_f1" in table.stdout and "saved by pruning" in table.stdout
 
 
 def test_top_orders_by_the_objective(tmp_path: Path) -> None:
     make_study(tmp_path, n_trials=12, running=0, state="finished")
-    result = run_cli("top", "--n", "3", "--workdir", str(tmp_path), "--json")
+    result = invoke("top", "--n", "3", "--workdir", str(tmp_path), "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     assert [r["number"] for r in rows] == [8, 11, 7]
@@ -43,50 +43,50 @@ def test_top_orders_by_the_objective(tmp_path: Path) -> None:
 def test_empty_and_multi_objective_studies(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'hpo.db'}"
     optuna.create_study(study_name="empty", storage=url)
-    result = run_cli("summary", "--workdir", str(tmp_path), "--study", "empty", "--json")
+    result = invoke("summary", "--workdir", str(tmp_path), "--study", "empty", "--json")
     empty = json.loads(result.stdout)
     assert result.returncode == 0 and empty["best"] is None
     # a plain Optuna study: no split stored, so nothing to judge it by (and no error)
     assert empty["data"] is None and empty["validation"] is None and empty["class_f1"] is None
     assert empty["stopped_early"] == 0
-    top = run_cli("top", "--workdir", str(tmp_path), "--study", "empty")
+    top = invoke("top", "--workdir", str(tmp_path), "--study", "empty")
     assert top.returncode == 0 and "no completed trial yet" in top.stdout
     multi = optuna.create_study(study_name="multi", storage=url, directions=["maximize", "minimize"])
     multi.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=6)
-    report = json.loads(run_cli("summary", "--workdir", str(tmp_path), "--json").stdout)  # the most recent
+    report = json.loads(invoke("summary", "--workdir", str(tmp_path), "--json").stdout)  # the most recent
     assert report["study"] == "multi" and report["best"] is None and report["pareto_front"]
-    assert "Pareto front" in run_cli("summary", "--workdir", str(tmp_path)).stdout
+    assert "Pareto front" in invoke("summary", "--workdir", str(tmp_path)).stdout
 
 
 def test_missing_workspace_or_study_is_one_line_exit_2(tmp_path: Path) -> None:
-    missing = run_cli("summary", "--workdir", str(tmp_path / "nothing"))
+    missing = invoke("summary", "--workdir", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and missing.stderr.startswith("tui-hpo: error: --workdir: no database")
     make_study(tmp_path, n_trials=3, running=0)
-    unknown = run_cli("top", "--workdir", str(tmp_path), "--study", "nope")
+    unknown = invoke("top", "--workdir", str(tmp_path), "--study", "nope")
     assert unknown.returncode == 2 and "no study named 'nope' (known: demo)" in unknown.stderr
 
 
 def test_importance_bars_json_and_evaluators(tmp_path: Path) -> None:
     make_study(tmp_path, n_trials=24, running=0, state="finished")
-    result = run_cli("importance", "--workdir", str(tmp_path), "--json")
+    result = invoke("importance", "--workdir", str(tmp_path), "--json")
     assert result.returncode == 0, result.stderr
     scores = json.loads(result.stdout)["importance"]
     assert set(scores) == {"model", "lr"} and abs(sum(scores.values()) - 1) < 1e-6
-    fanova = run_cli("importance", "--workdir", str(tmp_path), "--evaluator", "fanova", "--json")
+    fanova = invoke("importance", "--workdir", str(tmp_path), "--evaluator", "fanova", "--json")
     assert fanova.returncode == 0 and set(json.loads(fanova.stdout)["importance"]) == {"model", "lr"}
-    bars = run_cli("importance", "--workdir", str(tmp_path))
+    bars = invoke("importance", "--workdir", str(tmp_path))
     assert bars.returncode == 0 and "█" in bars.stdout and "lr" in bars.stdout
 
 
 def test_importance_needs_two_completed_trials(tmp_path: Path) -> None:
     optuna.create_study(study_name="empty", storage=f"sqlite:///{tmp_path / 'hpo.db'}")
-    result = run_cli("importance", "--workdir", str(tmp_path))
+    result = invoke("importance", "--workdir", str(tmp_path))
     assert result.returncode == 2 and "importance needs two or more" in result.stderr
 
 
 def test_summary_reports_the_split_its_noise_and_the_best_trials_classes(tmp_path: Path) -> None:
     make_study(tmp_path, n_trials=24, running=0, state="finished", data=DIGITS_SPLIT)
-    report = json.loads(run_cli("summary", "--workdir", str(tmp_path), "--json").stdout)
+    report = json.loads(invoke("summary", "--workdir", str(tmp_path), "--json").stdout)
     assert report["data"] == DIGITS_SPLIT
     validation = report["validation"]
     best = report["best"]["value"]
@@ -96,7 +96,7 @@ def test_summary_reports_the_split_its_noise_and_the_best_trials_classes(tmp_pat
     assert validation["warning"] is None, "359 images, 35 of each class at least: big enough"
     assert set(report["class_f1"]) == set(DIGITS_SPLIT["val_counts"])
     assert report["stopped_early"] == 5  # completed trials 0, 8, 12, 16, 20
-    table = run_cli("summary", "--workdir", str(tmp_path)).stdout
+    table = invoke("summary", "--workdir", str(tmp_path)).stdout
     assert "1797 images: 1438 train, 359 validation (35-36 per class)" in table
     assert "warning" not in table and "±0.009" in table
     classes = table.split("F1 per class")[1]
@@ -106,12 +106,12 @@ def test_summary_reports_the_split_its_noise_and_the_best_trials_classes(tmp_pat
 
 def test_summary_warns_when_the_validation_set_cannot_rank_trials(tmp_path: Path) -> None:
     make_study(tmp_path, n_trials=12, running=0, state="finished", data=SMALL_SPLIT)
-    report = json.loads(run_cli("summary", "--workdir", str(tmp_path), "--json").stdout)
+    report = json.loads(invoke("summary", "--workdir", str(tmp_path), "--json").stdout)
     noise = report["validation"]["noise"]
     assert report["validation"]["warning"] == (
         f"validation set of 39 images (13 per class at least): differences below ~{noise:.2f} between trials "
         "are noise; use data.folds: 5 or more data")
-    table = run_cli("summary", "--workdir", str(tmp_path), env={"COLUMNS": "200"}).stdout
+    table = invoke("summary", "--workdir", str(tmp_path), env={"COLUMNS": "200"}).stdout
     assert "195 images: 156 train, 39 validation (13 per class)" in table
     assert "warning" in table and "use data.folds: 5 or more data" in table
     from tui_hpo.report import summary_text  # the Analysis screen's header says it too, in warning colours

@@ -372,3 +372,56 @@ def test_presets_switch_to_fine_tuning_ranges_when_weights_are_given(tmp_path: P
     bad.write_text("when_finetuning: {train: {lr: -1}}\n")
     with pytest.raises(ConfigError, match=r"when_finetuning\.train\.lr"):
         resolve({}, config_file=str(bad), environ={}, platform="cpu")  # checked even when not fine-tuning
+
+
+def test_validate_says_where_each_value_came_from_and_writes_nothing(tmp_path: Path) -> None:
+    """`tui-hpo validate`: `run`'s checks and resolution without running; each setting named with
+    the layer that set it last (file, environment, command line, profile, the data, default)."""
+    import json
+
+    from tests.conftest import ROOT, run_cli
+
+    path = write(tmp_path, f"extends: {ROOT / 'tests/configs/tiny.yaml'}\ntrain: {{lr: 0.004, augment: auto}}\n"
+                           "sampler: {name: grid}\nsearch_space:\n  lr: {choices: [0.001, 0.01]}\n"
+                           "  batch_size: {choices: [32, 64]}\n")
+    workdir = tmp_path / "runs"
+    result = run_cli("validate", path, "--n-trials", "7", "--workdir", str(workdir), "--json",
+                     env={"TUI_HPO__TRAIN__EPOCHS": "3"})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    came = {row["key"]: (row["value"], row["from"]) for row in report["settings"]}
+    assert came["train.lr"] == (0.004, "sweep.yaml") and came["train.epochs"] == (3, "environment")
+    assert came["budget.n_trials"] == (4, "command line"), "7 asked, capped at the grid's 4 points"
+    assert came["resources.amp"][1] == "platform profile" and came["train.seed"] == (0, "default")
+    assert came["train.augment"] == (0.0, 'the data (was "auto")'), "digits are glyphs: no augmentation"
+    assert report["grid_points"] == 4 and report["trials"] == 4 and report["estimate"] is None
+    assert report["data"]["train"] == 1438 and report["objective"]["directions"] == ["maximize"]
+    assert "the grid has 4 points: n_trials capped at 4" in report["notes"]
+    assert not workdir.exists(), "a dry run writes nothing"
+    shown = run_cli("validate", path, "--workdir", str(workdir))
+    assert shown.returncode == 0 and "sweep.yaml is valid: study 'sweep' on cpu" in shown.stdout
+    assert "no estimate yet" in " ".join(shown.stdout.split())
+    broken = write(tmp_path, "train: {lr: -1}\n", "broken.yaml")
+    bad = run_cli("validate", broken, "--workdir", str(workdir))
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        f"tui-hpo: error: {broken}: train.lr: input should be greater than 0 (got -1)"], bad.stderr
+    assert not workdir.exists()
+
+
+def test_the_schema_accepts_every_preset_and_names_what_is_wrong(tmp_path: Path) -> None:
+    import json
+
+    import jsonschema
+    import yaml
+    from click.testing import CliRunner
+
+    from engine.config.presets import PRESET_DIR
+    from tui_hpo.cli import main
+
+    out = tmp_path / "tui-hpo.schema.json"
+    assert CliRunner().invoke(main, ["schema", "--out", str(out)]).exit_code == 0
+    checker = jsonschema.Draft202012Validator(json.loads(out.read_text()))
+    for preset in sorted(PRESET_DIR.glob("*.yaml")):
+        assert not list(checker.iter_errors(yaml.safe_load(preset.read_text()))), preset.name
+    wrong = {"train": {"lr": "fast"}, "budget": {"n_trials": 0}, "per_platform": {"tpu": {}}, "nope": 1}
+    assert len(list(checker.iter_errors(wrong))) == 4

@@ -7,20 +7,18 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
-from click.testing import CliRunner
 
 from engine.config import DataConfig
 from engine.datasets.scan import labels_of, load_digits, scan, splits
 from engine.sweep import checkpoints
 from engine.training.package import read_meta
 from tests.conftest import ROOT, run_cli, write_png
-from tui_hpo.cli import main
+from tests.conftest import invoke as cli
 
 pytestmark = pytest.mark.xdist_group("test_ensemble")
 PER_CLASS = 30
@@ -49,12 +47,6 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     assert result.returncode == 0, result.stderr
     return base / "runs", data
 
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    result = CliRunner().invoke(main, list(args), terminal_width=120)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def validation_listing(data: Path, folder: Path) -> tuple[Path, int]:

@@ -8,13 +8,11 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from engine.config import DataConfig
 from engine.datasets.scan import labels_of, load_digits, scan, splits
@@ -22,8 +20,8 @@ from engine.errors import UserError
 from engine.sweep import checkpoints
 from engine.training.package import load_package, read_meta
 from engine.training.predict import POLICIES, _zoom, fitting, views
+from tests.conftest import invoke as cli
 from tests.conftest import run_cli, write_png
-from tui_hpo.cli import main
 
 pytestmark = pytest.mark.xdist_group("test_predict")
 PER_CLASS = 40
@@ -50,14 +48,6 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     assert result.returncode == 0, result.stderr
     return base / "runs" / "tiny", data
 
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    """`tui-hpo ARGS` in this process (torch is imported once, not per command); the sweep and
-    `train` run as real subprocesses."""
-    result = CliRunner().invoke(main, list(args), terminal_width=120)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def recorded_val_accuracy(folder: Path) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import yaml
 from engine.storage import Store
 from engine.sweep import checkpoints
 from engine.training.package import read_meta
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, invoke, run_cli
 from tests.studies import make_study
 
 # Module-scoped fixtures (a real sweep, a server): all of this file runs in one test process.
@@ -56,6 +57,19 @@ def test_the_best_three_checkpoints_are_kept_and_best_model_is_the_best(swept: P
     assert os.path.samefile(folder / "best_model.safetensors", checkpoints.path_of(folder, ranked[0].number))
 
 
+def test_validate_estimates_the_time_from_this_workspaces_trials(swept: Path) -> None:
+    """The 6 finished trials of test_resnet give `validate` its seconds per epoch, image and pixel."""
+    study = load(swept)
+    took = [t.user_attrs["duration_s"] for t in study.trials]
+    result = run_cli("validate", str(TINY), "--n-trials", "10", "--parallel", "2", "--workdir", str(swept), "--json")
+    assert result.returncode == 0, result.stderr
+    timing = json.loads(result.stdout)["estimate"]
+    assert timing["from_trials"] == 6 and timing["models"] == ["test_resnet"]
+    # The same data, model, epochs and image size: a trial as long as the median trial was
+    assert timing["per_trial_s"] == pytest.approx(statistics.median(took), abs=0.006)
+    assert timing["seconds"] == pytest.approx(timing["per_trial_s"] * 5, abs=0.1), "10 trials, 2 at a time"
+
+
 def test_checkpoint_plan_keeps_the_best_within_the_budget() -> None:
     values = {0: 0.5, 1: 0.9, 2: 0.7, 3: 0.8}
     sizes = dict.fromkeys(values, 1024 * 1024)
@@ -69,7 +83,7 @@ def test_checkpoint_plan_keeps_the_best_within_the_budget() -> None:
 
 
 def test_recommend_narrows_to_the_top_trials_and_the_yaml_runs(workdir: Path) -> None:
-    result = run_cli("recommend", "--workdir", str(workdir), "--top-fraction", "0.5", "--json")
+    result = invoke("recommend", "--workdir", str(workdir), "--top-fraction", "0.5", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     study = load(workdir)
@@ -86,22 +100,22 @@ def test_recommend_narrows_to_the_top_trials_and_the_yaml_runs(workdir: Path) ->
     run = run_cli("run", "--config", str(path), "--n-trials", "1", "--workdir", str(workdir), "--no-tui")
     assert run.returncode == 0, run.stderr
     assert len(load(workdir, "tiny-focused").trials) == 1
-    table = run_cli("recommend", "--workdir", str(workdir), "--study", "tiny", "--fix-below", "1.0")
+    table = invoke("recommend", "--workdir", str(workdir), "--study", "tiny", "--fix-below", "1.0")
     assert table.returncode == 0 and "fixed at" in table.stdout
 
 
 def test_recommend_on_fixture_plain_and_running_studies(tmp_path: Path) -> None:
     make_study(tmp_path, n_trials=12, running=0, state="finished")
-    result = run_cli("recommend", "--workdir", str(tmp_path), "--json")
+    result = invoke("recommend", "--workdir", str(tmp_path), "--json")
     assert result.returncode == 0, result.stderr
     changes = {c["name"]: c for c in json.loads(result.stdout)["changes"]}
     assert changes["lr"]["after"].startswith("[") and changes["batch_size"]["after"] == "dropped"
     url = f"sqlite:///{tmp_path / 'plain.db'}"
     optuna.create_study(study_name="plain", storage=url).optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
-    plain = run_cli("recommend", "--storage", url)
+    plain = invoke("recommend", "--storage", url)
     assert plain.returncode == 2 and "plain Optuna study" in plain.stderr and "Traceback" not in plain.stderr
     make_study(tmp_path / "running", n_trials=0, running=1)
-    empty = run_cli("recommend", "--workdir", str(tmp_path / "running"))
+    empty = invoke("recommend", "--workdir", str(tmp_path / "running"))
     assert empty.returncode == 2 and "no completed trial yet" in empty.stderr
 
 
@@ -200,7 +214,7 @@ def test_recommend_narrows_each_models_recipe_on_its_own(tmp_path: Path) -> None
 
 def test_export_writes_every_file_and_report_json(workdir: Path, tmp_path: Path) -> None:
     out = tmp_path / "export"
-    result = run_cli("export", "--workdir", str(workdir), "--out", str(out), "--json")
+    result = invoke("export", "--workdir", str(workdir), "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
     files = {Path(p).name for p in json.loads(result.stdout)["files"]}
     assert files == {"report.json", "trials.csv", "best_params.yaml", "best_config.yaml"}
@@ -212,7 +226,7 @@ def test_export_writes_every_file_and_report_json(workdir: Path, tmp_path: Path)
     # A plain Optuna study: no sweep config, so no best_config.yaml, and it says so.
     url = f"sqlite:///{tmp_path / 'plain.db'}"
     optuna.create_study(study_name="plain", storage=url).optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
-    plain = run_cli("export", "--storage", url, "--out", str(tmp_path / "plain"))
+    plain = invoke("export", "--storage", url, "--out", str(tmp_path / "plain"))
     assert plain.returncode == 0 and "no best_config.yaml" in plain.stdout
     assert not (tmp_path / "plain" / "best_config.yaml").exists()
 
@@ -223,35 +237,35 @@ def test_cleanup_trims_old_studies_and_leaves_running_ones(workdir: Path, tmp_pa
     stray = checkpoints.path_of(folder, 99)  # a trial the storage has no value for
     stray.write_bytes(b"x" * 1000)
     (folder / "resume.yaml").write_text("x: 1\n")
-    recent = run_cli("cleanup", "--workdir", str(workdir), "--json")  # the sweep is minutes old
+    recent = invoke("cleanup", "--workdir", str(workdir), "--json")  # the sweep is minutes old
     assert recent.returncode == 0, recent.stderr
     removed = json.loads(recent.stdout)["removed"]
     assert [Path(r["path"]).name for r in removed] == ["trial_99.safetensors"] and not stray.exists()
-    dry = run_cli("cleanup", "--workdir", str(workdir), "--days", "0", "--keep", "1", "--dry-run")
+    dry = invoke("cleanup", "--workdir", str(workdir), "--days", "0", "--keep", "1", "--dry-run")
     assert dry.returncode == 0 and "would remove" in dry.stdout and len(checkpoints.on_disk(folder)) == 3
-    old = run_cli("--workdir", str(workdir), "--action", "cleanup", "--days", "0")  # the tracker's spelling
+    old = invoke("--workdir", str(workdir), "--action", "cleanup", "--days", "0")  # the tracker's spelling
     assert old.returncode == 0, old.stderr
     assert len(checkpoints.on_disk(folder)) == 3  # the study's own checkpoints.keep
     assert not (folder / "resume.yaml").exists()
-    one = run_cli("cleanup", "--workdir", str(workdir), "--days", "0", "--keep", "1")
+    one = invoke("cleanup", "--workdir", str(workdir), "--days", "0", "--keep", "1")
     assert one.returncode == 0 and set(checkpoints.on_disk(folder)) == {best}
     assert os.path.samefile(folder / "best_model.safetensors", checkpoints.path_of(folder, best))
     for name in ("config.yaml", "best_config.yaml", "best_params.yaml", "trials.csv", "report.json"):
         assert (folder / name).is_file(), name
     # A study with live workers is left alone.
     make_study(tmp_path / "live", n_trials=3, running=1)
-    live = run_cli("cleanup", "--workdir", str(tmp_path / "live"), "--days", "0")
+    live = invoke("cleanup", "--workdir", str(tmp_path / "live"), "--days", "0")
     assert live.returncode == 0 and "left alone: demo: running" in live.stdout
 
 
 def test_the_original_tracker_actions(workdir: Path) -> None:
-    summary = run_cli("--workdir", str(workdir), "--action", "summary")
+    summary = invoke("--workdir", str(workdir), "--action", "summary")
     assert summary.returncode == 0 and "best val_f1" in summary.stdout
-    top = run_cli("--workdir", str(workdir), "--action", "top", "--n", "2")
+    top = invoke("--workdir", str(workdir), "--action", "top", "--n", "2")
     assert top.returncode == 0 and "Top 2 trials" in top.stdout
-    recommend = run_cli("--workdir", str(workdir), "--action", "recommend")
+    recommend = invoke("--workdir", str(workdir), "--action", "recommend")
     assert recommend.returncode == 0 and "recommended.yaml" in recommend.stdout
-    bad = run_cli("--workdir", str(workdir), "--action", "nope")
+    bad = invoke("--workdir", str(workdir), "--action", "nope")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
@@ -263,5 +277,5 @@ def test_samples_older_than_the_cutoff_are_pruned(workdir: Path) -> None:
         store.add_sample({"host": "old", "ts": time.time() - 30 * 86400, "cpu_percent": 1.0})
     finally:
         store.close()
-    result = run_cli("cleanup", "--workdir", str(workdir), "--days", "7", "--json")
+    result = invoke("cleanup", "--workdir", str(workdir), "--days", "7", "--json")
     assert json.loads(result.stdout)["samples"] == 1

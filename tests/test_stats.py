@@ -11,7 +11,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from engine.insights.stats import compare_groups, describe, welch
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, invoke, run_cli
 from tests.studies import make_study
 
 # Module-scoped fixtures (a real sweep, a server): all of this file runs in one test process.
@@ -81,7 +81,7 @@ def test_repeat_retrains_the_top_configs_and_reproduces_the_trial(swept: Path) -
     again = run_cli("repeat", "--workdir", str(swept), "--top", "2", "--seeds", "2", "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["trained_now"] == 0, "a second call trains nothing new"
-    compared = run_cli("compare", "--workdir", str(swept), "--json")
+    compared = invoke("compare", "--workdir", str(swept), "--json")
     assert compared.returncode == 0, compared.stderr
     report = json.loads(compared.stdout)
     assert report["groups_from"].startswith("configs retrained over seeds")
@@ -91,7 +91,7 @@ def test_repeat_retrains_the_top_configs_and_reproduces_the_trial(swept: Path) -
 
 def test_compare_by_parameter_and_bad_requests(tmp_path: Path) -> None:
     make_study(tmp_path, n_trials=24, running=0, state="finished")
-    result = run_cli("compare", "--workdir", str(tmp_path), "--by", "model", "--json")
+    result = invoke("compare", "--workdir", str(tmp_path), "--by", "model", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert [g["name"] for g in report["groups"]] == ["model=test_efficientnet", "model=test_convnext",
@@ -101,16 +101,16 @@ def test_compare_by_parameter_and_bad_requests(tmp_path: Path) -> None:
         "more seeds would tell",
         "no significant difference between model=test_efficientnet and model=test_resnet (p=0.558): "
         "more seeds would tell"]
-    table = run_cli("compare", "--workdir", str(tmp_path))  # no repeats: the most varied categorical, model
+    table = invoke("compare", "--workdir", str(tmp_path))  # no repeats: the most varied categorical, model
     assert table.returncode == 0 and "grouped by model" in table.stdout and "more seeds would tell" in table.stdout
-    unknown = run_cli("compare", "--workdir", str(tmp_path), "--by", "nope")
+    unknown = invoke("compare", "--workdir", str(tmp_path), "--by", "nope")
     assert unknown.returncode == 2
     assert unknown.stderr == "tui-hpo: error: --by: no completed trial has a parameter 'nope' (known: lr, model)\n"
-    continuous = run_cli("compare", "--workdir", str(tmp_path), "--by", "lr")
+    continuous = invoke("compare", "--workdir", str(tmp_path), "--by", "lr")
     assert continuous.returncode == 2 and "'lr' is continuous" in continuous.stderr
     make_study(tmp_path / "running", n_trials=0, running=1)
     for command in ("repeat", "compare"):
-        empty = run_cli(command, "--workdir", str(tmp_path / "running"))
+        empty = invoke(command, "--workdir", str(tmp_path / "running"))
         assert empty.returncode == 0 and "Traceback" not in empty.stderr
         assert "study 'demo' has no completed trial yet (1 running)" in empty.stdout
         assert "still running" in empty.stdout
@@ -128,18 +128,18 @@ def test_plain_optuna_studies_multi_objective_and_all_failed(tmp_path: Path) -> 
     failed = optuna.create_study(study_name="failed", storage=storage)
     failed.tell(failed.ask(), state=optuna.trial.TrialState.FAIL)
     failed.tell(failed.ask(), state=optuna.trial.TrialState.PRUNED)
-    result = run_cli("compare", "--workdir", str(tmp_path), "--study", "two", "--json")
+    result = invoke("compare", "--workdir", str(tmp_path), "--study", "two", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["groups_from"] == "completed trials grouped by model"
     assert report["notes"] == ["2 objectives: ranked and compared by the first (value)"]
     assert report["tests"][0]["verdict"].startswith("model=a is better than model=b (p=")
-    nothing = run_cli("compare", "--workdir", str(tmp_path), "--study", "failed")
+    nothing = invoke("compare", "--workdir", str(tmp_path), "--study", "failed")
     assert nothing.returncode == 0
     assert "no completed trial yet (1 failed, 1 pruned): nothing to compare" in " ".join(nothing.stdout.split())
-    plain = run_cli("repeat", "--workdir", str(tmp_path), "--study", "two")
+    plain = invoke("repeat", "--workdir", str(tmp_path), "--study", "two")
     assert plain.returncode == 2 and "plain Optuna study: there is no config to train again" in plain.stderr
-    bad = run_cli("repeat", "--workdir", str(tmp_path), "--study", "two", "--seed-list", "1,x")
+    bad = invoke("repeat", "--workdir", str(tmp_path), "--study", "two", "--seed-list", "1,x")
     assert bad.returncode == 2 and bad.stderr.startswith("tui-hpo: error: --seed-list: '1,x' is not")
 
 
@@ -152,7 +152,7 @@ def test_the_compare_preset_says_which_model_wins(tmp_path: Path) -> None:
     study = optuna.load_study(study_name="compare", storage=f"sqlite:///{workdir / 'hpo.db'}")
     pairs = {(t.params["model"], t.params["seed"]) for t in study.trials}
     assert len(pairs) == 9 == len(study.trials), "each model with each seed, once"
-    result = run_cli("compare", "--workdir", str(workdir), "--by", "model", "--json")
+    result = invoke("compare", "--workdir", str(workdir), "--by", "model", "--json")
     report = json.loads(result.stdout)
     assert [g["n"] for g in report["groups"]] == [3, 3, 3] and len(report["tests"]) == 2
     assert all(("better than" in t["verdict"]) == t["significant"] for t in report["tests"])

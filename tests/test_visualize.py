@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import invoke
 from tests.studies import make_study
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -36,14 +36,14 @@ def plain_studies(tmp_path: Path) -> Path:
 
 
 def _json(*args: str) -> dict:
-    result = run_cli("visualize", *args, "--json")
+    result = invoke("visualize", *args, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
 def test_files_report_and_terminal_charts(tmp_path: Path) -> None:
     make_study(tmp_path, n_trials=12, running=1)
-    result = run_cli("visualize", "--workdir", str(tmp_path))
+    result = invoke("visualize", "--workdir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "demo" / "analysis"
     for name in FIGURES:
@@ -69,14 +69,14 @@ def test_json_out_dir_and_terminal_only(tmp_path: Path) -> None:
     assert report["study"] == "demo" and report["skipped"] == [] and report["notes"] == []
     assert [Path(f).name for f in report["files"]] == [f"{name}.png" for name in FIGURES] + ["report.html"]
     assert all(Path(f).parent == out for f in report["files"])
-    terminal = run_cli("visualize", "--workdir", str(tmp_path), "--no-files")
+    terminal = invoke("visualize", "--workdir", str(tmp_path), "--no-files")
     assert terminal.returncode == 0 and "Optimisation history" in terminal.stdout and "Wrote" not in terminal.stdout
     assert not (tmp_path / "demo" / "analysis").exists()
 
 
 def test_empty_and_failed_only_studies_say_so(plain_studies: Path) -> None:
     for study, counts in (("empty", "0 failed"), ("failed", "3 failed")):
-        result = run_cli("visualize", "--workdir", str(plain_studies), "--study", study)
+        result = invoke("visualize", "--workdir", str(plain_studies), "--study", study)
         assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
         assert f"study '{study}' has no completed trial yet ({counts}" in result.stdout
         assert "no figure: no completed trial yet" in result.stdout
@@ -88,7 +88,7 @@ def test_empty_and_failed_only_studies_say_so(plain_studies: Path) -> None:
 
 
 def test_multi_objective_uses_the_first_and_says_so(plain_studies: Path) -> None:
-    result = run_cli("visualize", "--workdir", str(plain_studies), "--study", "multi")
+    result = invoke("visualize", "--workdir", str(plain_studies), "--study", "multi")
     assert result.returncode == 0, result.stderr
     assert "multi-objective study (value, value1): the figures show the first objective" in " ".join(
         result.stdout.split())
@@ -106,9 +106,9 @@ def test_one_parameter_skips_the_contour_with_a_reason(plain_studies: Path) -> N
 
 
 def test_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
-    missing = run_cli("visualize", "--workdir", str(tmp_path / "nothing"))
+    missing = invoke("visualize", "--workdir", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and missing.stderr.startswith("tui-hpo: error: --workdir: no database")
-    nothing = run_cli("visualize", "--workdir", str(tmp_path), "--no-files", "--no-terminal")
+    nothing = invoke("visualize", "--workdir", str(tmp_path), "--no-files", "--no-terminal")
     assert nothing.returncode == 2 and nothing.stderr.count("\n") == 1
     assert nothing.stderr.startswith("tui-hpo: error: --no-files: nothing to do")
 

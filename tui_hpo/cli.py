@@ -17,7 +17,7 @@ import click
 from engine.config.presets import preset_names
 from engine.errors import DISK_FULL, DiskError, UserError, disk_problem, one_line
 from engine.storage import Workspace
-from tui_hpo.commands import cleanup, ensemble, gpu, predict, results, stats, visualize
+from tui_hpo.commands import cleanup, ensemble, gpu, predict, results, stats, validate, visualize
 from tui_hpo.launch import RunArgs
 from tui_hpo.options import workspace_options
 
@@ -295,7 +295,7 @@ def worker(workspace: Workspace, study_name: str, device: str, threads: int) -> 
 
 for _command in (results.summary, results.top, results.importance_command, results.export_command,
                  results.recommend, cleanup.cleanup, visualize.visualize, stats.repeat, stats.compare, gpu.gpu,
-                 predict.predict, predict.evaluate, ensemble.ensemble):
+                 predict.predict, predict.evaluate, ensemble.ensemble, validate.validate, validate.schema):
     main.add_command(_command)
 
 if __name__ == "__main__":

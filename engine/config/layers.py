@@ -199,38 +199,57 @@ def flags_layer(n_trials: int | None = None, timeout: float | None = None, data:
     return layer
 
 
+def set_keys(layer: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys a layer sets (`train.lr`; a search-space entry counts whole: `search_space.lr`)."""
+    keys = []
+    for key, value in layer.items():
+        path = f"{prefix}{key}"
+        if path == "search_space" and isinstance(value, Mapping):
+            keys += [f"search_space.{name}" for name in value]
+        elif isinstance(value, Mapping) and value:
+            keys += set_keys(value, f"{path}.")
+        else:
+            keys.append(path)
+    return keys
+
+
 def resolve(platform_layer: dict[str, Any], preset: str | None = None, config_file: str | None = None,
             environ: Mapping[str, str] | None = None, flags: dict[str, Any] | None = None,
-            platform: str = "cpu") -> SweepConfig:
+            platform: str = "cpu", origins: dict[str, str] | None = None) -> SweepConfig:
     """All layers merged and checked. The preset defaults to `quick` when no file is given. The
     config's `name` is the file's `name:`, else a slug of its file name, else the preset's (None
     only for a file whose name has nothing to slug: `study_name` then asks for --study).
 
     Two passes, as for the platform: the first finds whether the config fine-tunes (any layer
     may set `train.weights` or `train.pretrained`), the second applies the files' `when_finetuning`
-    blocks if so."""
+    blocks if so. `origins`, when given, is filled with the layer that set each key last (`tui-hpo
+    validate` shows it)."""
     env = env_layer(environ if environ is not None else os.environ)
     check_layer(env, "environment (TUI_HPO__*)")
     check_layer(flags or {}, "command line")
     source = str(config_file) if config_file is not None else None
 
     def merge(finetuning: bool) -> dict[str, Any]:
-        layers: list[dict[str, Any]] = [platform_layer]
+        layers: list[tuple[str, dict[str, Any]]] = [("platform profile", platform_layer)]
         if preset is not None or config_file is None:
             preset_layer = load_layer(preset_path(preset or "quick"), platform, finetuning)
             if config_file is not None:
                 preset_layer.pop("name", None)  # the file that was run names the study
-            layers.append(preset_layer)
+            layers.append((f"preset {preset or 'quick'}", preset_layer))
         if config_file is not None:
-            layers.append(load_layer(Path(config_file), platform, finetuning))
+            layers.append((Path(config_file).name, load_layer(Path(config_file), platform, finetuning)))
         merged: dict[str, Any] = {}
-        for layer in [*layers, env, flags or {}]:
+        for label, layer in [*layers, ("environment", env), ("command line", flags or {})]:
             merged = deep_merge(merged, layer)
+            if origins is not None:
+                origins.update(dict.fromkeys(set_keys({k: v for k, v in layer.items() if k != NOTES}), label))
         return merged
 
     merged = merge(False)
     train = merged.get("train") or {}
     if train.get("weights") or train.get("pretrained") is True:
+        if origins is not None:
+            origins.clear()
         merged = merge(True)
     merged["name"] = default_study_name(merged.get("name"), config_file, preset)
     notes = merged.pop(NOTES, [])

@@ -216,15 +216,16 @@ class Engine:
         self.busy_at_add: dict[str, float] = {}
         self.added_last: dict[str, int] = {}  # GPU id -> pid of the worker added to it last
 
-    def prepare(self) -> Scan:
+    def prepare(self, measure: bool = True) -> Scan:
         """Every check that can fail on bad input, before anything is written; and the settings
-        that follow from the data (`data_defaults`), which the models are checked at."""
+        that follow from the data (`data_defaults`), which the models are checked at. Without
+        `measure`, `batch_size: auto` on CUDA assumes a batch instead of measuring it (a dry run)."""
         check_study_name(self.study_name, "--study")  # its folder is DIR/<study>/
         found = scan(self.config.data)
         if found.columns is not None:
             self.notes.append(f"data: {found.columns}")
-        measure = (lambda config: measure_batches(config, self.info)) if self.platform == "cuda" else None
-        self.notes += data_defaults.apply(self.config, found, measure)
+        measurer = (lambda config: measure_batches(config, self.info)) if measure and self.platform == "cuda" else None
+        self.notes += data_defaults.apply(self.config, found, measurer)
         try:
             check_models_once(self.config)
             check_buildable(self.config)

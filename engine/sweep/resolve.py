@@ -24,18 +24,20 @@ class Resolved:
 
 
 def resolve_run(preset: str | None, config_file: str | None, flags: dict[str, Any],
-                environ: Mapping[str, str] | None = None, info: PlatformInfo | None = None) -> Resolved:
+                environ: Mapping[str, str] | None = None, info: PlatformInfo | None = None,
+                origins: dict[str, str] | None = None) -> Resolved:
     """All layers for this machine. The device may be set by any layer, so a first pass without
     a profile finds the platform, and the second pass puts that platform's profile underneath.
     The first pass runs before the probe, so bad input fails fast. The probe asks NVML and reads
-    how torch was built; only where that cannot tell which GPUs CUDA shows does it import torch."""
+    how torch was built; only where that cannot tell which GPUs CUDA shows does it import torch.
+    `origins` is filled as `config.resolve` fills it."""
     draft = cfg.resolve({}, preset=preset, config_file=config_file, environ=environ, flags=flags,
                         platform="cpu")
     info = info or probe_for_sweep() or probe()
     platform = choose_platform(info, draft.resources.device)
     layer = profile(info, platform, draft.resources.gpus, draft.resources.trials_per_gpu)
     config = cfg.resolve(layer, preset=preset, config_file=config_file, environ=environ, flags=flags,
-                         platform=platform)
+                         platform=platform, origins=origins)
     config.resources.device = platform
     # Workers may run elsewhere (another cwd, another machine): paths are stored absolute.
     if config.data.path is not None:
