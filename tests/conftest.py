@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.config.layers import SEED_HABITS
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
@@ -29,7 +31,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
             cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`tui-hpo ARGS` as a user runs it: a fresh process, output captured (so not a terminal)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TUI_HPO__")}
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TUI_HPO__") and k not in SEED_HABITS}
     full_env.update(env or {})
     full_env.setdefault("COLUMNS", "120")
     return subprocess.run([sys.executable, "-m", "tui_hpo.cli", *args], capture_output=True, text=True,
@@ -44,7 +46,8 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
     from tui_hpo.cli import main
 
-    result = CliRunner().invoke(main, list(args), env={"COLUMNS": "120", **(env or {})}, terminal_width=120)
+    hermetic: dict[str, str | None] = {k: None for k in os.environ if k.startswith("TUI_HPO__") or k in SEED_HABITS}
+    result = CliRunner().invoke(main, list(args), env={**hermetic, "COLUMNS": "120", **(env or {})}, terminal_width=120)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)

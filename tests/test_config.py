@@ -16,6 +16,7 @@ from engine.config import (
     resolve,
     study_name,
 )
+from engine.config.space import canonical_param
 from engine.errors import ConfigError
 from engine.system.platform import PlatformInfo, profile
 
@@ -374,6 +375,21 @@ def test_presets_switch_to_fine_tuning_ranges_when_weights_are_given(tmp_path: P
         resolve({}, config_file=str(bad), environ={}, platform="cpu")  # checked even when not fine-tuning
 
 
+def test_the_seed_scripts_environment_variables_fix_their_parameters() -> None:
+    """SEED, LEARNING_RATE, BATCH_SIZE, EPOCHS, as the origin documents' scripts read them: each
+    fixes its parameter (out of the search space); TUI_HPO__TRAIN__* wins over them."""
+    config = resolve({}, environ={"SEED": "7", "LEARNING_RATE": "2e-3", "EPOCHS": "3", "BATCH_SIZE": "16"})
+    train = config.train
+    assert (train.seed, train.lr, train.epochs, train.batch_size) == (7, 0.002, 3, 16)
+    assert "lr" not in config.search_space and "batch_size" not in config.search_space
+    assert train.min_steps is None and train.max_steps is None, "EPOCHS means that many epochs"
+    assert "weight_decay" in config.search_space, "the others are still searched"
+    assert resolve({}, environ={"LEARNING_RATE": "0.01", "TUI_HPO__TRAIN__LR": "0.02"}).train.lr == 0.02
+    with pytest.raises(ConfigError) as error:
+        resolve({}, environ={"EPOCHS": "many"})
+    assert error.value.source == "environment" and error.value.key == "train.epochs"
+
+
 def test_validate_says_where_each_value_came_from_and_writes_nothing(tmp_path: Path) -> None:
     """`tui-hpo validate`: `run`'s checks and resolution without running; each setting named with
     the layer that set it last (file, environment, command line, profile, the data, default)."""
@@ -425,3 +441,42 @@ def test_the_schema_accepts_every_preset_and_names_what_is_wrong(tmp_path: Path)
         assert not list(checker.iter_errors(yaml.safe_load(preset.read_text()))), preset.name
     wrong = {"train": {"lr": "fast"}, "budget": {"n_trials": 0}, "per_platform": {"tpu": {}}, "nope": 1}
     assert len(list(checker.iter_errors(wrong))) == 4
+
+
+REAL_WANDB = sorted((Path(__file__).parent / "configs" / "wandb_real").glob("*.yaml"))
+# Files W&B itself would reject, for the reasons named (see configs/wandb_real/SOURCES.md).
+W_AND_B_REJECTS = {
+    "12_brain-age-gnn.yaml": "parameters.similarity: unknown key 'layer_sizes'",  # two parameters indented too far
+    "15_platalea-speech.yaml": "metric.goal: must be maximize or minimize",
+}
+
+
+@pytest.mark.parametrize("path", REAL_WANDB, ids=lambda p: p.stem)
+def test_real_wandb_sweep_files_read_as_wandb_reads_them(path: Path) -> None:
+    """The yardstick of the W&B reader: sweep files from public repositories, kept verbatim.
+    Each valid one translates (its own program's parameter names are checked later, against
+    what trains them); the ones W&B would reject get the usual one line."""
+    from engine.config import read_yaml_file, to_native
+
+    raw = read_yaml_file(path)
+    if path.name in W_AND_B_REJECTS:
+        with pytest.raises(ConfigError) as error:
+            to_native(raw, str(path))
+        assert f"{error.value.key}: {error.value.detail}".startswith(W_AND_B_REJECTS[path.name])
+        return
+    native = to_native(raw, str(path))
+    declared = [k for k, v in raw["parameters"].items() if not (isinstance(v, dict) and "parameters" in v)]
+    assert set(native["search_space"]) | set(native.get("train", {})) >= {canonical_param(str(k)) for k in declared}
+    if "program" in raw or "command" in raw:
+        assert any("is not run" in note for note in native["_notes"]), "never silently"
+
+
+def test_the_real_files_cover_what_users_write() -> None:
+    """The set holds what the reader must handle: each method, nested groups, W&B's own keys,
+    log bounds, hyperband, command macros."""
+    text = "\n".join(p.read_text() for p in REAL_WANDB)
+    for feature in ("method: grid", "method: random", "method: bayes", "log_uniform_values", "distribution: "
+                    "log_uniform\n", "int_uniform", "q_uniform", "early_terminate", "${args_no_hyphens}",
+                    "${interpreter}", "run_cap", "entity"):
+        assert feature in text, feature
+    assert len(REAL_WANDB) >= 20

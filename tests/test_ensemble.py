@@ -194,10 +194,10 @@ def test_a_k_fold_trial_ensembles_its_folds_measured_on_the_test_set(tmp_path: P
     text = " ".join(shown.stdout.split())
     assert "out-of-fold" in text and "than the best member's (fold " in text and "on the same 6 test images" in text
 
-    refused = run_cli("ensemble", "--workdir", str(workdir), "--trial", str(best))
+    refused = cli("ensemble", "--workdir", str(workdir), "--trial", str(best))
     assert refused.returncode == 2 and refused.stderr.strip() == (
         "tui-hpo: error: --trial: --trial picks the trial whose folds to combine: add --folds")
-    refused = run_cli("ensemble", "--workdir", str(workdir), "--folds", "--trial", "5")
+    refused = cli("ensemble", "--workdir", str(workdir), "--folds", "--trial", "5")
     assert refused.returncode == 2 and "trial 5 kept no fold models" in refused.stderr
 
 

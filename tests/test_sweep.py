@@ -87,11 +87,14 @@ def test_sweep_trains_records_exports_and_reproduces(tmp_path: Path, tiny_config
     best_cli = subprocess.run([str(optuna_cli), "best-trial", "--study-name", "tiny", "--storage",
                                f"sqlite:///{workdir / 'hpo.db'}", "-f", "json"], capture_output=True, text=True)
     assert best_cli.returncode == 0 and f'"number": {best.number}' in best_cli.stdout, best_cli.stderr
-    # Running the same study again resumes it: n_trials is the study's total.
-    more = run_cli("run", "--config", str(tiny_config), "--workdir", str(workdir), "--no-tui", "--n-trials", "4")
+    # Running the same study again resumes it; --count (--more) asks for N trials more than it has.
+    more = run_cli("run", "--config", str(tiny_config), "--workdir", str(workdir), "--no-tui", "--count", "1")
     assert_ok(more)
-    assert "sweep 'tiny' resumed" in more.stdout
+    assert "sweep 'tiny' resumed (3 trials finished, 1 to go)" in " ".join(more.stdout.split())
     assert len(finished(load(workdir, "tiny"))) == 4
+    both = run_cli("run", "--config", str(tiny_config), "--workdir", str(workdir), "--more", "1", "--n-trials", "9")
+    assert both.returncode == 2 and both.stderr.strip() == (
+        "tui-hpo: error: --more: --more and --n-trials both set the budget: give one")
 
 
 def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path, tiny_config: Path) -> None:

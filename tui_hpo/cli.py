@@ -6,6 +6,7 @@ the TUI start fast. Bad input of any kind ends in one line on stderr and exit co
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -106,6 +107,8 @@ def attach(workspace: Workspace, study_name: str | None) -> None:
               f"{', '.join(PRESETS)}.")
 @click.option("--config", "config_file", metavar="FILE", help="Sweep YAML (native, W&B sweep, or Optuna-guide layout).")
 @click.option("--n-trials", type=int, help="Trials the study should have finished in total (not per run).")
+@click.option("--more", "--count", "more", type=click.IntRange(min=1), metavar="N",
+              help="N trials more than the study has finished (a new study: N).")
 @click.option("--timeout", type=float, metavar="S", help="Stop starting new trials after S seconds.")
 @click.option("--data", "--train-data", "data", metavar="PATH",
               help="ImageFolder tree, or a folder with a labels CSV and images.")
@@ -123,7 +126,7 @@ def attach(workspace: Workspace, study_name: str | None) -> None:
 @click.option("--trials-per-gpu", type=int, metavar="K", help="Trials sharing each GPU (default 1).")
 @click.option("--resume", is_flag=True, help="Continue --study with the config saved in the storage.")
 @click.option("--no-tui", is_flag=True, help="Headless: progress on a terminal, one line per trial otherwise.")
-def run(preset: str | None, config_file: str | None, n_trials: int | None, timeout: float | None,
+def run(preset: str | None, config_file: str | None, n_trials: int | None, more: int | None, timeout: float | None,
         data: str | None, labels: str | None, id_column: str | None, label_column: str | None,
         val_data: str | None, test_data: str | None, workspace: Workspace, study_name: str | None,
         parallel: int | None, trials_per_gpu: int | None, resume: bool, no_tui: bool) -> None:
@@ -134,6 +137,11 @@ def run(preset: str | None, config_file: str | None, n_trials: int | None, timeo
     args = RunArgs(preset=preset, config_file=config_file, n_trials=n_trials, timeout=timeout, data=data,
                    labels=labels, id_column=id_column, label_column=label_column, val_data=val_data,
                    test_data=test_data, parallel=parallel, trials_per_gpu=trials_per_gpu, resume=resume)
+    if more is not None:
+        if n_trials is not None:
+            raise UserError("--more and --n-trials both set the budget: give one", key="--more")
+        args = dataclasses.replace(args, n_trials=_finished(workspace, _resolve_name(args, workspace, study_name)[1])
+                                   + more)
     if not no_tui and sys.stdout.isatty() and sys.stdin.isatty():
         sys.exit(_run_in_app(args, workspace, study_name))
     sys.exit(_run_headless(args, workspace, study_name))
@@ -150,6 +158,20 @@ def _resolve_name(args: RunArgs, workspace: Workspace, study_name: str | None) -
         return _saved_config(workspace, study_name), study_name or ""
     draft = cfg.resolve({}, preset=args.preset, config_file=args.config_file, flags=args.flags(), platform="cpu")
     return args.config_file, cfg.study_name(study_name, draft.name, args.config_file)
+
+
+def _finished(workspace: Workspace, name: str) -> int:
+    """Trials the study `name` has finished (0 when there is no such study yet)."""
+    from engine.storage import Store
+
+    if workspace.storage is None and not (workspace.workdir / "hpo.db").exists():
+        return 0
+    store = Store(workspace.url, readonly=True)
+    try:
+        row = store.sweep(name)
+        return store.finished_count(row.study_id) if row is not None else 0
+    finally:
+        store.close()
 
 
 def _saved_config(workspace: Workspace, study_name: str | None) -> str:

@@ -25,6 +25,9 @@ from engine.config.space import canonical_param
 from engine.errors import ConfigError
 
 ENV_PREFIX = "TUI_HPO__"
+# The origin documents' scripts took these from the environment; a value fixes the parameter
+# (it leaves the search space), and EPOCHS means exactly that many (min_steps/max_steps off).
+SEED_HABITS = {"SEED": "seed", "LEARNING_RATE": "lr", "BATCH_SIZE": "batch_size", "EPOCHS": "epochs"}
 
 
 def preset_path(name: str) -> Path:
@@ -151,7 +154,9 @@ def to_native(raw: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
-    """`TUI_HPO__TRAIN__LR=1e-4` -> {"train": {"lr": 1e-4}}; values are parsed as YAML scalars."""
+    """`TUI_HPO__TRAIN__LR=1e-4` -> {"train": {"lr": 1e-4}}; values are parsed as YAML scalars.
+    `SEED`, `LEARNING_RATE`, `BATCH_SIZE` and `EPOCHS` (`SEED_HABITS`) fix those parameters,
+    unless a TUI_HPO__TRAIN__ variable sets the same one."""
     layer: dict[str, Any] = {}
     for var in sorted(environ):
         if not var.startswith(ENV_PREFIX):
@@ -168,6 +173,17 @@ def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
         node[keys[-1]] = value
     if isinstance(layer.get("train"), dict):
         layer["train"] = {canonical_param(k): v for k, v in layer["train"].items()}
+    for var, key in SEED_HABITS.items():
+        if var not in environ or key in (layer.get("train") or {}):
+            continue
+        if not isinstance(layer.setdefault("train", {}), dict):
+            raise ConfigError("conflicts with TUI_HPO__TRAIN", source=f"environment {var}")
+        layer["train"][key] = parse_yaml(environ[var], f"environment {var}")
+        if key == "epochs":
+            layer["train"] |= {"min_steps": None, "max_steps": None}
+        space = layer.setdefault("search_space", {})
+        if isinstance(space, dict):
+            space[key] = None  # fixed: out of the search space
     return layer
 
 
@@ -225,7 +241,7 @@ def resolve(platform_layer: dict[str, Any], preset: str | None = None, config_fi
     blocks if so. `origins`, when given, is filled with the layer that set each key last (`tui-hpo
     validate` shows it)."""
     env = env_layer(environ if environ is not None else os.environ)
-    check_layer(env, "environment (TUI_HPO__*)")
+    check_layer(env, "environment")
     check_layer(flags or {}, "command line")
     source = str(config_file) if config_file is not None else None
 

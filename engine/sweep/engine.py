@@ -252,7 +252,10 @@ class Engine:
         else:
             self.store.update_sweep(study.study_id, deadline=None)
         self.last_event = max([e["id"] for e in self.store.events_of(study.study_id, 0, 1_000_000)] or [0])
-        verb = "resumed" if study.resumed else "started"
+        verb = "started"
+        if study.resumed:
+            done = self.store.finished_count(study.study_id)
+            verb = f"resumed ({done} trials finished, {max(0, self.config.budget.n_trials - done)} to go)"
         self.store.add_event(study.study_id, EventKind.SWEEP, f"sweep '{study.name}' {verb} on {self.platform}: "
                              f"{self.config.budget.n_trials} trials, {self.config.resources.parallel} worker(s), "
                              f"data {found.root} ({found.count} images, {len(found.classes)} classes), "
