@@ -40,11 +40,14 @@ def rates(url: str, models: set[str]) -> dict[str, list[float]]:
             row = store.sweep(name)
             if row is None:
                 continue
+            try:  # a study saved by an older tui-hpo may hold keys this one no longer reads
+                train = row.sweep_config().train
+            except ValueError:
+                continue
             study = load_study(url, name)
             n_train = (study.user_attrs.get("tui_hpo") or {}).get("data", {}).get("train")
             if not n_train:
                 continue
-            train = row.sweep_config().train
             for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
                 model = str(t.params.get("model", train.model))
                 size = t.params.get("image_size", train.image_size)
