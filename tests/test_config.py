@@ -457,6 +457,7 @@ def test_real_wandb_sweep_files_read_as_wandb_reads_them(path: Path) -> None:
     Each valid one translates (its own program's parameter names are checked later, against
     what trains them); the ones W&B would reject get the usual one line."""
     from engine.config import read_yaml_file, to_native
+    from engine.config.formats import translate_wandb
 
     raw = read_yaml_file(path)
     if path.name in W_AND_B_REJECTS:
@@ -464,11 +465,16 @@ def test_real_wandb_sweep_files_read_as_wandb_reads_them(path: Path) -> None:
             to_native(raw, str(path))
         assert f"{error.value.key}: {error.value.detail}".startswith(W_AND_B_REJECTS[path.name])
         return
-    native = to_native(raw, str(path))
+    native, foreign = translate_wandb(raw, str(path))
     declared = [k for k, v in raw["parameters"].items() if not (isinstance(v, dict) and "parameters" in v)]
     assert set(native["search_space"]) | set(native.get("train", {})) >= {canonical_param(str(k)) for k in declared}
     if "program" in raw or "command" in raw:
         assert any("is not run" in note for note in native["_notes"]), "never silently"
+    if foreign:  # until a program can be the objective: one line, by the W&B key path
+        with pytest.raises(ConfigError) as error:
+            to_native(raw, str(path))
+        assert error.value.key == foreign[0][0] and error.value.key.startswith("parameters.")
+        assert "is not a parameter of tui-hpo's trainer" in error.value.detail
 
 
 def test_the_real_files_cover_what_users_write() -> None:

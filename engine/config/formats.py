@@ -54,6 +54,22 @@ def display_name(name: Any, description: Any) -> dict[str, Any]:
 
 
 def from_wandb(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """A W&B sweep file as our layer. A parameter tui-hpo's trainer does not have is refused here,
+    by its W&B key path (`parameters.fc_layer_size`), once everything else has been read."""
+    out, foreign = translate_wandb(raw, source)
+    if foreign:
+        key, name = foreign[0]
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise ConfigError(f"'{name}' is not a parameter of tui-hpo's trainer{more}: the W&B program is not run, "
+                          "so the parameters must be the trainer's (lr, batch_size, epochs, model, ...)",
+                          source=source, key=key)
+    return out
+
+
+def translate_wandb(raw: dict[str, Any], source: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """(the layer, the (key path, name) of each parameter the trainer does not have)."""
+    from engine.config.schema import TrainConfig
+
     out: dict[str, Any] = {k: v for k, v in raw.items() if k in NATIVE_KEYS - {"search_space", "name"}}
     for key in raw:
         if key not in NATIVE_KEYS | WANDB_IGNORED | {"method", "metric", "parameters", "early_terminate",
@@ -90,11 +106,14 @@ def from_wandb(raw: dict[str, Any], source: str) -> dict[str, Any]:
     train = dict(_mapping(out.get("train") or {}, source, "train"))
     space: dict[str, Any] = {}
     seen: dict[str, str] = {}  # parameter -> the key path it came from (nested groups may clash)
+    foreign: list[tuple[str, str]] = []
     for key, name, spec in _wandb_leaves(_mapping(raw["parameters"], source, "parameters"), "parameters", source):
         target = canonical_param(name)
         if target in seen:
             raise ConfigError(f"sets '{target}' again ({seen[target]} set it first)", source=source, key=key)
         seen[target] = key
+        if target not in TrainConfig.model_fields:
+            foreign.append((key, name))
         if "value" in spec:
             train[target] = spec["value"]
         else:
@@ -110,7 +129,7 @@ def from_wandb(raw: dict[str, Any], source: str) -> dict[str, Any]:
         out["pruner"] = {"name": "none"}
     if notes:
         out[NOTES] = notes
-    return out
+    return out, foreign
 
 
 def _wandb_leaves(params: dict[str, Any], prefix: str, source: str) -> list[tuple[str, str, dict[str, Any]]]:
