@@ -58,3 +58,20 @@ def disk_problem(exc: BaseException | None) -> str | None:
             return READ_ONLY
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+# ---------------------------------------------------------------- why a running trial stopped
+
+
+class Interrupted(Exception):
+    """The sweep was stopped (Ctrl-C, `stop`, the engine gone) while a trial ran: not the
+    trial's fault, so it is queued to run again with the same parameters."""
+
+
+class TrialTimeout(Exception):
+    """A trial ran past `budget.trial_timeout`: it fails, and is not run again."""
+
+
+class DeviceProblem(Exception):
+    """torch cannot use the device the engine gave a worker (the engine planned from NVML): the
+    worker exits with DEVICE_EXIT, and the engine says so in one line."""

@@ -114,7 +114,7 @@ def test_summary_warns_when_the_validation_set_cannot_rank_trials(tmp_path: Path
     table = invoke("summary", "--workdir", str(tmp_path), env={"COLUMNS": "200"}).stdout
     assert "195 images: 156 train, 39 validation (13 per class)" in table
     assert "warning" in table and "use data.folds: 5 or more data" in table
-    from tui_hpo.report import summary_text  # the Analysis screen's header says it too, in warning colours
+    from tui_hpo.tables import summary_text  # the Analysis screen's header says it too, in warning colours
 
     header = summary_text(report)
     assert f"±{noise:.2f} (39 val)" in header.plain

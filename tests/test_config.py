@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.command.argv import check_command
 from engine.config import (
     SweepConfig,
     apply_batch_multiplier,
@@ -74,8 +75,8 @@ search_space:
 
 
 def test_wandb_sweep_file(tmp_path: Path) -> None:
+    """Without a program, a W&B file tunes the built-in trainer: its parameters by their names there."""
     path = write(tmp_path, """
-program: train.py
 method: bayes
 metric: {name: eval/f1, goal: maximize}
 parameters:
@@ -217,7 +218,6 @@ def test_wandb_distributions_on_natural_log_bounds_and_the_keys_read_as_notes(tm
     """W&B's log_uniform, q_log_uniform and inv_log_uniform take natural logs as bounds, its
     normals are searched within +-3 sigma; its own keys and what Optuna cannot honour are notes."""
     path = write(tmp_path, """
-program: train.py
 project: cifar
 entity: team
 controller: {type: local}
@@ -242,7 +242,6 @@ parameters:
     assert config.notes == [
         "W&B's project ('cifar') is not used here", "W&B's entity ('team') is not used here",
         "W&B's controller ({'type': 'local'}) is not used here",
-        "the W&B program ('train.py') is not run: tui-hpo trains its own timm classifier with the parameters it knows",
         "metric.target (0.99) does not stop the sweep here: n_trials and budget.timeout do",
         "parameters.optimizer.probabilities: the samplers here pick each value alike"]
     assert resolve({}, environ={}).notes == [], "a native config has none"
@@ -466,15 +465,35 @@ def test_real_wandb_sweep_files_read_as_wandb_reads_them(path: Path) -> None:
         assert f"{error.value.key}: {error.value.detail}".startswith(W_AND_B_REJECTS[path.name])
         return
     native, foreign = translate_wandb(raw, str(path))
-    declared = [k for k, v in raw["parameters"].items() if not (isinstance(v, dict) and "parameters" in v)]
-    assert set(native["search_space"]) | set(native.get("train", {})) >= {canonical_param(str(k)) for k in declared}
-    if "program" in raw or "command" in raw:
-        assert any("is not run" in note for note in native["_notes"]), "never silently"
-    if foreign:  # until a program can be the objective: one line, by the W&B key path
-        with pytest.raises(ConfigError) as error:
-            to_native(raw, str(path))
-        assert error.value.key == foreign[0][0] and error.value.key.startswith("parameters.")
-        assert "is not a parameter of tui-hpo's trainer" in error.value.detail
+    if "program" not in raw and "command" not in raw:  # the built-in trainer's: its names, else one line
+        declared = [k for k, v in raw["parameters"].items() if not (isinstance(v, dict) and "parameters" in v)]
+        assert set(native["search_space"]) | set(native.get("train", {})) >= {canonical_param(str(k)) for k in declared}
+        if foreign:
+            with pytest.raises(ConfigError) as error:
+                to_native(raw, str(path))
+            assert error.value.key == foreign[0][0] and error.value.key.startswith("parameters.")
+            assert "is not a parameter of tui-hpo's trainer" in error.value.detail
+        return
+    # A program's file validates whole, as W&B would run it: every parameter under its own
+    # (dotted, for nested groups) name, the command with its macros, the metric as the program names it
+    assert not foreign
+    config = resolve({}, config_file=path, environ={})
+    assert config.runs_command and config.objective.cwd is None  # resolve_run makes it the file's folder
+    leaves = _wandb_names(raw["parameters"])
+    assert set(config.search_space) | set(config.params) == set(leaves), "no parameter renamed, none lost"
+    assert config.objective.metrics() == [raw["metric"]["name"]] if "metric" in raw else True
+    check_command(config.objective.command or [])
+    assert "${program}" not in " ".join(config.objective.command or [])
+
+
+def _wandb_names(params: dict, prefix: str = "") -> list[str]:
+    names = []
+    for name, spec in params.items():
+        if isinstance(spec, dict) and "parameters" in spec:
+            names += _wandb_names(spec["parameters"], f"{prefix}{name}.")
+        else:
+            names.append(f"{prefix}{name}")
+    return names
 
 
 def test_the_real_files_cover_what_users_write() -> None:

@@ -165,7 +165,7 @@ def test_fit_is_deterministic_on_cpu_and_learns() -> None:
 
 
 def test_fit_stops_when_asked() -> None:
-    from engine.training.fit import Interrupted
+    from engine.errors import Interrupted
 
     cfg_data = DataConfig()
     data = load(scan(cfg_data), cfg_data, 16)

@@ -195,7 +195,7 @@ def test_only_a_matching_complete_measurement_is_a_prior() -> None:
 
 def test_the_worker_decides_with_its_devices_benchmark() -> None:
     """The wiring: a worker's compile choice passes the stored benchmark of its device and model."""
-    from engine.sweep.worker import Worker
+    from engine.sweep.image_trials import ImageTrials
     from engine.training.fit import Runtime
 
     events: list[str] = []
@@ -206,10 +206,10 @@ def test_the_worker_decides_with_its_devices_benchmark() -> None:
         _event=lambda kind, message, number, level="info": events.append(message))
     trial = SimpleNamespace(number=3, set_user_attr=lambda key, value: None)
     cfg = SimpleNamespace(model="resnet18", image_size=64, batch_size=64, epochs=60)  # 6,000 steps, 60 s eager
-    runtime, _speeds = Worker._compile_choice(worker, trial, cfg)
+    runtime, _speeds = ImageTrials._compile_choice(worker, trial, cfg)
     assert runtime.compile and "tui-hpo gpu benchmark" in events[0]
     worker.benchmark = None
-    runtime, _speeds = Worker._compile_choice(worker, trial, cfg)
+    runtime, _speeds = ImageTrials._compile_choice(worker, trial, cfg)
     assert not runtime.compile and "not measured here yet" in events[1]
 
 
@@ -244,7 +244,7 @@ def test_the_system_screen_shows_this_machines_benchmark(tmp_path: Path, monkeyp
 def test_the_commands_tables_hold_figures_skips_and_verdicts() -> None:
     from rich.console import Console
 
-    from tui_hpo.report import benchmark_tables
+    from tui_hpo.tables import benchmark_tables
 
     bench = h200(replace(COMPILED, variants=(*COMPILED.variants,
                                              v("amp fp16", None, amp="fp16", skipped="failed: out of memory"))))

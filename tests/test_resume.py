@@ -15,7 +15,8 @@ import torch
 
 from engine.config import DataConfig, TrainConfig
 from engine.datasets.scan import parts_of, scan, splits
-from engine.training.fit import EarlyStop, Interrupted, Runtime, fit
+from engine.errors import Interrupted
+from engine.training.fit import EarlyStop, Runtime, fit
 from engine.training.resume import ResumeFile, path_of
 from engine.training.tensors import load
 from tests.test_crashes import States, integrity, start, wait_until

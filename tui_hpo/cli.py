@@ -230,8 +230,13 @@ def _run_headless(args: RunArgs, workspace: Workspace, study_name: str | None) -
     rows = top_rows(load_study(workspace.url, name), 10)
     if rows:
         console.print(top_table(rows, resolved.config.objective.metrics(), f"Top trials of '{name}'"))
-    console.print(f"Results: {workspace.workdir / name}/ (report.json, best_config.yaml, best_params.yaml, trials.csv, "
-                  "engine.log, best_model.safetensors when kept); next: tui-hpo summary, recommend, visualize, predict")
+    if resolved.config.runs_command:
+        console.print(f"Results: {workspace.workdir / name}/ (report.json, best_config.yaml, best_params.yaml, "
+                      "trials.csv, engine.log, trials/<n>/output.log); next: tui-hpo summary, recommend, visualize")
+    else:
+        console.print(f"Results: {workspace.workdir / name}/ (report.json, best_config.yaml, best_params.yaml, "
+                      "trials.csv, engine.log, best_model.safetensors when kept); next: tui-hpo summary, recommend, "
+                      "visualize, predict")
     return code
 
 
@@ -249,7 +254,7 @@ def info(as_json: bool) -> None:
         return
     from rich.console import Console
 
-    from tui_hpo.report import platform_tables
+    from tui_hpo.tables import platform_tables
 
     console = Console()
     for table in platform_tables(report, prof):

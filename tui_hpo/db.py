@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from engine.config.space import train_params
 from engine.storage import make_engine, optuna_sql
 from engine.storage.states import SweepState, WorkerState, finished_count
-from engine.storage.tables import decode_sample, events, samples, sweeps, workers
+from engine.storage.tables import decode_epoch, decode_sample, events, samples, sweeps, workers
 from engine.storage.tables import epochs as epoch_rows
 from tui_hpo import clock
 
@@ -196,10 +196,20 @@ class Reader:
             return optuna_sql.intermediate(conn, trial_ids)
 
     def epochs(self, trial_id: int) -> list[dict[str, Any]]:
+        """A trial's steps, a program's own metrics beside the built-in ones. A database no
+        engine of this version has opened yet has no column for those (this reader never migrates)."""
+        columns = list(epoch_rows.c)
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(epoch_rows).where(epoch_rows.c.trial_id == trial_id)
-                                .order_by(epoch_rows.c.fold, epoch_rows.c.epoch)).mappings().all()
-        return [dict(r) for r in rows]
+            try:
+                rows = conn.execute(sa.select(*columns).where(epoch_rows.c.trial_id == trial_id)
+                                    .order_by(epoch_rows.c.fold, epoch_rows.c.epoch)).mappings().all()
+            except sa.exc.DBAPIError:
+                conn.rollback()
+                columns = [c for c in columns if c.name != "metrics"]
+                rows = conn.execute(sa.select(*columns, sa.null().label("metrics"))
+                                    .where(epoch_rows.c.trial_id == trial_id)
+                                    .order_by(epoch_rows.c.fold, epoch_rows.c.epoch)).mappings().all()
+        return [decode_epoch(r) for r in rows]
 
     # ------------------------------------------------------------ system, events, workers
 

@@ -20,7 +20,7 @@ NATIVE_KEYS = {"name", "description", "extends", "data", "train", "resources", "
                "pruner", "budget", "search_space", "per_platform", "when_finetuning"}
 
 WANDB_METHODS = {"grid": "grid", "random": "random", "bayes": "tpe"}
-WANDB_IGNORED = {"program", "command", "project", "entity", "description", "name", "controller"}
+WANDB_KEYS = {"program", "command", "project", "entity", "description", "name", "controller"}
 # W&B's own keys with no meaning here: read, and named in a note rather than refused
 WANDB_ONLY = ("project", "entity", "controller")
 NOTES = "_notes"  # a translated layer's notes for the user, taken off before validation (`layers.resolve`)
@@ -60,8 +60,9 @@ def from_wandb(raw: dict[str, Any], source: str) -> dict[str, Any]:
     if foreign:
         key, name = foreign[0]
         more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
-        raise ConfigError(f"'{name}' is not a parameter of tui-hpo's trainer{more}: the W&B program is not run, "
-                          "so the parameters must be the trainer's (lr, batch_size, epochs, model, ...)",
+        raise ConfigError(f"'{name}' is not a parameter of tui-hpo's trainer{more}: the file names no program, "
+                          "so the trainer runs (add `program:` to run yours, or use lr, batch_size, epochs, model, "
+                          "...)",
                           source=source, key=key)
     return out
 
@@ -72,7 +73,7 @@ def translate_wandb(raw: dict[str, Any], source: str) -> tuple[dict[str, Any], l
 
     out: dict[str, Any] = {k: v for k, v in raw.items() if k in NATIVE_KEYS - {"search_space", "name"}}
     for key in raw:
-        if key not in NATIVE_KEYS | WANDB_IGNORED | {"method", "metric", "parameters", "early_terminate",
+        if key not in NATIVE_KEYS | WANDB_KEYS | {"method", "metric", "parameters", "early_terminate",
                                                     "run_cap"}:
             raise ConfigError(f"unknown key '{key}' in a W&B sweep file", source=source, key=key)
     method = raw["method"]
@@ -81,9 +82,9 @@ def translate_wandb(raw: dict[str, Any], source: str) -> tuple[dict[str, Any], l
     out.setdefault("sampler", {})["name"] = WANDB_METHODS[method]
     out.update(display_name(raw.get("name"), raw.get("description")))
     notes = [f"W&B's {key} ({raw[key]!r}) is not used here" for key in WANDB_ONLY if key in raw]
-    if "program" in raw or "command" in raw:
-        notes.append(f"the W&B program ({raw.get('program') or raw.get('command')!r}) is not run: tui-hpo trains "
-                     "its own timm classifier with the parameters it knows")
+    runs_program = "program" in raw or "command" in raw
+    if runs_program:  # each trial runs the program, as `wandb agent` would: its parameters are its own
+        out.setdefault("objective", {}).update(command=_wandb_command(raw, source), flags=False)
     if "run_cap" in raw:
         out.setdefault("budget", {})["n_trials"] = raw["run_cap"]
     if "metric" in raw:
@@ -103,16 +104,20 @@ def translate_wandb(raw: dict[str, Any], source: str) -> tuple[dict[str, Any], l
                 raise ConfigError(f"must be maximize or minimize (got {metric['goal']!r})",
                                   source=source, key="metric.goal")
             objective["direction"] = metric["goal"]
+        elif runs_program:
+            objective["direction"] = "minimize"
+            notes.append(f"metric.goal is not given: W&B minimizes '{metric['name']}', and so does this sweep")
     train = dict(_mapping(out.get("train") or {}, source, "train"))
     space: dict[str, Any] = {}
     seen: dict[str, str] = {}  # parameter -> the key path it came from (nested groups may clash)
     foreign: list[tuple[str, str]] = []
     for key, name, spec in _wandb_leaves(_mapping(raw["parameters"], source, "parameters"), "parameters", source):
-        target = canonical_param(name)
+        # A program gets nested groups as W&B gives them (`--optimizer.lr=0.1`); the trainer, by its names
+        target = key.removeprefix("parameters.").replace(".parameters.", ".") if runs_program else canonical_param(name)
         if target in seen:
             raise ConfigError(f"sets '{target}' again ({seen[target]} set it first)", source=source, key=key)
         seen[target] = key
-        if target not in TrainConfig.model_fields:
+        if target not in TrainConfig.model_fields and not runs_program:
             foreign.append((key, name))
         if "value" in spec:
             train[target] = spec["value"]
@@ -130,6 +135,36 @@ def translate_wandb(raw: dict[str, Any], source: str) -> tuple[dict[str, Any], l
     if notes:
         out[NOTES] = notes
     return out, foreign
+
+
+WANDB_DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
+
+
+def _wandb_command(raw: dict[str, Any], source: str) -> list[str]:
+    """The command `wandb agent` would run: `command:` or W&B's default, `${program}` filled in
+    (the other macros are expanded per trial, engine.command.argv)."""
+    program = raw.get("program")
+    if program is not None and (not isinstance(program, str) or not program):
+        raise ConfigError(f"must be the program's path (got {program!r})", source=source, key="program")
+    command = raw.get("command", WANDB_DEFAULT_COMMAND)
+    if isinstance(command, str):
+        command = [command]
+    if not isinstance(command, list) or not command:
+        raise ConfigError("must be a list of arguments", source=source, key="command")
+    if program is not None and not program.endswith(".py") and "command" not in raw:
+        command = [t for t in command if t != "${interpreter}"]  # W&B runs a program that is not Python itself
+    out = []
+    for i, token in enumerate(command):
+        if not isinstance(token, str | int | float) or isinstance(token, bool):
+            raise ConfigError(f"must be text (got {token!r})", source=source, key=f"command[{i}]")
+        token = str(token)
+        if "${program}" in token:
+            if program is None:
+                raise ConfigError("uses ${program}, but the file names no program", source=source,
+                                  key=f"command[{i}]")
+            token = token.replace("${program}", program)
+        out.append(token)
+    return out
 
 
 def _wandb_leaves(params: dict[str, Any], prefix: str, source: str) -> list[tuple[str, str, dict[str, Any]]]:

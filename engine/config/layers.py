@@ -143,6 +143,8 @@ def to_native(raw: dict[str, Any], source: str) -> dict[str, Any]:
 
         return from_optuna_guide(raw, source)
     out = dict(raw)
+    if isinstance(out.get("objective"), dict) and out["objective"].get("command"):
+        return out  # a program's parameters keep the names it knows them by
     if isinstance(out.get("train"), dict):
         out["train"] = {canonical_param(k): v for k, v in out["train"].items()}
     if isinstance(out.get("search_space"), dict):

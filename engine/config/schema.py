@@ -11,7 +11,17 @@ import types
 import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 
 from engine.config.names import check_study_name
 from engine.config.space import PARAM_ALIASES, ParamSpec, check_space
@@ -150,6 +160,32 @@ class CheckpointsConfig(Section):
 class ObjectiveConfig(Section):
     metric: str | list[str] = "val_f1"
     direction: Literal["maximize", "minimize"] | list[Literal["maximize", "minimize"]] | None = None
+    # A program as the objective instead of the built-in trainer (engine.command): each trial runs
+    # it with its parameters (as flags, in the environment, or in a file: engine.command.argv) and
+    # reads the metrics it reports (JSON lines on stdout, a metrics file, a results file). With a
+    # command, `train:` holds the program's fixed values, under any names.
+    command: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1)
+    cwd: str | None = Field(None, min_length=1)  # None: the config file's folder (else the current one)
+    env: dict[str, str] = Field(default_factory=dict)  # {LEARNING_RATE: lr}: a parameter in a variable of yours
+    # `--name=value` for every parameter after the command; None: when the command takes them no
+    # other way (no {args...}/{config} macro and no `env` mapping)
+    flags: bool | None = None
+    result_file: str | None = Field(None, min_length=1)  # a JSON file the program writes; metrics are key paths in it
+    grace_s: float = Field(10.0, ge=0, le=3600)  # SIGTERM to SIGKILL, for a trial pruned, timed out or stopped
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        """`command: python train.py --fast` is split as a shell would (no shell runs it)."""
+        if isinstance(value, str):
+            import shlex
+
+            try:
+                return shlex.split(value)
+            except ValueError as exc:
+                raise ValueError(f"cannot split the command: {exc}") from None
+        return [str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for v in value] \
+            if isinstance(value, list) else value
 
     def metrics(self) -> list[str]:
         return [self.metric] if isinstance(self.metric, str) else list(self.metric)
@@ -181,6 +217,8 @@ class BudgetConfig(Section):
     timeout: float | None = Field(None, gt=0)
     max_consecutive_failures: int = Field(5, ge=1)
     max_retries: int = Field(1, ge=0, le=10)  # reruns of a trial whose worker died, same params
+    # A trial running longer is stopped and failed (a command's process group is killed); None: no limit
+    trial_timeout: float | None = Field(None, gt=0)
 
 
 class SweepConfig(Section):
@@ -195,6 +233,9 @@ class SweepConfig(Section):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     checkpoints: CheckpointsConfig = Field(default_factory=CheckpointsConfig)
     search_space: dict[str, ParamSpec] = Field(default_factory=dict)
+    # A command's fixed values (`train:` in the file, any names); empty for the built-in trainer,
+    # whose `train:` is TrainConfig. Written back as `train:` (the serializer below).
+    params: SkipJsonSchema[dict[str, Any]] = Field(default_factory=dict)
     # What translating a foreign file (a W&B sweep) left out, said once when the sweep starts; not saved.
     _notes: list[str] = PrivateAttr(default_factory=list)
 
@@ -205,6 +246,41 @@ class SweepConfig(Section):
     @notes.setter
     def notes(self, value: list[str]) -> None:
         self._notes = value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _command_params(cls, data: Any) -> Any:
+        """With a command, `train:` is the program's: any names, kept as they are (a null drops
+        one, as the EPOCHS habit does with min_steps). The trainer's keys are not checked."""
+        objective = data.get("objective") if isinstance(data, dict) else None
+        if not isinstance(objective, dict) or not objective.get("command"):
+            return data
+        data = dict(data)
+        train = data.pop("train", None) or {}
+        if not isinstance(train, dict):
+            raise ValueError("train: must be a mapping of the program's fixed values")
+        data["params"] = {**(data.get("params") or {}), **{k: v for k, v in train.items() if v is not None}}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _write_params_as_train(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        if self.objective.command is not None:  # the trainer's sections mean nothing to a program
+            out["train"] = out.pop("params", {})
+            out.pop("data", None)
+            out.pop("checkpoints", None)
+        else:
+            out.pop("params", None)
+        return out
+
+    @property
+    def runs_command(self) -> bool:
+        return self.objective.command is not None
+
+    def fixed(self) -> dict[str, Any]:
+        """Every value a trial gets besides the sampled ones: the program's for a command,
+        the trainer's otherwise."""
+        return dict(self.params) if self.runs_command else self.train.model_dump()
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
@@ -262,14 +338,20 @@ def one_line_error(exc: ValidationError, source: str | None) -> ConfigError:
 
 
 def check(config: SweepConfig) -> None:
-    """Rules across keys: names that must exist, and combinations that cannot work."""
+    """Rules across keys: names that must exist, and combinations that cannot work. A command's
+    metrics and parameters are its program's: any names (a metric it never reports is found when
+    the first trial ends, engine.command.trial)."""
     if config.name is not None:
         check_study_name(config.name, "name")
-    metrics = [canonical_metric(m) for m in config.objective.metrics()]
+    command = config.runs_command
+    metrics = config.objective.metrics() if command else [canonical_metric(m) for m in config.objective.metrics()]
     for metric in metrics:
-        if metric not in METRIC_DIRECTIONS:
+        if metric not in METRIC_DIRECTIONS and not command:
             raise ConfigError(f"unknown metric '{metric}' (use one of {', '.join(METRIC_DIRECTIONS)})",
                               key="objective.metric")
+        if metric not in METRIC_DIRECTIONS and config.objective.direction is None:
+            raise ConfigError(f"say maximize or minimize: '{metric}' is your program's metric",
+                              key="objective.direction")
     config.objective.metric = metrics[0] if len(metrics) == 1 else metrics
     if len(config.objective.directions()) != len(metrics):
         raise ConfigError(f"{len(metrics)} metric(s) but {len(config.objective.directions())} direction(s)",
@@ -282,13 +364,37 @@ def check(config: SweepConfig) -> None:
                           key="pruner.name")
     if len(metrics) > 1 and config.pruner.name != "none":
         raise ConfigError("pruning needs a single objective: set pruner.name: none", key="pruner.name")
-    if config.pruner.name == "wilcoxon" and config.data.folds < 2:
-        raise ConfigError("the wilcoxon pruner compares folds: set data.folds >= 2", key="pruner.name")
+    if config.pruner.name == "wilcoxon" and (command or config.data.folds < 2):
+        raise ConfigError("the wilcoxon pruner compares folds: "
+                          + ("a program has none (use median or hyperband)" if command else "set data.folds >= 2"),
+                          key="pruner.name")
+    if config.sampler.name == "cmaes" and len(metrics) > 1:
+        raise ConfigError("CMA-ES is single-objective: use nsga2 or tpe", key="sampler.name")
+    if command:
+        _check_command(config)
+    else:
+        _check_trainer(config)
+    if config.sampler.name == "grid":
+        from engine.config.space import grid_points
+
+        grid_points(config.search_space, config.fixed())
+
+
+def _check_command(config: SweepConfig) -> None:
+    """A command's parameters: any names; those its environment mapping names must exist."""
+    for var, name in config.objective.env.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
+            raise ConfigError(f"'{var}' is not an environment variable name", key=f"objective.env.{var}")
+        if name not in config.search_space and name not in config.params:
+            raise ConfigError(f"'{name}' is neither in search_space nor in train", key=f"objective.env.{var}")
+    check_space(config.search_space, set(config.search_space), config.params)
+
+
+def _check_trainer(config: SweepConfig) -> None:
+    """The built-in trainer's keys, and what each parameter may sample for them."""
     if config.data.val is not None and config.data.folds > 1:
         raise ConfigError(f"a validation set of your own replaces the folds: remove it or set data.folds: 1 "
                           f"(not {config.data.folds})", key="data.val")
-    if config.sampler.name == "cmaes" and len(metrics) > 1:
-        raise ConfigError("CMA-ES is single-objective: use nsga2 or tpe", key="sampler.name")
     if config.train.min_steps and config.train.max_steps and config.train.min_steps > config.train.max_steps:
         raise ConfigError(f"must be <= max_steps ({config.train.min_steps} > {config.train.max_steps})",
                           key="train.min_steps")
@@ -300,14 +406,9 @@ def check(config: SweepConfig) -> None:
     if config.train.batch_size == "auto" and "batch_size" in config.search_space:
         raise ConfigError("auto finds one batch per model: remove search_space.batch_size, or give a number here",
                           key="train.batch_size")
-    fixed = config.train.model_dump()
-    check_space(config.search_space, TUNABLE, fixed)
+    check_space(config.search_space, TUNABLE, config.fixed())
     for name, spec in config.search_space.items():
         _check_domain(name, spec)
-    if config.sampler.name == "grid":
-        from engine.config.space import grid_points
-
-        grid_points(config.search_space, fixed)
 
 
 def _check_domain(name: str, spec: ParamSpec) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,11 @@ def best_config(config: SweepConfig, params: dict[str, Any]) -> dict[str, Any]:
     no search space, and batch sizes taken as they are (the profile already scaled them). `params`
     may be a trial's own (Optuna names): they are folded into training keys here."""
     out = config.to_dict()
-    out["train"] = config.train.model_copy(update=train_params(params)).model_dump(mode="json", exclude_none=True)
+    if config.runs_command:  # the program's fixed values and the winning ones: a sweep of one trial runs it again
+        out["train"] = {**config.params, **train_params(params)}
+    else:
+        out["train"] = config.train.model_copy(update=train_params(params)).model_dump(mode="json",
+                                                                                       exclude_none=True)
     out["search_space"] = {}
     out["budget"] = {**out.get("budget", {}), "n_trials": 1}
     out.setdefault("resources", {})["batch_multiplier"] = 1.0
@@ -71,7 +76,11 @@ def export_results(study: optuna.Study, config: SweepConfig | None, folder: Path
         trial = best[0]
         header = (f"# Best trial {trial.number} of study '{study.study_name}': "
                   + ", ".join(f"{m}={v:.4f}" for m, v in zip(metrics, trial.values, strict=True))
-                  + "\n# Train it again: tui-hpo train --config best_config.yaml")
+                  + ("\n# Run it again: tui-hpo run --config best_config.yaml --study NAME"
+                     + (f"\n# Its command was: {shlex.join(trial.user_attrs['command'])}"
+                        if "command" in trial.user_attrs else "")
+                     if config is not None and config.runs_command
+                     else "\n# Train it again: tui-hpo train --config best_config.yaml"))
         write_atomic(folder / "best_params.yaml", dump_yaml({
             "study": study.study_name, "trial": trial.number,
             "values": dict(zip(metrics, trial.values, strict=True)), "params": train_params(trial.params)}))

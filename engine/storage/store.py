@@ -29,8 +29,10 @@ from engine.errors import UserError
 from engine.storage import optuna_sql
 from engine.storage.states import OUTCOMES, RECENT_DURATIONS, EventKind, SweepState, WorkerState, finished_count
 from engine.storage.tables import (
+    EPOCH_COLUMNS,
     MIGRATIONS,
     commands,
+    decode_epoch,
     decode_sample,
     epochs,
     events,
@@ -307,6 +309,18 @@ class Store:
             conn.execute(epochs.insert().values(study_id=study_id, trial_id=trial_id, fold=fold,
                                                 ts=time.time(), **metrics))
 
+    def set_epoch(self, study_id: int, trial_id: int, fold: int, epoch: int, metrics: dict[str, float]) -> None:
+        """A program's step, replaced whole as more of its metrics arrive: the built-in names in
+        their columns, any others as JSON."""
+        known = {k: v for k, v in metrics.items() if k in EPOCH_COLUMNS}
+        other = {k: v for k, v in metrics.items() if k not in EPOCH_COLUMNS}
+        with self.tx() as conn:
+            conn.execute(epochs.delete().where(epochs.c.trial_id == trial_id, epochs.c.fold == fold,
+                                               epochs.c.epoch == epoch))
+            conn.execute(epochs.insert().values(study_id=study_id, trial_id=trial_id, fold=fold, epoch=epoch,
+                                                ts=time.time(), metrics=json.dumps(other) if other else None,
+                                                **known))
+
     def clear_epochs(self, trial_id: int, fold: int) -> None:
         """Forget a fold's epochs: it is trained again from its start (after running out of memory)."""
         with self.tx() as conn:
@@ -316,7 +330,7 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(epochs).where(epochs.c.trial_id == trial_id)
                                 .order_by(epochs.c.fold, epochs.c.epoch)).mappings().all()
-        return [dict(r) for r in rows]
+        return [decode_epoch(r) for r in rows]
 
     # ------------------------------------------------------------ measurements per shape
 

@@ -40,7 +40,9 @@ epochs = sa.Table(
     *(sa.Column(name, sa.Float) for name in ("train_loss", "val_loss", "val_accuracy", "val_f1", "lr",
                                              "samples_per_s", "peak_mem_mb", "seconds")),
     sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("metrics", sa.Text, nullable=True),  # JSON: a program's metrics under any other names
 )
+EPOCH_COLUMNS = {c.name for c in epochs.columns} - {"trial_id", "fold", "epoch", "study_id", "ts", "metrics"}
 
 samples = sa.Table(
     "hpo_sample", metadata,
@@ -133,7 +135,18 @@ def _v3(conn: sa.Connection) -> None:
     shapes.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3]
+def _v4(conn: sa.Connection) -> None:
+    """A program's metrics have names of its own: kept as JSON beside the built-in ones."""
+    if "metrics" not in {c["name"] for c in sa.inspect(conn).get_columns("hpo_epoch")}:
+        conn.execute(sa.text("ALTER TABLE hpo_epoch ADD COLUMN metrics TEXT"))
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2, _v3, _v4]
+
+
+def decode_epoch(row: Any) -> dict[str, Any]:
+    """A `hpo_epoch` row with a program's own metrics beside the built-in ones."""
+    return {k: v for k, v in dict(row).items() if k != "metrics"} | json.loads(row["metrics"] or "{}")
 
 
 

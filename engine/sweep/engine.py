@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 import optuna
 
 from engine.artifacts import dump_yaml, ensure_writable, write_atomic
+from engine.command.argv import check_runnable
 from engine.config import SweepConfig, check_study_name
 from engine.config.space import default_point
 from engine.datasets import defaults as data_defaults
@@ -162,7 +164,7 @@ def start_from_recipe(study: optuna.Study, config: SweepConfig) -> None:
     `enqueue_trial`, instead of a random one. Random and grid search stay what they say."""
     if config.sampler.name not in MODEL_BASED or not config.search_space:
         return
-    point = default_point(config.search_space, config.train.model_dump())
+    point = default_point(config.search_space, config.fixed())
     if point:
         study.enqueue_trial(point, user_attrs={"start": "the config's own recipe"})
 
@@ -216,11 +218,19 @@ class Engine:
         self.busy_at_add: dict[str, float] = {}
         self.added_last: dict[str, int] = {}  # GPU id -> pid of the worker added to it last
 
-    def prepare(self, measure: bool = True) -> Scan:
+    def prepare(self, measure: bool = True) -> Scan | None:
         """Every check that can fail on bad input, before anything is written; and the settings
         that follow from the data (`data_defaults`), which the models are checked at. Without
-        `measure`, `batch_size: auto` on CUDA assumes a batch instead of measuring it (a dry run)."""
+        `measure`, `batch_size: auto` on CUDA assumes a batch instead of measuring it (a dry run).
+        A program's sweep (`objective.command`) has no data of ours: None."""
         check_study_name(self.study_name, "--study")  # its folder is DIR/<study>/
+        if self.config.runs_command:  # a program: no data, models or batches of ours to check
+            try:
+                check_runnable(self.config.objective.command or [], Path(self.config.objective.cwd or "."))
+                check_buildable(self.config)
+            except ConfigError as exc:
+                raise ConfigError(exc.detail, source=exc.source or self.source, key=exc.key) from None
+            return None
         found = scan(self.config.data)
         if found.columns is not None:
             self.notes.append(f"data: {found.columns}")
@@ -240,9 +250,9 @@ class Engine:
         self.study = study
         self.store = Store(self.url)
         self.optuna_study = load_study(self.url, study.name)
-        # The split's sizes, for summary and the dashboard (which never read the data itself)
-        attrs = self.optuna_study.user_attrs.get("tui_hpo", {})
-        self.optuna_study.set_user_attr("tui_hpo", {**attrs, "data": split_sizes(found, self.config.data)})
+        if found is not None:  # the split's sizes, for summary and the dashboard (which never read the data itself)
+            attrs = self.optuna_study.user_attrs.get("tui_hpo", {})
+            self.optuna_study.set_user_attr("tui_hpo", {**attrs, "data": split_sizes(found, self.config.data)})
         folder = study.folder
         folder.mkdir(parents=True, exist_ok=True)
         self._log_to(folder / "engine.log")
@@ -258,11 +268,13 @@ class Engine:
             verb = f"resumed ({done} trials finished, {max(0, self.config.budget.n_trials - done)} to go)"
         self.store.add_event(study.study_id, EventKind.SWEEP, f"sweep '{study.name}' {verb} on {self.platform}: "
                              f"{self.config.budget.n_trials} trials, {self.config.resources.parallel} worker(s), "
-                             f"data {found.root} ({found.count} images, {len(found.classes)} classes), "
-                             f"storage {mask_url(self.url)}")
+                             + (f"data {found.root} ({found.count} images, {len(found.classes)} classes), "
+                                if found is not None else f"program {shlex.join(self.config.objective.command or [])}"
+                                f" in {self.config.objective.cwd}, ")
+                             + f"storage {mask_url(self.url)}")
         for note in self.notes:
             self.store.add_event(study.study_id, EventKind.SWEEP, note)
-        if found.skipped:
+        if found is not None and found.skipped:
             self.store.add_event(study.study_id, EventKind.DATA, found.skipped_summary() or "", level="warning")
             for path, why in found.skipped:  # the event names a few; the log names every one
                 log.warning("data: skipped %s (%s)", path, why)
@@ -325,7 +337,9 @@ class Engine:
         # HF_HUB_OFFLINE: pretrained weights were checked into the cache before the study (model
         # check), so a trial reads them from there instead of asking the hub again each time.
         child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads),
-                     STORAGE_ENV: self.url, "HF_HUB_OFFLINE": "1"}
+                     STORAGE_ENV: self.url}
+        if not self.config.runs_command:  # a program may fetch what it needs itself
+            child_env["HF_HUB_OFFLINE"] = "1"
         proc = subprocess.Popen(cmd, env=child_env, stdout=self._logfile, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
         log.info("worker %d: pid %d on %s, %d thread(s)", index, proc.pid, device, threads)
@@ -531,7 +545,8 @@ class Engine:
             self.store.add_event(sid, EventKind.SWEEP, f"time budget of {self.config.budget.timeout:g}s reached: "
                                  "no new trials were started")
         self.store.update_sweep(sid, state=final)
-        if final == SweepState.FINISHED or out_of_time:  # data.test: once, on the best trial, when the budget ends
+        if (final == SweepState.FINISHED or out_of_time) and not self.config.runs_command:
+            # data.test: once, on the best trial, when the budget ends
             evaluate_best(self.config, self.url, self.study_name, sid, self.study.folder, self.workdir)
         study = load_study(self.url, self.study_name)
         export_results(study, self.config, self.study.folder, self.url)

@@ -36,6 +36,9 @@ def resolve_run(preset: str | None, config_file: str | None, flags: dict[str, An
     info = info or probe_for_sweep() or probe()
     platform = choose_platform(info, draft.resources.device)
     layer = profile(info, platform, draft.resources.gpus, draft.resources.trials_per_gpu)
+    if draft.runs_command and platform != "cuda":
+        # A program uses the cores as it likes: one trial at a time unless asked (on GPUs, one per GPU)
+        layer["resources"]["parallel"] = 1
     config = cfg.resolve(layer, preset=preset, config_file=config_file, environ=environ, flags=flags,
                          platform=platform, origins=origins)
     config.resources.device = platform
@@ -44,6 +47,9 @@ def resolve_run(preset: str | None, config_file: str | None, flags: dict[str, An
         config.data.path = str(Path(config.data.path).expanduser().resolve())
     if config.data.labels is not None:
         config.data.labels = str(Path(config.data.labels).expanduser().resolve())
+    if config.runs_command:  # a program runs in its config file's folder unless told otherwise
+        base = Path(config_file).resolve().parent if config_file is not None else Path.cwd()
+        config.objective.cwd = str((base / Path(config.objective.cwd or ".").expanduser()).resolve())
     scale = cfg.apply_batch_multiplier(config)  # first: scaling may merge two batch choices into one grid point
     notes = tuple(n for n in [*config.notes, cap_to_grid(config)] if n)
     return Resolved(config, info, platform, scale, config_file, notes)
@@ -56,7 +62,7 @@ def cap_to_grid(config: cfg.SweepConfig) -> str | None:
     Returns the note to show."""
     if config.sampler.name != "grid":
         return None
-    points = len(grid_points(config.search_space, config.train.model_dump()))
+    points = len(grid_points(config.search_space, config.fixed()))
     if config.budget.n_trials <= points:
         return None
     config.budget.n_trials = points

@@ -97,7 +97,7 @@ def make_sampler(config: SweepConfig, worker_index: int = 0) -> optuna.samplers.
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed, **options),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed, **options),
         # The study's seed, not the worker's: every worker shares one point order (see PointGridSampler).
-        "grid": lambda: PointGridSampler(grid_points(config.search_space, config.train.model_dump()),
+        "grid": lambda: PointGridSampler(grid_points(config.search_space, config.fixed()),
                                          seed=config.sampler.seed, **options),
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False, **options),
         "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False, **options),
@@ -117,15 +117,19 @@ def make_pruner(config: SweepConfig) -> optuna.pruners.BasePruner:
     follow the data (`train.min_steps`), so the warm-up is a share of them: no trial is judged
     in the first quarter of its training, where a slow starter and a failure look alike."""
     name, options = config.pruner.name, dict(config.pruner.options)
-    steps = config.train.epochs if config.data.folds == 1 else config.data.folds
-    warmup = max(1, steps // 4)
+    if config.runs_command:  # a program's steps are its own: its `epochs`, if it takes one by that name
+        epochs = config.params.get("epochs")
+        steps = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else None
+    else:
+        steps = config.train.epochs if config.data.folds == 1 else config.data.folds
+    warmup = max(1, (steps or 4) // 4)
     factories: dict[str, Any] = {
         "none": lambda: optuna.pruners.NopPruner(),
         "median": lambda: optuna.pruners.MedianPruner(**{"n_startup_trials": 4, "n_warmup_steps": warmup, **options}),
         "percentile": lambda: optuna.pruners.PercentilePruner(**{"percentile": 25.0, "n_startup_trials": 4,
                                                                  "n_warmup_steps": warmup, **options}),
         "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(**options),
-        "hyperband": lambda: optuna.pruners.HyperbandPruner(**{"min_resource": warmup, "max_resource": steps,
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(**{"min_resource": warmup, "max_resource": steps or "auto",
                                                                **options}),
         "wilcoxon": lambda: optuna.pruners.WilcoxonPruner(**{"p_threshold": 0.1, **options}),
         "threshold": lambda: optuna.pruners.ThresholdPruner(**options),

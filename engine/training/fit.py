@@ -23,6 +23,7 @@ from timm.scheduler import CosineLRScheduler, StepLRScheduler
 from timm.scheduler.scheduler import Scheduler
 
 from engine.config import ResourcesConfig, TrainConfig
+from engine.errors import Interrupted
 from engine.training import resume as resume_state
 from engine.training.models import build_model, head_parameters
 from engine.training.resume import ResumeFile
@@ -36,10 +37,6 @@ from engine.training.tensors import ImageData, augment
 # PRECISE_BN_IMAGES images. Past PRECISE_BN_BELOW steps the running averages are good enough.
 PRECISE_BN_BELOW = 1000  # optimizer steps
 PRECISE_BN_IMAGES = 256
-
-
-class Interrupted(Exception):
-    """The sweep was asked to stop while this trial was training."""
 
 
 class NonFiniteLoss(FloatingPointError):

@@ -93,7 +93,7 @@ def benchmark(models_text: str | None, image_size: int | None, batch: int | None
         return
     from rich.console import Console
 
-    from tui_hpo.report import benchmark_tables
+    from tui_hpo.tables import benchmark_tables
 
     console = Console()
     for table in benchmark_tables(bench):

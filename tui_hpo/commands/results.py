@@ -25,7 +25,7 @@ def summary(workspace: Workspace, study_name: str | None, as_json: bool) -> None
         return
     from rich.console import Console
 
-    from tui_hpo.report import summary_table
+    from tui_hpo.tables import summary_table
 
     Console().print(summary_table(report))
 
@@ -69,7 +69,7 @@ def importance_command(evaluator: str, workspace: Workspace, study_name: str | N
         return
     from rich.console import Console
 
-    from tui_hpo.report import importance_table
+    from tui_hpo.tables import importance_table
 
     Console().print(importance_table(scores, f"Parameter importance in '{study.study_name}' ({evaluator})"))
 
@@ -138,7 +138,7 @@ def recommend(top_fraction: float, fix_below: float | None, out: str | None, wor
         return
     from rich.console import Console
 
-    from tui_hpo.report import recommendation_table
+    from tui_hpo.tables import recommendation_table
 
     console = Console()
     console.print(recommendation_table(result))

@@ -107,7 +107,7 @@ def repeat(top: int, n_seeds: int, seed_list: str | None, workspace: Workspace,
                                "notes": notes, "configs": [asdict(r) for r in results]}, indent=2))
         return
     if results:
-        from tui_hpo.report import repeat_table
+        from tui_hpo.tables import repeat_table
 
         console.print(repeat_table(results, metric, study.study_name))
     for note in notes:
@@ -169,7 +169,7 @@ def compare(by: str | None, alpha: float, workspace: Workspace, study_name: str 
         return
     from rich.console import Console
 
-    from tui_hpo.report import comparison_table
+    from tui_hpo.tables import comparison_table
 
     console = Console()
     if described:

@@ -84,7 +84,7 @@ def _grid_points(config: Any) -> int | None:
         return None
     from engine.config.space import grid_points
 
-    return len(grid_points(config.search_space, config.train.model_dump()))
+    return len(grid_points(config.search_space, config.fixed()))
 
 
 def _flat(value: Any, prefix: str = "") -> list[tuple[str, Any]]:

@@ -75,7 +75,7 @@ def _draw(console: Console, study: optuna.Study, analysis: Analysis) -> None:
     from rich.text import Text
 
     from engine.insights.plots import curves, history
-    from tui_hpo.report import importance_table
+    from tui_hpo.tables import importance_table
     from tui_hpo.widgets.chart import render
 
     counts = analysis.summary["counts"]

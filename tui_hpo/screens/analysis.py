@@ -23,8 +23,8 @@ from engine.storage import load_study
 from engine.sweep.checkpoints import BEST
 from tui_hpo.db import StudyRow
 from tui_hpo.format import duration, number, params
-from tui_hpo.report import summary_text
 from tui_hpo.screens.base import LiveScreen
+from tui_hpo.tables import summary_text
 
 TOP_N = 20
 
@@ -245,7 +245,7 @@ class AnalysisScreen(LiveScreen):
 def _bars(importance: dict[str, float] | None, width: int) -> Table | Text:
     if not importance:
         return Text("needs at least two completed trials with different params", style="dim")
-    from tui_hpo.report import importance_table
+    from tui_hpo.tables import importance_table
 
     return importance_table(importance, "", max(10, width))
 

@@ -20,8 +20,8 @@ from textual.widgets import Footer, Static
 from tui_hpo import clock
 from tui_hpo.db import Event, Sample, StudyRow, TrialRow
 from tui_hpo.format import duration, number
-from tui_hpo.report import class_f1_text
 from tui_hpo.screens.base import WorkerScreen
+from tui_hpo.tables import class_f1_text
 from tui_hpo.widgets.chart import Chart
 
 DETAIL_ATTRS = ("class_f1", "stopped_early")  # written by the worker when a trial finishes
