@@ -440,6 +440,10 @@ def test_the_schema_accepts_every_preset_and_names_what_is_wrong(tmp_path: Path)
         assert not list(checker.iter_errors(yaml.safe_load(preset.read_text()))), preset.name
     wrong = {"train": {"lr": "fast"}, "budget": {"n_trials": 0}, "per_platform": {"tpu": {}}, "nope": 1}
     assert len(list(checker.iter_errors(wrong))) == 4
+    program = {"objective": {"command": ["python", "train.py"], "metric": "bleu", "direction": "maximize"},
+               "train": {"hidden_size": 256, "lr": "fast"}}  # a program's own values, by its names
+    assert not list(checker.iter_errors(program))
+    assert len(list(checker.iter_errors({"train": {"hidden_size": 256}}))) == 1, "the trainer's keys are checked"
 
 
 REAL_WANDB = sorted((Path(__file__).parent / "configs" / "wandb_real").glob("*.yaml"))

@@ -137,10 +137,10 @@ class _Tail:
 
 def run(argv: list[str], env: Mapping[str, str], cwd: str, log_path: Path, metrics_path: Path,
         on_report: Callable[[dict[str, Any]], Ending | None], check: Callable[[], Ending | None],
-        timeout: float | None, grace_s: float) -> Outcome:
+        timeout: float | None, grace_s: float, on_start: Callable[[int], None] | None = None) -> Outcome:
     """Run the program to its end. `on_report` gets each report (stdout's JSON lines, then the
     metrics file's) and may end the trial (pruning); `check` is asked a few times a second
-    (a stop, the user's prune)."""
+    (a stop, the user's prune); `on_start` gets the process group's id."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = _Log(log_path)
     started = time.monotonic()
@@ -151,6 +151,8 @@ def run(argv: list[str], env: Mapping[str, str], cwd: str, log_path: Path, metri
         log.write(f"[tui-hpo: cannot run {argv[0]}: {exc.strerror or exc}]\n".encode())
         log.close()
         return Outcome(None, None, error=f"cannot run {argv[0]!r} in {cwd}: {exc.strerror or exc}")
+    if on_start is not None:
+        on_start(proc.pid)
     reports: queue.Queue[Any] = queue.Queue()
     tail: deque[str] = deque(maxlen=STDERR_TAIL)
 

@@ -71,3 +71,28 @@ def estimate(url: str, config: SweepConfig, n_train: int, n_trials: int) -> Esti
     parallel = max(1, config.resources.parallel or 1)
     waves = -(-n_trials // parallel)
     return Estimate(per_trial * waves, per_trial, sum(len(v) for v in measured.values()), tuple(sorted(measured)))
+
+
+def estimate_program(url: str, config: SweepConfig, n_trials: int) -> Estimate | None:
+    """A program's sweep: the median time of the completed trials of the same command (in the
+    same folder) in this workspace's recent studies; None when none finished yet."""
+    command, cwd = config.objective.command, config.objective.cwd
+    store = Store(url, readonly=True)
+    seconds: list[float] = []
+    try:
+        with store.engine.connect() as conn:
+            names = [name for _sid, name in optuna_sql.studies(conn)][-RECENT_STUDIES:]
+        for name in names:
+            row = store.sweep(name)
+            objective = (row.config.get("objective") or {}) if row is not None else {}
+            if objective.get("command") != command or objective.get("cwd") != cwd:
+                continue
+            seconds += [float(t.user_attrs["duration_s"]) for t in load_study(url, name).get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.user_attrs.get("duration_s")]
+    finally:
+        store.close()
+    if not seconds:
+        return None
+    per_trial = statistics.median(seconds)
+    waves = -(-n_trials // max(1, config.resources.parallel or 1))
+    return Estimate(per_trial * waves, per_trial, len(seconds), (" ".join(command or []),))

@@ -31,6 +31,10 @@ class MissingMetric(Exception):
     """The program ended without reporting the objective's metric."""
 
 
+class ProgramFailed(Exception):
+    """The program ended with an error (an exit code, a signal) or could not be started."""
+
+
 class CommandTrials:
     """The program objective of a worker. Nothing is loaded when the worker starts: the
     program's framework owns the device (the engine gave the worker its CUDA_VISIBLE_DEVICES)."""
@@ -94,7 +98,8 @@ class CommandTrials:
 
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         outcome = process.run(argv, env, self.cwd, files.log, files.metrics, on_report, check, timeout,
-                              self.config.objective.grace_s)
+                              self.config.objective.grace_s,
+                              lambda pgid: trial.set_user_attr("pgid", pgid))  # killed on recovery if its worker dies
         trial.set_user_attr("exit_code", outcome.code)
         final = dict(reports.last)
         if outcome.ending is not None:
@@ -102,11 +107,11 @@ class CommandTrials:
             if kind == "stopped":
                 raise Interrupted(why)
             if kind == "timeout":
-                raise TrialTimeout(why)
+                raise TrialTimeout(f"ran past budget.trial_timeout ({self.config.budget.trial_timeout:g} s)")
             raise optuna.TrialPruned(why)
         failure = outcome.failure()
         if failure:
-            raise RuntimeError(failure)
+            raise ProgramFailed(failure)
         result_file = self.config.objective.result_file
         if result_file:
             final |= self._result(Path(result_file), files, started)
@@ -124,7 +129,7 @@ class CommandTrials:
         except OSError:
             age = None
         if age is not None and age > time.monotonic() - started + 1.0:
-            raise RuntimeError(f"{path} was not written by this trial (it is {age:.0f}s old): have the program "
+            raise ProgramFailed(f"{path} was not written by this trial (it is {age:.0f}s old): have the program "
                                "write objective.result_file in each run, e.g. under $TUI_HPO_OUTPUT_DIR")
         return read_result(path)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 
 import optuna
@@ -98,6 +99,20 @@ def recover_dead_trials(url: str, study_name: str, store: Store, study_id: int, 
             dead = not pid_alive(int(pid))
         else:  # another machine's worker: only its heartbeat can tell
             dead, reason = trial.number in stale, HEARTBEAT_LOST
+        if dead and worker_host == host:
+            kill_program(trial)
         if dead and fail_and_requeue(study, store, study_id, trial, reason, max_retries, counts=not stopped):
             recovered += 1
     return recovered
+
+
+def kill_program(trial: optuna.trial.FrozenTrial) -> None:
+    """A program trial's process group, killed with its dead worker: Linux kills the program
+    itself with its worker (engine.command.process), but not what the program started."""
+    pgid = trial.user_attrs.get("pgid")
+    if isinstance(pgid, int) and pgid > 1:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return
+        log.warning("trial %s: killed what its program left running (process group %d)", trial.number, pgid)

@@ -35,7 +35,7 @@ def validate(config_file: str | None, preset: str | None, data: str | None, labe
     """Check a sweep without running it: the resolved config and where each value came from."""
     from engine.config import study_name
     from engine.datasets.scan import split_sizes
-    from engine.insights.estimate import estimate
+    from engine.insights.estimate import estimate, estimate_program
     from engine.sweep.engine import Engine
     from engine.sweep.resolve import resolve_run
 
@@ -54,14 +54,19 @@ def validate(config_file: str | None, preset: str | None, data: str | None, labe
     for key, value in _flat(config.to_dict()):
         if before.get(key) != value:  # image_size: auto, epochs from min_steps...: the notes say why
             origins[key] = f"the data (was {json.dumps(before.get(key), default=str)})"
-    split = split_sizes(found, config.data)
     trials = config.budget.n_trials
     grid = _grid_points(config)
     has_db = workspace.storage is not None or (workspace.workdir / "hpo.db").exists()
-    timing = estimate(workspace.url, config, split["train"], trials) if has_db else None
+    if found is None:  # a program's sweep: its command instead of data
+        timing = estimate_program(workspace.url, config, trials) if has_db else None
+        what: dict[str, Any] = {"program": {"command": config.objective.command, "cwd": config.objective.cwd}}
+    else:
+        split = split_sizes(found, config.data)
+        timing = estimate(workspace.url, config, split["train"], trials) if has_db else None
+        what = {"data": {"root": str(found.root), "classes": len(found.classes), **split}}
     report = {
         "config": config_file or f"preset {preset or 'quick'}", "study": name, "platform": resolved.platform,
-        "data": {"root": str(found.root), "classes": len(found.classes), **split},
+        **what,
         "settings": [{"key": k, "value": v, "from": origins.get(k) or _origin(k, origins)}
                      for k, v in _flat(config.to_dict())],
         "search_space": {k: spec.model_dump(exclude_none=True, exclude_defaults=True)
@@ -113,12 +118,16 @@ def _show(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
-    data = report["data"]
     console.print(f"[bold]{Path(report['config']).name}[/] is valid: study '{report['study']}' on "
                   f"{report['platform']}")
-    test = f", {data['test']} test" if "test" in data else ""
-    console.print(f"data: {data['root']} ({data['images']} images, {data['classes']} classes: {data['train']} train, "
-                  f"{data['val']} validation{test})")
+    if "program" in report:
+        program = report["program"]
+        console.print(f"program: {' '.join(program['command'])} (in {program['cwd']})", markup=False)
+    else:
+        data = report["data"]
+        test = f", {data['test']} test" if "test" in data else ""
+        console.print(f"data: {data['root']} ({data['images']} images, {data['classes']} classes: {data['train']} "
+                      f"train, {data['val']} validation{test})")
     table = Table(title="settings (where each value came from)", title_justify="left")
     for column in ("key", "value", "from"):
         table.add_column(column)
@@ -138,14 +147,15 @@ def _show(report: dict[str, Any]) -> None:
                   + ", ".join(f"{d} {m}" for m, d in zip(objective["metrics"], objective["directions"], strict=True)))
     timing = report["estimate"]
     if timing is None:
-        console.print("time: no estimate yet (no finished trial of these models in this workspace)")
+        what = "this program" if "program" in report else "these models"
+        console.print(f"time: no estimate yet (no finished trial of {what} in this workspace)")
     else:
         seconds = timing["seconds"]
         took = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else \
             f"{seconds / 3600:.1f} h"
         console.print(f"time: about {took} at most ({timing['per_trial_s']:.1f} s a trial, from "
                       f"{timing['from_trials']} finished trial(s) of {', '.join(timing['models'])} here; "
-                      "pruning shortens it)")
+                      "pruning shortens it)", markup=False)
     for note in report["notes"]:
         console.print(f"note: {note}", style="yellow")
 
@@ -161,6 +171,12 @@ def schema(out: str | None) -> None:
     # What a file may hold besides the config itself (`engine.config.layers`): a parent file, and
     # blocks applied per platform and when fine-tuning, each a part of a config.
     part = {"$ref": "#"}
+    # `train:` holds the trainer's keys, or with a program as the objective, the program's own values
+    trainer = document["properties"]["train"]
+    document["properties"]["train"] = {"type": "object"}
+    document["allOf"] = [{"if": {"required": ["objective"], "properties": {"objective": {"required": ["command"]}}},
+                          "then": {"properties": {"train": {"description": "The program's own fixed values"}}},
+                          "else": {"properties": {"train": trainer}}}]
     document["properties"] |= {
         "extends": {"type": "string", "description": "A parent sweep file, relative to this one."},
         "per_platform": {"type": "object", "propertyNames": {"enum": ["cuda", "mps", "cpu"]},
