@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from engine.storage import Store, default_url
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, invoke, run_cli
 
 States = optuna.trial.TrialState
 
@@ -158,10 +158,11 @@ rouge = 0.3 + config["learning_rate"] * 10 + seed / 1000
 
 def test_a_results_file_read_by_its_key_path(tmp_path: Path) -> None:
     """The origin documents' trainer: a config file, SEED in the environment, and a results JSON
-    at the end, whose nested metric is the objective by its key path."""
+    at the end, whose nested metrics are the objectives (two here) by their key paths."""
     config = {
-        "objective": {"command": ["{python}", "prog.py", "--config", "{config}"], "metric": "best_metrics.rouge_l",
-                      "direction": "maximize", "env": {"SEED": "seed"},
+        "objective": {"command": ["{python}", "prog.py", "--config", "{config}"],
+                      "metric": ["best_metrics.rouge_l", "best_metrics.loss"], "direction": ["maximize", "minimize"],
+                      "env": {"SEED": "seed"},
                       "result_file": "{output_dir}/results/training_results.json"},
         "train": {"seed": 3},
         "search_space": {"learning_rate": {"choices": [0.01, 0.02]}},
@@ -169,10 +170,18 @@ def test_a_results_file_read_by_its_key_path(tmp_path: Path) -> None:
     }
     result, study = sweep(tmp_path, config, ORIGIN_STYLE)
     assert result.returncode == 0, result.stdout + result.stderr
-    values = sorted(t.value for t in study.trials)
-    assert values == [pytest.approx(0.403), pytest.approx(0.503)]
-    assert study.best_trial.user_attrs["metrics"] == {"best_metrics.rouge_l": pytest.approx(0.503),
-                                                      "best_metrics.loss": 1.2}
+    values = sorted(t.values for t in study.trials)  # two objectives, both from the file
+    assert values == [[pytest.approx(0.403), 1.2], [pytest.approx(0.503), 1.2]]
+    best = study.best_trials
+    assert len(best) == 1 and best[0].user_attrs["metrics"] == {"best_metrics.rouge_l": pytest.approx(0.503),
+                                                                "best_metrics.loss": 1.2}
+    # `repeat` runs the program again with other seeds (its `seed`, here in SEED): 3, then 4
+    repeated = invoke("repeat", "--workdir", str(tmp_path / "runs"), "--study", "sweep", "--top", "1", "--seeds", "2",
+                      "--json")
+    assert repeated.returncode == 0, repeated.stdout + repeated.stderr
+    runs = json.loads(repeated.stdout)["configs"][0]["runs"]
+    assert runs == {"3": pytest.approx(0.503), "4": pytest.approx(0.504)}
+    assert (tmp_path / "runs" / "sweep" / "repeats" / f"trial{best[0].number}-seed4" / "output.log").exists()
 
 
 PRUNED = """
@@ -457,8 +466,6 @@ def _children(pid: int) -> list[int]:
 def test_validate_checks_the_program_before_anything_runs(tmp_path: Path) -> None:
     """A dry run names the program and its folder; a script that is not there, a program not on
     PATH and a macro W&B does not have are one line each, exit 2, before any trial."""
-    from tests.conftest import invoke
-
     write(tmp_path, "train.py", "print('{\"score\": 1}')\n")
 
     def validate(command: list[str]) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ import optuna
 from engine.command import argv as cmd_argv
 from engine.command import process
 from engine.command.metrics import Reports, read_result
+from engine.config import SweepConfig
 from engine.errors import Interrupted, TrialTimeout
 from engine.storage import STORAGE_ENV
 from engine.storage.states import EventKind, SweepState
@@ -35,6 +37,71 @@ class ProgramFailed(Exception):
     """The program ended with an error (an exit code, a signal) or could not be started."""
 
 
+@dataclass
+class Prepared:
+    """One run of the program: its command line, environment and files."""
+
+    argv: list[str]
+    env: dict[str, str]
+    files: cmd_argv.TrialFiles
+
+
+def prepare(config: SweepConfig, params: dict[str, Any], folder: Path, study: str, number: int) -> Prepared:
+    """The trial's parameters written where the macros point, its command line and environment.
+    The storage URL may hold a password: the program is not given it."""
+    values = {**config.params, **params}
+    files = cmd_argv.TrialFiles(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd_argv.write_param_files(values, files)
+    argv = cmd_argv.expand(list(config.objective.command or []), values, files, study, number,
+                           config.objective.flags, os.environ)
+    env = {k: v for k, v in os.environ.items() if k != STORAGE_ENV}
+    return Prepared(argv, env | cmd_argv.trial_env(values, config.objective.env, files, study, number), files)
+
+
+def finish(config: SweepConfig, outcome: process.Outcome, reports: Reports, files: cmd_argv.TrialFiles,
+           started: float) -> dict[str, float]:
+    """A program that ended by itself: its final metrics (the last reported, the results file's
+    over them), or ProgramFailed with the reason."""
+    failure = outcome.failure()
+    if failure:
+        raise ProgramFailed(failure)
+    final = dict(reports.last)
+    if config.objective.result_file:
+        final |= _result(config, Path(config.objective.result_file), files, started)
+    return final
+
+
+def _result(config: SweepConfig, name: Path, files: cmd_argv.TrialFiles, started: float) -> dict[str, float]:
+    """The results file's numbers by key path; one the program did not write in this run (an
+    older one, from another trial) is an error, not a result."""
+    path = Path(cmd_argv.MACRO.sub(lambda m: str(files.folder) if m.group(1) == "output_dir" else m.group(0),
+                                   str(name)))
+    path = path if path.is_absolute() else Path(config.objective.cwd or ".") / path
+    try:
+        age = time.time() - path.stat().st_mtime
+    except OSError:
+        age = None
+    if age is not None and age > time.monotonic() - started + 1.0:
+        raise ProgramFailed(f"{path} was not written by this trial (it is {age:.0f}s old): have the program "
+                            "write objective.result_file in each run, e.g. under $TUI_HPO_OUTPUT_DIR")
+    return read_result(path)
+
+
+def run_once(config: SweepConfig, params: dict[str, Any], folder: Path, study: str, number: int) -> dict[str, Any]:
+    """The program run once outside a sweep (`tui-hpo repeat`): {"final": metrics, "seconds": s},
+    as the built-in trainer's `train_once` returns them."""
+    run = prepare(config, params, folder, study, number)
+    reports = Reports()
+    started = time.monotonic()
+    outcome = process.run(run.argv, run.env, config.objective.cwd or os.getcwd(), run.files.log, run.files.metrics,
+                          lambda report: reports.add(report) and None, lambda: None, config.budget.trial_timeout,
+                          config.objective.grace_s)
+    if outcome.ending is not None:
+        raise ProgramFailed(f"{outcome.ending[1]} (see {run.files.log})")
+    return {"final": finish(config, outcome, reports, run.files, started), "seconds": outcome.seconds}
+
+
 class CommandTrials:
     """The program objective of a worker. Nothing is loaded when the worker starts: the
     program's framework owns the device (the engine gave the worker its CUDA_VISIBLE_DEVICES)."""
@@ -42,24 +109,14 @@ class CommandTrials:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.config, self.store, self.study_id = worker.config, worker.store, worker.study_id
-        objective = self.config.objective
-        self.metrics = objective.metrics()
-        self.command = list(objective.command or [])
-        self.cwd = objective.cwd or os.getcwd()
+        self.metrics = self.config.objective.metrics()
+        self.cwd = self.config.objective.cwd or os.getcwd()
 
     def run(self, trial: optuna.Trial, params: dict[str, Any], deadline: float | None) -> list[float]:
-        values = {**self.config.params, **params}
-        files = cmd_argv.TrialFiles.of(self.worker.artifacts, trial.number)
-        files.folder.mkdir(parents=True, exist_ok=True)
-        cmd_argv.write_param_files(values, files)
-        study = self.worker.sweep.study_name
-        argv = cmd_argv.expand(self.command, values, files, study, trial.number, self.config.objective.flags,
-                               os.environ)
-        # The storage URL may hold a password: the program is not given it
-        env = {k: v for k, v in os.environ.items() if k != STORAGE_ENV}
-        env |= cmd_argv.trial_env(values, self.config.objective.env, files, study, trial.number)
-        trial.set_user_attr("log", str(files.log))
-        trial.set_user_attr("command", argv)
+        run = prepare(self.config, params, cmd_argv.TrialFiles.of(self.worker.artifacts, trial.number).folder,
+                      self.worker.sweep.study_name, trial.number)
+        trial.set_user_attr("log", str(run.files.log))
+        trial.set_user_attr("command", run.argv)
         reports = Reports()
         metric = self.metrics[0]
         prunes = len(self.metrics) == 1 and metric != "train_time"
@@ -97,11 +154,10 @@ class CommandTrials:
             return None
 
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        outcome = process.run(argv, env, self.cwd, files.log, files.metrics, on_report, check, timeout,
-                              self.config.objective.grace_s,
+        outcome = process.run(run.argv, run.env, self.cwd, run.files.log, run.files.metrics, on_report, check,
+                              timeout, self.config.objective.grace_s,
                               lambda pgid: trial.set_user_attr("pgid", pgid))  # killed on recovery if its worker dies
         trial.set_user_attr("exit_code", outcome.code)
-        final = dict(reports.last)
         if outcome.ending is not None:
             kind, why = outcome.ending
             if kind == "stopped":
@@ -109,29 +165,9 @@ class CommandTrials:
             if kind == "timeout":
                 raise TrialTimeout(f"ran past budget.trial_timeout ({self.config.budget.trial_timeout:g} s)")
             raise optuna.TrialPruned(why)
-        failure = outcome.failure()
-        if failure:
-            raise ProgramFailed(failure)
-        result_file = self.config.objective.result_file
-        if result_file:
-            final |= self._result(Path(result_file), files, started)
+        final = finish(self.config, outcome, reports, run.files, started)
         self._keep_metrics(trial, final)
         return self._values(trial, final, outcome.seconds)
-
-    def _result(self, name: Path, files: cmd_argv.TrialFiles, started: float) -> dict[str, float]:
-        """The results file's numbers by key path; one the program did not write in this trial
-        (an older one, from another trial) is an error, not a result."""
-        path = Path(cmd_argv.MACRO.sub(lambda m: str(files.folder) if m.group(1) == "output_dir" else m.group(0),
-                                       str(name)))
-        path = path if path.is_absolute() else Path(self.cwd) / path
-        try:
-            age = time.time() - path.stat().st_mtime
-        except OSError:
-            age = None
-        if age is not None and age > time.monotonic() - started + 1.0:
-            raise ProgramFailed(f"{path} was not written by this trial (it is {age:.0f}s old): have the program "
-                               "write objective.result_file in each run, e.g. under $TUI_HPO_OUTPUT_DIR")
-        return read_result(path)
 
     def _keep_metrics(self, trial: optuna.Trial, final: dict[str, float]) -> None:
         kept = dict(list(final.items())[:MAX_METRIC_ATTRS])

@@ -92,7 +92,8 @@ def repeat(top: int, n_seeds: int, seed_list: str | None, workspace: Workspace,
     store = Store(url)
     try:
         sid = store.sweep(study.study_name).study_id
-        results = repeat_top(study, config, store, sid, top, n_seeds, seeds, progress)
+        results = repeat_top(study, config, store, sid, top, n_seeds, seeds, progress,
+                             workspace.workdir / study.study_name)
     except KeyboardInterrupt:
         console.print(f"interrupted: the {len(trained)} run(s) finished are stored; run the same command again "
                       "to train the rest", style="yellow")
