@@ -158,12 +158,13 @@ def expand(command: list[str], params: Mapping[str, Any], files: TrialFiles, stu
 
 def write_param_files(params: Mapping[str, Any], files: TrialFiles) -> None:
     """The trial's parameters as YAML and JSON, nested by their dotted names: what `{config}` and
-    `{args_json_file}` point at (written for every trial: cheap, and a record of what it ran with)."""
-    from engine.artifacts import dump_yaml, write_atomic
+    `{args_json_file}` point at, and a record of what it ran with. Written plainly, not synced to
+    the disk (a trial's start waits for them; a crash loses the trial's run, and these with it)."""
+    import yaml
 
     tree = nested(params)
-    write_atomic(files.config_yaml, dump_yaml(tree))
-    write_atomic(files.config_json, json.dumps(tree, indent=2))
+    files.config_yaml.write_text(yaml.safe_dump(tree, sort_keys=False, allow_unicode=True))
+    files.config_json.write_text(json.dumps(tree, indent=2))
 
 
 def env_name(param: str) -> str:

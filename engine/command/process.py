@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,19 +56,24 @@ class Outcome:
         return f"the program ended with {how}" + (f"; its last stderr lines:\n{tail}" if tail else " (no stderr)")
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A function for Popen's preexec_fn asking Linux to SIGKILL the child when the worker dies."""
+def _die_with_parent() -> tuple[list[str], Callable[[], None] | None]:
+    """How a program is asked to be SIGKILLed when its worker dies (Linux): util-linux's
+    `setpriv --pdeathsig KILL` before the program, else a preexec_fn calling prctl, which costs
+    more (Python cannot then start the child with vfork: ~20 ms against ~1 ms); elsewhere, nothing."""
     if not sys.platform.startswith("linux"):
-        return None
+        return [], None
+    setpriv = shutil.which("setpriv")
+    if setpriv is not None:
+        return [setpriv, "--pdeathsig", "KILL", "--"], None
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        return None
+        return [], None
     pr_set_pdeathsig = 1
-    return lambda: prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    return [], lambda: prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
-PDEATHSIG = _die_with_parent()
+PDEATHSIG_PREFIX, PDEATHSIG = _die_with_parent()
 
 
 class _Log:
@@ -145,8 +151,11 @@ def run(argv: list[str], env: Mapping[str, str], cwd: str, log_path: Path, metri
     log = _Log(log_path)
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True, preexec_fn=PDEATHSIG)
+        if PDEATHSIG_PREFIX and shutil.which(argv[0], path=env.get("PATH")) is None and "/" not in argv[0]:
+            raise FileNotFoundError(2, "not found on PATH")  # said here, not by setpriv
+        proc = subprocess.Popen([*PDEATHSIG_PREFIX, *argv], cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                preexec_fn=PDEATHSIG)
     except OSError as exc:
         log.write(f"[tui-hpo: cannot run {argv[0]}: {exc.strerror or exc}]\n".encode())
         log.close()

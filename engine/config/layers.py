@@ -280,7 +280,8 @@ def apply_batch_multiplier(config: SweepConfig) -> float:
     """Scale the batch size and its search range by the profile's multiplier, once, so the saved
     config shows what runs (and says multiplier 1.0, so loading it again does not scale twice)."""
     factor = config.resources.batch_multiplier or 1.0
-    if factor == 1.0:
+    if factor == 1.0 or config.runs_command:  # a program's batch_size is its own, passed as written
+        config.resources.batch_multiplier = 1.0
         return 1.0
 
     def scale(b: Any) -> int:

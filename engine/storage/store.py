@@ -13,6 +13,7 @@ block the writer and a short write contention waits instead of failing with "dat
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -78,13 +79,45 @@ def make_engine(url: str, readonly: bool = False) -> Engine:
 
 
 
+STORAGE_CACHE = 16  # storages kept per process (a test session opens hundreds of databases)
+_storages: dict[tuple[Any, ...], Any] = {}
+
+
 def optuna_storage(url: str, heartbeat: bool = True, readonly: bool = False) -> Any:
     """Optuna's RDBStorage on `url`, with heartbeats so dead workers' trials can be found (see
     `Store.stale_trials`). `readonly`: a viewer's, which never writes (a read-only SQLite
-    connection, no table creation, no heartbeats)."""
+    connection, no table creation, no heartbeats).
+
+    One per process and database: Optuna checks the schema's version each time it makes one,
+    which costs from 35 ms to half a second, and the engine asks for one every few seconds. A
+    SQLite file is known by its inode, so a database removed and made again gets a new storage
+    rather than connections to the deleted file."""
+    refuse_bare_at(url)
+    key = (url, heartbeat, readonly, _file_identity(url))
+    if key[-1] is None and url.startswith("sqlite"):  # in memory, or not created yet: never shared
+        return _new_storage(url, heartbeat, readonly)
+    storage = _storages.pop(key, None) or _new_storage(url, heartbeat, readonly)
+    _storages[key] = storage  # the newest last: the oldest goes first
+    while len(_storages) > STORAGE_CACHE:
+        del _storages[next(iter(_storages))]
+    return storage
+
+
+def _file_identity(url: str) -> tuple[int, int] | str | None:
+    """A SQLite file's (device, inode), None where there is no file; a server's URL is its identity."""
+    if not url.startswith("sqlite"):
+        return "server"
+    database = sa.engine.make_url(url).database
+    try:
+        stat = os.stat(database) if database and database != ":memory:" else None
+    except OSError:
+        return None
+    return None if stat is None else (stat.st_dev, stat.st_ino)
+
+
+def _new_storage(url: str, heartbeat: bool, readonly: bool) -> Any:
     import optuna
 
-    refuse_bare_at(url)
     if readonly:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

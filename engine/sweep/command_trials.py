@@ -111,12 +111,12 @@ class CommandTrials:
         self.config, self.store, self.study_id = worker.config, worker.store, worker.study_id
         self.metrics = self.config.objective.metrics()
         self.cwd = self.config.objective.cwd or os.getcwd()
+        # A worker joining from another machine runs the program in the same folder: it must be there
+        cmd_argv.check_runnable(list(self.config.objective.command or []), Path(self.cwd))
 
     def run(self, trial: optuna.Trial, params: dict[str, Any], deadline: float | None) -> list[float]:
         run = prepare(self.config, params, cmd_argv.TrialFiles.of(self.worker.artifacts, trial.number).folder,
                       self.worker.sweep.study_name, trial.number)
-        trial.set_user_attr("log", str(run.files.log))
-        trial.set_user_attr("command", run.argv)
         reports = Reports()
         metric = self.metrics[0]
         prunes = len(self.metrics) == 1 and metric != "train_time"
@@ -155,8 +155,7 @@ class CommandTrials:
 
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         outcome = process.run(run.argv, run.env, self.cwd, run.files.log, run.files.metrics, on_report, check,
-                              timeout, self.config.objective.grace_s,
-                              lambda pgid: trial.set_user_attr("pgid", pgid))  # killed on recovery if its worker dies
+                              timeout, self.config.objective.grace_s, lambda pgid: self._started(trial, run, pgid))
         trial.set_user_attr("exit_code", outcome.code)
         if outcome.ending is not None:
             kind, why = outcome.ending
@@ -168,6 +167,12 @@ class CommandTrials:
         final = finish(self.config, outcome, reports, run.files, started)
         self._keep_metrics(trial, final)
         return self._values(trial, final, outcome.seconds)
+
+    def _started(self, trial: optuna.Trial, run: Prepared, pgid: int) -> None:
+        """Recorded once the program runs (its start waits for nothing of ours): its log and
+        command line, and its process group, killed on recovery if its worker dies."""
+        for key, value in (("pgid", pgid), ("log", str(run.files.log)), ("command", run.argv)):
+            trial.set_user_attr(key, value)
 
     def _keep_metrics(self, trial: optuna.Trial, final: dict[str, float]) -> None:
         kept = dict(list(final.items())[:MAX_METRIC_ATTRS])
