@@ -221,6 +221,31 @@ class BudgetConfig(Section):
     trial_timeout: float | None = Field(None, gt=0)
 
 
+class WandbConfig(Section):
+    """Each finished trial as a W&B run (engine.sweep.tracking), written under DIR/<study>/wandb."""
+
+    project: str = Field(min_length=1)
+    entity: str | None = Field(None, min_length=1)
+    mode: Literal["online", "offline", "disabled"] | None = None  # None: W&B's own (WANDB_MODE, `wandb offline`)
+
+
+class MlflowConfig(Section):
+    """Each finished trial as an MLflow run (engine.sweep.tracking)."""
+
+    # file:///path, sqlite:////path/mlflow.db, http://server; None: $MLFLOW_TRACKING_URI, else
+    # sqlite:///DIR/<study>/mlflow.db
+    tracking_uri: str | None = Field(None, min_length=1)
+    experiment: str | None = Field(None, min_length=1)  # None: the study's name
+
+
+class IntegrationsConfig(Section):
+    """Opt-in logging of every finished trial to experiment trackers. Not part of a study's
+    identity: a resume may add, change or drop it."""
+
+    wandb: WandbConfig | None = None
+    mlflow: MlflowConfig | None = None
+
+
 class SweepConfig(Section):
     name: str | None = None
     description: str | None = None
@@ -233,6 +258,7 @@ class SweepConfig(Section):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     checkpoints: CheckpointsConfig = Field(default_factory=CheckpointsConfig)
     search_space: dict[str, ParamSpec] = Field(default_factory=dict)
+    integrations: IntegrationsConfig = Field(default_factory=IntegrationsConfig)
     # A command's fixed values (`train:` in the file, any names); empty for the built-in trainer,
     # whose `train:` is TrainConfig. Written back as `train:` (the serializer below).
     params: SkipJsonSchema[dict[str, Any]] = Field(default_factory=dict)

@@ -12,7 +12,6 @@ import contextlib
 import importlib
 import logging
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -88,11 +87,14 @@ class SweepStatus:
 
 
 def check_buildable(config: SweepConfig) -> None:
-    """Build the sampler and pruner once, so a bad option fails before anything is written."""
+    """Build the sampler and pruner once, so a bad option fails before anything is written; and
+    find the packages of the trackers `integrations:` logs to."""
     from engine.sweep.samplers import make_pruner, make_sampler
+    from engine.sweep.tracking import check_available
 
     make_sampler(config)
     make_pruner(config)
+    check_available(config)
 
 
 @dataclass
@@ -269,7 +271,7 @@ class Engine:
         self.store.add_event(study.study_id, EventKind.SWEEP, f"sweep '{study.name}' {verb} on {self.platform}: "
                              f"{self.config.budget.n_trials} trials, {self.config.resources.parallel} worker(s), "
                              + (f"data {found.root} ({found.count} images, {len(found.classes)} classes), "
-                                if found is not None else f"program {shlex.join(self.config.objective.command or [])}"
+                                if found is not None else f"program {' '.join(self.config.objective.command or [])}"
                                 f" in {self.config.objective.cwd}, ")
                              + f"storage {mask_url(self.url)}")
         for note in self.notes:

@@ -29,6 +29,7 @@ from engine.storage import HEARTBEAT_INTERVAL_S, Store, load_study, optuna_stora
 from engine.storage.states import EventKind, SweepState, WorkerState
 from engine.sweep.recovery import INTERRUPTED, requeue
 from engine.sweep.samplers import make_pruner, make_sampler
+from engine.sweep.tracking import log_trial
 from engine.sweep.worker_args import WorkerArgs
 from engine.system.monitor import hostname
 
@@ -189,6 +190,7 @@ class Worker:
         if reason == INTERRUPTED:  # not the trial's fault: the same params run again on resume
             requeue(self.study, self.storage.get_trial(trial._trial_id), self.config.budget.max_retries, counts=False)
         self._report(number, state, values, reason, seconds)
+        log_trial(self, trial)
         self.objective.after(trial, state, values, reason == INTERRUPTED)
         self.store.update_worker(self.worker_id, state=WorkerState.IDLE, trial_number=None)
 
@@ -209,7 +211,9 @@ class Worker:
             self.event(EventKind.TRIAL_INTERRUPTED, f"trial {number} interrupted after {seconds:.1f}s: it will run "
                         "again on resume", number)
         else:
-            self.event(EventKind.TRIAL_FAILED, f"trial {number} failed: {reason}", number, level="warning")
+            first, *more = (reason or "").splitlines() or [""]
+            shown = f"{first} (see the trial's fail_reason)" if more else first  # an event is one line
+            self.event(EventKind.TRIAL_FAILED, f"trial {number} failed: {shown}", number, level="warning")
 
 
 def _watch_parent(parent: int, signalled: threading.Event) -> None:
