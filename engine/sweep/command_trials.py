@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,7 +115,8 @@ class CommandTrials:
         # A worker joining from another machine runs the program in the same folder: it must be there
         cmd_argv.check_runnable(list(self.config.objective.command or []), Path(self.cwd))
 
-    def run(self, trial: optuna.Trial, params: dict[str, Any], deadline: float | None) -> list[float]:
+    def run(self, trial: optuna.Trial, params: dict[str, Any], deadline: float | None,
+            announce: Callable[[], None]) -> list[float]:
         run = prepare(self.config, params, cmd_argv.TrialFiles.of(self.worker.artifacts, trial.number).folder,
                       self.worker.sweep.study_name, trial.number)
         reports = Reports()
@@ -155,7 +157,10 @@ class CommandTrials:
 
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         outcome = process.run(run.argv, run.env, self.cwd, run.files.log, run.files.metrics, on_report, check,
-                              timeout, self.config.objective.grace_s, lambda pgid: self._started(trial, run, pgid))
+                              timeout, self.config.objective.grace_s,
+                              lambda pgid: self._started(trial, run, pgid, announce))
+        if outcome.code is None:  # never started: labelled all the same
+            announce()
         trial.set_user_attr("exit_code", outcome.code)
         if outcome.ending is not None:
             kind, why = outcome.ending
@@ -168,11 +173,12 @@ class CommandTrials:
         self._keep_metrics(trial, final)
         return self._values(trial, final, outcome.seconds)
 
-    def _started(self, trial: optuna.Trial, run: Prepared, pgid: int) -> None:
+    def _started(self, trial: optuna.Trial, run: Prepared, pgid: int, announce: Callable[[], None]) -> None:
         """Recorded once the program runs (its start waits for nothing of ours): its log and
         command line, and its process group, killed on recovery if its worker dies."""
         for key, value in (("pgid", pgid), ("log", str(run.files.log)), ("command", run.argv)):
             trial.set_user_attr(key, value)
+        announce()
 
     def _keep_metrics(self, trial: optuna.Trial, final: dict[str, float]) -> None:
         kept = dict(list(final.items())[:MAX_METRIC_ATTRS])

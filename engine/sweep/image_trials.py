@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -100,9 +101,11 @@ class ImageTrials:
             data.mean_std(self.config.train.image_size, train_idx)
         return data
 
-    def run(self, trial: optuna.Trial, params: dict[str, Any], deadline: float | None) -> list[float]:
+    def run(self, trial: optuna.Trial, params: dict[str, Any], deadline: float | None,
+            announce: Callable[[], None]) -> list[float]:
         """Train one trial; its objective value(s). Past `deadline` (monotonic) it stops at the
         next batch and fails (TrialTimeout)."""
+        announce()
         started, since = time.perf_counter(), time.time()
         stop = self.stop if deadline is None else (lambda: self.stop() or time.monotonic() >= deadline)
         try:

@@ -158,9 +158,6 @@ class Worker:
     def run_one(self) -> None:
         trial = self.study.ask()
         number = trial.number
-        trial.set_user_attr("worker", self.label)
-        trial.set_user_attr("device", self.device)
-        self.store.update_worker(self.worker_id, state=WorkerState.RUNNING, trial_number=number)
         started = time.perf_counter()
         limit = self.config.budget.trial_timeout
         deadline = time.monotonic() + limit if limit else None
@@ -168,8 +165,17 @@ class Worker:
         with Heartbeat(self.storage, trial._trial_id):
             try:
                 params = suggest(trial, self.config.search_space, self.config.fixed())
-                self.event(EventKind.TRIAL, f"trial {number} started on {self.label}: {_fmt_params(params)}", number)
-                values = self.objective.run(trial, params, deadline)
+
+                def announce(params: dict[str, Any] = params) -> None:
+                    """Said by the objective once the trial runs (a program's start waits for no write).
+                    The worker's label is what finds the trial if this worker dies (`recovery`)."""
+                    trial.set_user_attr("worker", self.label)
+                    trial.set_user_attr("device", self.device)
+                    self.store.update_worker(self.worker_id, state=WorkerState.RUNNING, trial_number=number)
+                    self.event(EventKind.TRIAL, f"trial {number} started on {self.label}: {_fmt_params(params)}",
+                               number)
+
+                values = self.objective.run(trial, params, deadline, announce)
                 state = optuna.trial.TrialState.COMPLETE
             except optuna.TrialPruned as exc:
                 state, reason = optuna.trial.TrialState.PRUNED, str(exc) or "pruned"
