@@ -1,7 +1,9 @@
-"""Regenerate screenshots/ from a real sweep: every screen at 120x40, the dashboard at 80x24.
+"""Regenerate screenshots/ from real sweeps: every screen at 120x40, the dashboard at 80x24, and
+a program's trial (objective.command) with its output log at both sizes.
 
 Starts a quick sweep on the embedded digits in a temporary workspace, waits until some trials
 have finished while others run, then drives the real app headless and saves an SVG per screen.
+Then the same for a small sweep of a stdlib-only script that prints as training scripts do.
 Run: .venv/bin/python scripts/export_screenshots.py   (then rsvg-convert to look at them)
 """
 
@@ -69,6 +71,89 @@ async def shoot(workdir: Path) -> None:
         small.save_screenshot("3-dashboard-80x24.svg", path=str(OUT))
 
 
+# A program as sweeps of objective.command run: it prints progress as text, its metrics as JSON
+# lines, a warning on stderr, and takes its parameters as --name=value flags.
+PROGRAM = """\
+import argparse, json, math, sys, time
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--lr", type=float, default=0.01)
+parser.add_argument("--dropout", type=float, default=0.1)
+parser.add_argument("--epochs", type=int, default=16)
+args = parser.parse_args()
+print(f"loading data: 12000 train / 3000 val samples", flush=True)
+print(f"model: mlp(256, 128), lr={args.lr:.4g}, dropout={args.dropout:.2f}", flush=True)
+if args.lr > 0.05:
+    print("warning: a high learning rate, the loss may diverge", file=sys.stderr, flush=True)
+for epoch in range(args.epochs):
+    rate = (0.12 + 3 * args.lr) * (1 - args.dropout / 2)
+    score = 0.97 * (1 - math.exp(-(epoch + 1) * rate))
+    loss = 1.05 - score + 0.02 * math.sin(epoch)
+    for batch in (25, 50, 75, 100):
+        print(f"epoch {epoch + 1}/{args.epochs}  [{batch:3d}%]  loss {loss + (100 - batch) / 400:.4f}", flush=True)
+        time.sleep(0.25)
+    print(json.dumps({"epoch": epoch, "score": round(score, 4), "loss": round(loss, 4),
+                      "samples_per_s": round(2400 + 30 * math.cos(epoch), 1)}), flush=True)
+print(f"done: best score {score:.4f}", flush=True)
+"""
+SWEEP = """\
+name: program
+objective: {command: [python3, train.py], metric: score, direction: maximize}
+train: {epochs: 16}
+search_space:
+  lr: {low: 0.001, high: 0.1, log: true}
+  dropout: {low: 0.0, high: 0.5}
+budget: {n_trials: 8}
+sampler: {name: random, seed: 3}
+resources: {parallel: 2}
+"""
+
+
+async def shoot_program(workdir: Path) -> None:
+    """A running program trial's detail (its log followed) at both sizes, and the dashboard's output
+    panel at 80x24."""
+    from tui_hpo.app import make_app
+    from tui_hpo.screens.trial import TrialScreen
+    from tui_hpo.widgets.trial_table import TrialTable
+
+    for size, suffix in (((120, 40), ""), ((80, 24), "-80x24")):
+        app = make_app(workdir=workdir, study="program")
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause(2)
+            table = app.screen.query_one(TrialTable)
+            running = sorted((row.start or 0, n) for n, row in app.screen.feed.rows.items() if row.state == "RUNNING")
+            app.push_screen(TrialScreen(app.screen.study, running[-1][1]))  # the newest: it runs a while yet
+            await pilot.pause(2)
+            app.save_screenshot(f"4-trial-log{suffix}.svg", path=str(OUT))
+            if suffix:
+                await pilot.press("escape")
+                table.move_cursor(row=table.get_row_index(str(running[-1][1])))
+                await pilot.press("o")
+                await pilot.pause(2)
+                app.save_screenshot(f"3-dashboard-output{suffix}.svg", path=str(OUT))
+
+
+def program_sweep(workdir: Path, folder: Path) -> None:
+    """Run the program's sweep until a trial has finished and another is half way, then shoot."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.py").write_text(PROGRAM)
+    (folder / "sweep.yaml").write_text(SWEEP)
+    engine = subprocess.Popen([sys.executable, "-m", "tui_hpo.cli", "run", "--config", str(folder / "sweep.yaml"),
+                               "--workdir", str(workdir), "--no-tui"], stdout=subprocess.DEVNULL, cwd=folder)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            c = counts(workdir / "hpo.db")
+            if c.get("COMPLETE", 0) >= 2 and c.get("RUNNING", 0):
+                break
+            time.sleep(0.5)
+        time.sleep(2)  # the running trials some epochs in
+        asyncio.run(shoot_program(workdir))
+    finally:
+        engine.terminate()
+        engine.wait(timeout=60)
+
+
 def main() -> None:
     OUT.mkdir(exist_ok=True)
     for old in OUT.glob("*.svg"):
@@ -89,6 +174,7 @@ def main() -> None:
         finally:
             engine.terminate()
             engine.wait(timeout=60)
+        program_sweep(Path(tmp) / "program-runs", Path(tmp) / "program")
     print("\n".join(sorted(p.name for p in OUT.glob("*.svg"))))
 
 

@@ -1,4 +1,5 @@
-"""The live dashboard: study header, trial table, system gauges, history and learning curves.
+"""The live dashboard: study header, trial table, system gauges, history and learning curves; in a
+sweep of a program, `o` shows the selected trial's last output lines in place of the charts.
 
 Polling follows the chain-of-one-shot-timers pattern: a thread worker reads the database and
 posts a `Snapshot`; the handler draws and schedules the next poll. Polls never overlap, and no
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rich.text import Text
@@ -27,9 +29,21 @@ from tui_hpo.format import duration, number, params
 from tui_hpo.screens.base import LiveScreen
 from tui_hpo.widgets.chart import Chart
 from tui_hpo.widgets.gauges import Gauges
+from tui_hpo.widgets.log_tail import tail_lines, trial_log
 from tui_hpo.widgets.trial_table import TrialTable
 
 MAX_POINTS = 600
+OUTPUT_LINES = 30  # the output panel's lines read a tick (it shows what fits, the newest)
+
+
+@dataclass(frozen=True)
+class Output:
+    """The last lines a trial's program wrote, for the output panel."""
+
+    number: int
+    state: str
+    path: Path | None  # None: the trial has no log (the built-in trainer's, or not started yet)
+    lines: list[str]
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,8 @@ class Snapshot:
     version: int = 0
     gpu_busy: float | None = None  # mean GPU utilisation over the last GPU_WINDOW_S; None without GPUs
     split: dict[str, Any] | None = None  # the data split the engine stored (Reader.split); None until it has
+    program: bool | None = None  # whether the sweep runs a program (objective.command); None: not read this tick
+    output: Output | None = None  # the selected trial's output, while the panel is shown
 
 
 GPU_WINDOW_S = 30.0
@@ -62,6 +78,7 @@ class DashboardScreen(LiveScreen):
         Binding("minus", "budget(-1)", "budget", key_display="-", show=False),
         Binding("s", "sort", "sort", show=False),
         Binding("f", "filter", "filter", show=False),
+        Binding("o", "output", "output"),
     ]
 
     def __init__(self) -> None:
@@ -73,6 +90,9 @@ class DashboardScreen(LiveScreen):
         self.tick_ms = 0.0
         self.applied: tuple[int, int] = (0, 0)  # (study id, feed version) the table shows
         self.split: tuple[int, dict[str, Any]] | None = None  # (study id, its split), read until stored
+        self.program = False  # the study's trials run a program, so they have output logs
+        self.output_for: int | None = None  # the trial whose output the panel shows; None: panel hidden
+        self._logs: dict[int, Path] = {}  # trial id -> its output.log, once the worker stored it
 
     def compose(self) -> ComposeResult:
         yield Static(id="dash-header", classes="bar")
@@ -84,6 +104,7 @@ class DashboardScreen(LiveScreen):
         with Horizontal(id="dash-charts"):
             yield Chart("objective by trial (line: best so far)", id="history", classes="framed")
             yield Chart("learning curves: running and best", id="curves", classes="framed")
+            yield Static(id="dash-output", classes="framed")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -93,7 +114,7 @@ class DashboardScreen(LiveScreen):
     # ------------------------------------------------------------ polling
 
     def read(self) -> Snapshot:
-        study_name, applied = self.app.study_name, self.applied
+        study_name, applied, output_for = self.app.study_name, self.applied, self.output_for
         started = time.perf_counter()
         reader: Reader = self.app.reader
         studies = reader.studies()
@@ -114,15 +135,31 @@ class DashboardScreen(LiveScreen):
         config = reader.sweep_config(study.study_id) if self.study is None or self.study.study_id != study.study_id \
             else None
         total_epochs = _total_epochs(config) if config is not None else self._total_epochs
+        program = bool((config.get("objective") or {}).get("command")) if config is not None else None
         events = reader.events(study.study_id, self.last_event, limit=50)
         recent = [asdict(x) for x in reader.samples_between(clock.now() - GPU_WINDOW_S, clock.now())]
         usage = gpu_usage(recent)
         known = self.split
         split = known[1] if known and known[0] == study.study_id else reader.split(study.study_id)
+        output = self._output(reader, study, rows.get(output_for)) if output_for is not None else None
         return Snapshot(
             study=study, changed=changed, samples=reader.latest_samples(), curves=reader.intermediate(curve_ids),
             events=events, total_epochs=total_epochs, took_ms=(time.perf_counter() - started) * 1000, rows=rows,
-            version=self.feed.version, gpu_busy=usage["busy_percent"] if usage else None, split=split)
+            version=self.feed.version, gpu_busy=usage["busy_percent"] if usage else None, split=split,
+            program=program, output=output)
+
+    def _output(self, reader: Reader, study: StudyRow, row: TrialRow | None) -> Output | None:
+        """The last lines of a trial's output.log (in the worker thread). Its path is read once it
+        is stored; the file is read from its end, so a tick costs the same at any size."""
+        if row is None:
+            return None
+        path = self._logs.get(row.trial_id)
+        if path is None:
+            path = trial_log(reader.trial_attrs(row.trial_id, ("log",)).get("log"), self.app.workdir, study.name,
+                             row.number)
+            if path is not None:
+                self._logs[row.trial_id] = path
+        return Output(row.number, row.state, path, tail_lines(path, OUTPUT_LINES) if path else [])
 
     _total_epochs = 0
 
@@ -143,6 +180,11 @@ class DashboardScreen(LiveScreen):
         study, rows = snap.study, snap.rows
         self.study = study
         self._total_epochs = snap.total_epochs
+        if snap.program is not None and snap.program != self.program:  # another study
+            self.program = snap.program
+            if not self.program and self.output_for is not None:
+                self.action_output()
+            self.refresh_bindings()
         table = self.query_one(TrialTable)
         if self.applied[0] != study.study_id:
             table.reset()
@@ -163,6 +205,24 @@ class DashboardScreen(LiveScreen):
             self.events = sorted(merged.values(), key=lambda e: e.id)[-50:]
             self.query_one("#events", Static).update(_events_text(self.events))
         self._charts(study, rows, best, snap.curves)
+        if self.output_for is not None:
+            self._show_output(snap.output)
+
+    def _show_output(self, output: Output | None) -> None:
+        """The selected trial's last lines, the newest at the bottom, as many as the panel holds."""
+        box = self.query_one("#dash-output", Static)
+        if output is None or output.number != self.output_for:  # the cursor moved on meanwhile
+            return
+        box.border_title = Text(f"output of trial {output.number} ({output.state.lower()})")
+        box.border_subtitle = Text("o: charts")
+        if output.path is None:
+            box.update(Text("no output log (yet): the trial has not started its program", style="dim"))
+            return
+        if not output.lines:
+            box.update(Text("no output yet", style="dim"))
+            return
+        height = max(1, box.content_size.height)
+        box.update(Text("\n".join(output.lines[-height:])))
 
     def _charts(self, study: StudyRow, rows: dict[int, TrialRow], best: TrialRow | None,
                 curves: dict[int, list[tuple[int, float]]]) -> None:
@@ -189,12 +249,13 @@ class DashboardScreen(LiveScreen):
         curve_chart = self.query_one("#curves", Chart)
         by_id = {r.trial_id: r for r in rows.values()}
         series = [(by_id[tid], pts) for tid, pts in curves.items() if tid in by_id and pts]
+        first, xlabel = (0, "step") if self.program else (1, "epoch")  # a program's steps as it numbers them
         if series:
             def draw_curves(plt: Any) -> None:
                 for row, pts in series:
                     label = f"#{row.number}" + (" best" if best and row.number == best.number else "")
-                    plt.plot([p[0] + 1 for p in pts], [p[1] for p in pts], label=label, marker="braille")
-                plt.xlabel("epoch")
+                    plt.plot([p[0] + first for p in pts], [p[1] for p in pts], label=label, marker="braille")
+                plt.xlabel(xlabel)
 
             curve_chart.plot(draw_curves, tuple((r.number, len(p), p[-1][1]) for r, p in series))
         else:
@@ -252,6 +313,38 @@ class DashboardScreen(LiveScreen):
 
     def action_filter(self) -> None:
         self.notify(f"showing {self.query_one(TrialTable).cycle_filter()} trials")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`o` only where trials have output: a sweep of a program."""
+        return self.program if action == "output" else True
+
+    def action_output(self) -> None:
+        """The selected trial's output in place of the charts, or the charts again."""
+        if self.output_for is not None:
+            self.output_for = None
+            self.remove_class("-output")
+            return
+        selected = self.query_one(TrialTable).selected_number()
+        if selected is None:
+            self.notify("no trial to show the output of yet", severity="warning")
+            return
+        self.add_class("-output")
+        self._follow(selected)
+
+    @on(TrialTable.RowHighlighted)
+    def _selected(self, event: TrialTable.RowHighlighted) -> None:
+        """The panel follows the cursor: the newly selected trial's output is read at once."""
+        if self.output_for is not None and event.row_key.value is not None:
+            number_ = int(event.row_key.value)
+            if number_ != self.output_for:
+                self._follow(number_)
+
+    def _follow(self, number_: int) -> None:
+        self.output_for = number_
+        box = self.query_one("#dash-output", Static)
+        box.border_title = Text(f"output of trial {number_}")
+        box.update(Text("reading ...", style="dim"))
+        self.poll()
 
     @on(TrialTable.RowSelected)
     def open_trial(self, event: TrialTable.RowSelected) -> None:

@@ -1,11 +1,15 @@
 """One trial: params, per-epoch metrics (table and curves), system samples while it ran, its
-events, and why it failed."""
+events, and why it failed. A trial of a program (objective.command) also has its output.log, shown
+in a pane that follows it while the trial runs (`l` switches between it and the details), and
+curves of whatever numbers the program reports, its objective first (`m` shows one at a time)."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -15,7 +19,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
+from textual.timer import Timer
 from textual.widgets import Footer, Static
+from textual.worker import Worker
 
 from tui_hpo import clock
 from tui_hpo.db import Event, Sample, StudyRow, TrialRow
@@ -23,33 +29,56 @@ from tui_hpo.format import duration, number
 from tui_hpo.screens.base import WorkerScreen
 from tui_hpo.tables import class_f1_text
 from tui_hpo.widgets.chart import Chart
+from tui_hpo.widgets.log_pane import LogPane
+from tui_hpo.widgets.log_tail import clean, trial_log
 
-DETAIL_ATTRS = ("class_f1", "stopped_early")  # written by the worker when a trial finishes
+# Written by the worker: F1 per class and early stopping when a trial finishes; for a program's
+# trial its log file and command line when it starts, its exit code and final metrics when it ends.
+DETAIL_ATTRS = ("class_f1", "stopped_early", "log", "command", "exit_code", "metrics")
 METRICS = ("train_loss", "val_loss", "val_accuracy", "val_f1", "lr", "samples_per_s", "peak_mem_mb", "seconds")
+CURVES = (("val_f1", "green"), ("val_accuracy", "cyan"), ("val_loss", "red"), ("train_loss", "orange"))
+COLORS = ("green", "cyan", "red", "orange", "magenta", "blue", "yellow", "gray")
+NOT_METRICS = {"trial_id", "study_id", "fold", "epoch", "ts"}  # a step row's keys that are no measurement
+MAX_CURVES = 5  # series on one chart: more is a tangle in 60 columns
+MAX_POINTS = 600  # points a series is thinned to
+MAX_STEP_ROWS = 200  # a program's steps in the table: the newest
+RELOAD_S = 2.0  # a running trial is read again this often
 
 
 class TrialScreen(WorkerScreen):
     CSS_PATH = "trial.tcss"
     BINDINGS = [Binding("escape,backspace", "app.pop_screen", "back"),
-                Binding("p", "package", "write its model package")]
+                Binding("p", "package", "write its model package"),
+                Binding("l", "toggle_log", "log/details"),
+                Binding("slash", "search", "search", key_display="/"),
+                Binding("n", "jump(True)", "next match", show=False),
+                Binding("N,shift+n", "jump(False)", "previous match", show=False),
+                Binding("m", "next_metric", "metric")]
 
     class Loaded(Message, bubble=False):
         def __init__(self, row: TrialRow | None, epochs: list[dict[str, Any]], events: list[Event],
-                     samples: list[Sample], attrs: dict[str, Any]) -> None:
+                     samples: list[Sample], attrs: dict[str, Any], log: Path | None = None) -> None:
             super().__init__()
             self.row, self.epochs, self.events, self.samples = row, epochs, events, samples
             self.attrs = attrs  # DETAIL_ATTRS the trial has
+            self.log_path = log  # a program's output.log (None for the built-in trainer's trials)
 
     def __init__(self, study: StudyRow, number_: int) -> None:
         super().__init__()
         self.study, self.number = study, number_
         self.row: TrialRow | None = None
+        self.log_path: Path | None = None
+        self.views: list[tuple[str, ...]] = []  # a program's curves: all its own at once, then each alone
+        self.view = 0
+        self._epochs_shown: list[dict[str, Any]] = []
+        self._reload: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="trial-header", classes="bar")
         with Horizontal(id="trial-top"):
             yield Static(id="trial-params", classes="panel")
             yield Chart("metrics per epoch", id="trial-curves", classes="framed")
+        yield LogPane(id="trial-log")
         with VerticalScroll(id="trial-body"):
             yield Static(id="trial-epochs", classes="panel")
             yield Static(id="trial-classes", classes="panel")
@@ -70,7 +99,25 @@ class TrialScreen(WorkerScreen):
         events = reader.events(self.study.study_id, trial_number=self.number, limit=100)
         samples = reader.samples_between(row.start, row.complete or clock.now()) if row and row.start else []
         attrs = reader.trial_attrs(row.trial_id, DETAIL_ATTRS) if row else {}
-        self.post_message(self.Loaded(row, epochs, events, samples, attrs))
+        log = trial_log(attrs.get("log"), self.app.workdir, self.study.name, self.number)
+        self.post_message(self.Loaded(row, epochs, events, samples, attrs, log))
+
+    def _reload_later(self) -> None:
+        """A running trial is read again (curves, header, events) until it ends."""
+        if self._reload is not None:
+            self._reload.stop()
+        self._reload = self.set_timer(RELOAD_S, self._reload_now)
+
+    def _reload_now(self) -> None:
+        self._reload = None
+        if self.is_current:
+            self.load()
+        else:
+            self._reload_later()
+
+    def worker_failed(self, worker: Worker) -> None:
+        if worker.group == "trial-load" and (self.row is None or self.row.state == "RUNNING"):
+            self._reload_later()
 
     @on(Loaded)
     def show(self, message: Loaded) -> None:
@@ -87,6 +134,10 @@ class TrialScreen(WorkerScreen):
             metrics = self.study.metrics or ("value",)
             text.append("  " + "  ".join(f"{m}={number(v)}" for m, v in zip(metrics, row.values, strict=False)))
         text.append(f"  took {duration(row.duration())}  on {row.worker or '-'} ({row.device or '-'})")
+        code = message.attrs.get("exit_code")
+        if isinstance(code, int) and code != 0:
+            text.append(f"  exit code {code}" if code > 0 else f"  ended by signal {-code}",
+                        style="red" if row.state == "FAIL" else "")
         stopped = message.attrs.get("stopped_early")
         if stopped:
             fold = f" of fold {stopped['fold'] + 1}" if stopped["fold"] else ""  # 0 is a single split's too
@@ -95,15 +146,21 @@ class TrialScreen(WorkerScreen):
         if row.retry_of is not None:
             text.append(f"\n a rerun of trial {row.retry_of}, whose worker died or was interrupted", style="cyan")
         if row.fail_reason:
-            text.append(f"\n failed: {row.fail_reason}", style="bold red")
+            text.append(f"\n failed: {_reason(row.fail_reason, message.log_path is not None)}", style="bold red")
         header.update(text)
         params = Table.grid(padding=(0, 1))
         params.add_column(style="bold")
         params.add_column()
         for key, value in row.params.items():
             params.add_row(key, number(value))
+        final = message.attrs.get("metrics")
+        if isinstance(final, dict) and final:  # a program's last reported numbers
+            params.add_row(Text("reported", style="dim"), "")
+            for key, value in final.items():
+                params.add_row(Text(str(key), style="bold cyan"), number(value))
         self.query_one("#trial-params", Static).update(params)
-        self._epochs(message.epochs)
+        self._show_log(message.log_path, message.attrs.get("command"), row)
+        self._epochs(message.epochs, message.log_path is not None)
         self._per_class(message.attrs.get("class_f1"))
         self._system(message.samples)
         events = Text()
@@ -113,6 +170,49 @@ class TrialScreen(WorkerScreen):
         box = self.query_one("#trial-events", Static)
         box.border_title = "events"
         box.update(events if message.events else Text("no events", style="dim"))
+        if row.state in ("RUNNING", "WAITING"):
+            self._reload_later()
+
+    def _show_log(self, path: Path | None, command: Any, row: TrialRow) -> None:
+        """The log pane, for a program's trial: shown (instead of the details) the first time."""
+        if path is None:
+            return
+        pane = self.query_one(LogPane)
+        if self.log_path is None:
+            self.add_class("-program", "-log")
+            self.log_path = path
+            argv = " ".join(str(a) for a in command) if isinstance(command, list) else ""
+            pane.border_title = Text(f"output: {argv}" if argv else f"output: {path}")
+            pane.view.focus()  # the arrows and page keys scroll the log
+            self.refresh_bindings()
+        pane.open(path, live=row.state in ("RUNNING", "WAITING"))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The log's keys only for a trial with a log; `m` only with more than one set of curves."""
+        if action in ("toggle_log", "search", "jump"):
+            return self.log_path is not None
+        if action == "package":  # a program's model is its own business: tui-hpo cannot train it again
+            return self.log_path is None
+        if action == "next_metric":
+            return len(self.views) > 1
+        return True
+
+    def action_toggle_log(self) -> None:
+        self.toggle_class("-log")
+        (self.query_one(LogPane).view if self.has_class("-log") else self.query_one("#trial-body")).focus()
+
+    def action_search(self) -> None:
+        self.add_class("-log")
+        self.query_one(LogPane).open_search()
+
+    def action_jump(self, forward: bool) -> None:
+        self.add_class("-log")
+        self.query_one(LogPane).jump(forward)
+
+    def action_next_metric(self) -> None:
+        if self.views:
+            self.view = (self.view + 1) % len(self.views)
+            self._curves(self._epochs_shown, True)
 
     def action_package(self) -> None:
         if self.row is None or self.row.state != "COMPLETE":
@@ -157,29 +257,69 @@ class TrialScreen(WorkerScreen):
             self.app.call_from_thread(self.notify, f"packaging trial {row.number} failed: {reason}",
                                       severity="error", timeout=15)
 
-    def _epochs(self, epochs: list[dict[str, Any]]) -> None:
-        table = Table(box=None, header_style="bold", expand=False)
-        for column in ("fold", "epoch", *METRICS):
-            table.add_column(column, justify="right")
-        for e in epochs:
-            table.add_row(str(e["fold"]), str(e["epoch"] + 1), *(number(e[m]) if e[m] is not None else "-"
-                                                                  for m in METRICS))
+    def _epochs(self, epochs: list[dict[str, Any]], program: bool = False) -> None:
+        """The steps as a table and as curves: the built-in trainer's columns, or for a program's
+        trial the numbers it reported (its objective first), by the step it gave them."""
+        self._epochs_shown = epochs
+        program = program or bool(_reported(epochs, exclude=METRICS))
         box = self.query_one("#trial-epochs", Static)
-        box.border_title = "per-epoch metrics"
-        box.update(table if epochs else Text("no epoch finished", style="dim"))
+        if program:
+            names = _ordered(_reported(epochs), self.study.metrics)
+            box.border_title = "reported per step"
+            box.update(_steps_table(epochs, names) if epochs and names else
+                       Text("no step reported yet", style="dim"))
+        else:
+            table = Table(box=None, header_style="bold", expand=False)
+            for column in ("fold", "epoch", *METRICS):
+                table.add_column(column, justify="right")
+            for e in epochs:
+                table.add_row(str(e["fold"]), str(e["epoch"] + 1), *(number(e[m]) if e[m] is not None else "-"
+                                                                      for m in METRICS))
+            box.border_title = "per-epoch metrics"
+            box.update(table if epochs else Text("no epoch finished", style="dim"))
+        self._curves(epochs, program)
+
+    def _curves(self, epochs: list[dict[str, Any]], program: bool) -> None:
         chart = self.query_one("#trial-curves", Chart)
         if not epochs:
+            if program:
+                chart.border_title = "reported per step"
             chart.plot(None, None)
             return
+        if not program:
+            def draw(plt: Any) -> None:
+                xs = list(range(1, len(epochs) + 1))
+                for metric, color in CURVES:
+                    plt.plot(xs, [e[metric] for e in epochs], label=metric, color=color, marker="braille")
+                plt.xlabel("epoch (all folds)")
 
-        def draw(plt: Any) -> None:
-            xs = list(range(1, len(epochs) + 1))
-            for metric, color in (("val_f1", "green"), ("val_accuracy", "cyan"), ("val_loss", "red"),
-                                  ("train_loss", "orange")):
-                plt.plot(xs, [e[metric] for e in epochs], label=metric, color=color, marker="braille")
-            plt.xlabel("epoch (all folds)")
+            chart.plot(draw, len(epochs))
+            return
+        views = _views(epochs, self.study.metrics)
+        if views != self.views:  # a running trial reported more: the curves shown stay shown
+            shown = self.views[self.view] if self.views else None
+            self.views, self.view = views, views.index(shown) if shown in views else 0
+            self.refresh_bindings()
+        if not views:
+            chart.plot(None, None)
+            return
+        shown = views[self.view]
+        objectives = set(self.study.metrics)
+        chart.border_title = Text(", ".join(f"{n} (objective)" if n in objectives else n for n in shown))
+        chart.border_subtitle = Text(f"m: next {self.view + 1}/{len(views)}") if len(views) > 1 else None
+        step = max(1, math.ceil(len(epochs) / MAX_POINTS))
+        rows = epochs[::step] if epochs[-1] is epochs[::step][-1] else [*epochs[::step], epochs[-1]]
+        series = [(name, [(float(e["epoch"]), float(e[name])) for e in rows if _is_number(e.get(name))])
+                  for name in shown]
 
-        chart.plot(draw, len(epochs))
+        def draw_program(plt: Any) -> None:
+            for (name, points), color in zip(series, COLORS, strict=False):
+                if points:
+                    plt.plot([p[0] for p in points], [p[1] for p in points], label=name, color=color,
+                             marker="braille")
+            plt.xlabel("step")
+
+        chart.plot(draw_program, (shown, len(epochs), tuple(epochs[-1].get(n) for n in shown)))
 
     def _per_class(self, scores: dict[str, float | None] | None) -> None:
         """Validation F1 per class, worst first: the class a good macro-F1 hides stands out."""
@@ -206,3 +346,67 @@ class TrialScreen(WorkerScreen):
             mems = [g.get("mem_used_mb") or 0 for g in gpus]
             text.append(f"  GPU util mean {sum(utils) / len(utils):.0f}%  memory max {max(mems) / 1024:.1f} GiB")
         box.update(text)
+
+
+def _reason(reason: str, program: bool) -> str:
+    """Why a trial failed, safe to print. A program's reason quotes its last stderr lines: the header
+    has room for the first line and the last one (the error, mostly); the log pane has the rest."""
+    lines = [clean(line.encode(), limit=400 if program else len(line)) for line in reason.splitlines()] or [""]
+    if program and len(lines) > 2:
+        return f"{lines[0]}\n   {lines[-1]}"
+    return "\n".join(lines)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _reported(epochs: list[dict[str, Any]], exclude: tuple[str, ...] = ()) -> list[str]:
+    """The names with a number in some step, in the order they first appear."""
+    names: dict[str, None] = {}
+    for e in epochs:
+        for name, value in e.items():
+            if name not in NOT_METRICS and name not in exclude and name not in names and _is_number(value):
+                names[name] = None
+    return list(names)
+
+
+def _ordered(names: list[str], objectives: tuple[str, ...]) -> list[str]:
+    """The objective's metrics first, in their order, then the rest as reported."""
+    return [m for m in objectives if m in names] + [n for n in names if n not in objectives]
+
+
+def _magnitude(epochs: list[dict[str, Any]], name: str) -> float:
+    return max((abs(float(e[name])) for e in epochs if _is_number(e.get(name))), default=0.0)
+
+
+def _views(epochs: list[dict[str, Any]], objectives: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """What `m` steps through: first the objective with the metrics of its scale (a loss beside a
+    score, not a throughput in the hundreds that would flatten both), then each metric alone."""
+    names = _ordered(_reported(epochs), objectives)
+    if not names:
+        return []
+    lead = [m for m in objectives if m in names] or names[:1]
+    scale = _magnitude(epochs, lead[0])
+
+    def near(name: str) -> bool:
+        other = _magnitude(epochs, name)
+        if scale == 0 or other == 0:
+            return max(scale, other) <= 1
+        return abs(math.log10(other / scale)) <= 1
+
+    together = (lead + [n for n in names if n not in lead and near(n)])[:MAX_CURVES]
+    return [tuple(together)] + [(n,) for n in names if (n,) != tuple(together)]
+
+
+def _steps_table(epochs: list[dict[str, Any]], names: list[str]) -> Table:
+    """A program's steps, the newest MAX_STEP_ROWS of them, a column per reported number."""
+    shown = epochs[-MAX_STEP_ROWS:]
+    caption = f"the last {len(shown)} of {len(epochs)} steps" if len(shown) < len(epochs) else None
+    table = Table(box=None, header_style="bold", expand=False, caption=caption, caption_style="dim")
+    table.add_column("step", justify="right", no_wrap=True)
+    for name in names:
+        table.add_column(name, justify="right", no_wrap=True, overflow="ellipsis", min_width=6)
+    for e in shown:
+        table.add_row(str(e["epoch"]), *(number(e[n]) if _is_number(e.get(n)) else "-" for n in names))
+    return table
