@@ -209,8 +209,9 @@ def test_csv_layout_skips_unsafe_and_missing_rows(tmp_path: Path, csv_dataset: P
 
 
 def test_wandb_grid_sweep_runs_every_point_once(tmp_path: Path) -> None:
+    """A W&B file without a program tunes the built-in trainer, its parameters by their names there."""
     config = tmp_path / "wandb.yaml"
-    config.write_text("program: train.py\nmethod: grid\nmetric: {name: eval/accuracy, goal: maximize}\nparameters:\n"
+    config.write_text("method: grid\nmetric: {name: eval/accuracy, goal: maximize}\nparameters:\n"
                       "  learning_rate: {values: [0.003, 0.01]}\n  num_train_epochs: {value: 1}\n"
                       "  model: {value: test_resnet}\n  img_size: {value: 24}\n")
     workdir = tmp_path / "runs"
@@ -220,7 +221,6 @@ def test_wandb_grid_sweep_runs_every_point_once(tmp_path: Path) -> None:
     study = load(workdir, "wandb")
     assert sorted(t.params["lr"] for t in finished(study)) == [0.003, 0.01]
     assert "the grid has 2 points" in result.stdout
-    assert "the W&B program ('train.py') is not run" in " ".join(result.stdout.split()), "never silently"
 
 
 def test_consecutive_failures_stop_the_sweep_with_reasons(tmp_path: Path) -> None:
@@ -237,6 +237,22 @@ def test_consecutive_failures_stop_the_sweep_with_reasons(tmp_path: Path) -> Non
     failed = [t for t in study.trials if t.state == States.FAIL]
     assert len(failed) == 2 and len(study.trials) == 2
     assert all("NonFiniteLoss: loss became" in t.user_attrs["fail_reason"] for t in failed)
+
+
+def test_a_trial_past_its_time_limit_stops_at_the_next_batch_and_fails(tmp_path: Path) -> None:
+    """budget.trial_timeout ends a runaway built-in trial too: FAIL with the limit as its reason,
+    not queued to run again (it would run away again)."""
+    config = tmp_path / "slow.yaml"
+    config.write_text(f"extends: {ROOT / 'tests/configs/tiny.yaml'}\ntrain: {{epochs: 200}}\n"
+                      "budget: {n_trials: 2, trial_timeout: 1.5, max_consecutive_failures: 1}\n")
+    workdir = tmp_path / "runs"
+    result = run_cli("run", "--config", str(config), "--workdir", str(workdir), "--no-tui")
+    assert result.returncode == 1, result.stdout + result.stderr
+    study = load(workdir, "slow")
+    assert [t.state for t in study.trials] == [States.FAIL], "failed, and not queued again"
+    trial = study.trials[0]
+    assert trial.user_attrs["fail_reason"] == "ran past budget.trial_timeout (1.5 s)"
+    assert trial.user_attrs["duration_s"] < 15 and query(workdir, "SELECT COUNT(*) FROM hpo_epoch")[0][0] < 200
 
 
 def test_timeout_stops_starting_trials(tmp_path: Path, tiny_config: Path) -> None:

@@ -12,6 +12,8 @@ block the writer and a short write contention waits instead of failing with "dat
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
 import time
@@ -101,6 +103,17 @@ def optuna_storage(url: str, heartbeat: bool = True, readonly: bool = False) -> 
     while len(_storages) > STORAGE_CACHE:
         del _storages[next(iter(_storages))]
     return storage
+
+
+@atexit.register
+def _close_storages() -> None:
+    """Close the kept storages' connections as the process ends: the last connection to a SQLite
+    database to close folds its write-ahead log into the file, which a reader of read-only media
+    (SQLite's `immutable`, which ignores the log) needs."""
+    for storage in _storages.values():
+        with contextlib.suppress(Exception):
+            storage.engine.dispose()
+    _storages.clear()
 
 
 def _file_identity(url: str) -> tuple[int, int] | str | None:
