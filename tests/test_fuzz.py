@@ -31,7 +31,7 @@ from engine.sweep.engine import check_buildable
 from engine.sweep.resolve import resolve_run
 from engine.system.platform import probe_without_torch
 from engine.training.models import check_models
-from tests.conftest import CONFIGS, run_cli
+from tests.conftest import CONFIGS, invoke, run_cli
 
 # Module-scoped fixtures (a real sweep, a server): all of this file runs in one test process.
 pytestmark = pytest.mark.xdist_group("test_fuzz")
@@ -540,9 +540,16 @@ def cli_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @example(args=["--config", f"{TMP}/a\nb.yaml"])  # was two lines: the newline printed as is
 @example(args=["--n-trials", "many"])  # was four lines: click's usage, hint and error
 def test_run_arguments_fail_in_one_line(cli_tmp: Path, args: list[str]) -> None:
+    """In this process (each example fails before anything starts, so no worker, app or signal
+    is involved): the same code and output as a fresh `tui-hpo run`, without its second of imports."""
     args = [a.replace(TMP, str(cli_tmp)) for a in args]
     env = {"TUI_HPO__DATA__PATH": str(cli_tmp / "no-data")}  # the default data: missing, so nothing trains
-    result = run_cli("run", "--workdir", str(cli_tmp / "runs"), *args, env=env, cwd=cli_tmp, timeout=60)
+    here = os.getcwd()
+    os.chdir(cli_tmp)  # relative paths (`--workdir runs`) land in the example's folder
+    try:
+        result = invoke("run", "--workdir", str(cli_tmp / "runs"), *args, env=env)
+    finally:
+        os.chdir(here)
     output = result.stderr + result.stdout
     assert "Traceback" not in output, output
     assert result.returncode == 2, output  # every list here holds a mistake, at the least the data
