@@ -265,9 +265,9 @@ def test_timeout_stops_starting_trials(tmp_path: Path, tiny_config: Path) -> Non
     workdir = tmp_path / "runs"
     result = run_cli("run", "--config", str(tiny_config), "--workdir", str(workdir), "--no-tui", "--n-trials", "500",
                      "--train-data", str(tmp_path / "train"), "--test-data", str(tmp_path / "test"),
-                     "--timeout", "15")  # from the sweep's start: the worker's start (seconds here) counts
+                     "--timeout", "25")  # from the sweep's start: the worker's start (seconds under load) counts
     assert_ok(result)
-    assert "time budget of 15s reached" in result.stdout
+    assert "time budget of 25s reached" in result.stdout
     study = load(workdir, "tiny")
     assert 1 <= len(finished(study)) < 500
     assert query(workdir, "SELECT state FROM hpo_sweep") == [("stopped",)]
