@@ -104,6 +104,9 @@ def test_parameters_go_in_every_way_and_agree(tmp_path: Path) -> None:
     assert [r["epoch"] for r in rows] == [0, 1] and rows[1]["score"] == pytest.approx(study.trials[0].value)
     best = yaml.safe_load((tmp_path / "runs" / "sweep" / "best_config.yaml").read_text())
     assert best["train"] == {"epochs": 2, "name": "fixed value", "seed": 7, **study.best_trial.params}
+    report = json.loads((tmp_path / "runs" / "sweep" / "report.json").read_text())
+    assert report["importance"] is None and "ranks parameters from 5" in report["importance_note"], \
+        "two trials rank nothing: no importance (nor scikit-learn's import) at this sweep's end"
 
 
 REPORTS = """

@@ -41,12 +41,22 @@ def best_config(config: SweepConfig, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Completed trials before report.json ranks the parameters: from fewer the ranking is noise
+# (PED-ANOVA's quantiles select the same trials), not worth scikit-learn's import at every
+# sweep's end. `tui-hpo importance` ranks from two on request.
+IMPORTANCE_IN_REPORT = 5
+
+
 def report(study: optuna.Study, url: str, n_top: int = 10) -> dict[str, Any]:
     """Everything a script or a notebook wants from a study, as one JSON document: the summary,
-    the top trials, and parameter importance (when two or more trials completed)."""
+    the top trials, and parameter importance (when IMPORTANCE_IN_REPORT trials completed)."""
     out = summary(study, url)
     out["top"] = top_rows(study, n_top)
+    complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     try:
+        if complete < IMPORTANCE_IN_REPORT:
+            raise UserError(f"{complete} completed trial(s): the report ranks parameters from "
+                            f"{IMPORTANCE_IN_REPORT} (`tui-hpo importance` from two)")
         out["importance"] = importance(study)
     except UserError as exc:
         out["importance"] = None

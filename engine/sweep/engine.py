@@ -31,7 +31,7 @@ from engine.datasets import defaults as data_defaults
 from engine.datasets.scan import Scan, scan, split_sizes
 from engine.errors import DEVICE_EXIT, DISK_EXIT, DISK_FULL, ConfigError, DiskError, disk_problem
 from engine.insights.gpu import gpu_usage
-from engine.insights.results import export_results
+from engine.insights.results import IMPORTANCE_IN_REPORT, export_results
 from engine.storage import STORAGE_ENV, Store, load_study, mask_url, optuna_storage, study_id
 from engine.storage.states import ACTIVE, EventKind, SweepState, eta_seconds, finished_count
 from engine.sweep import packing
@@ -397,7 +397,8 @@ class Engine:
         monitor.sample()  # the first CPU reading is always 0.0: discard it
         # The export at the end computes parameter importance, whose import (Optuna's evaluators
         # pull in scikit-learn) takes seconds: done now, while the workers train, not after them.
-        threading.Thread(target=importlib.import_module, args=("optuna.importance",), daemon=True).start()
+        if self.config.budget.n_trials >= IMPORTANCE_IN_REPORT:
+            threading.Thread(target=importlib.import_module, args=("optuna.importance",), daemon=True).start()
         started = time.time()
         last_prune, last_recovery = 0.0, time.monotonic()
         last_pack = last_recovery
