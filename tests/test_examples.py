@@ -81,14 +81,19 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     return out
 
 
+def trained(run: Run) -> list[optuna.trial.FrozenTrial]:
+    """The sweep's trials, each complete, the best far above chance."""
+    trials = run.trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * TRIALS, run.output
+    assert max(t.value for t in trials) > GOOD
+    return trials
+
+
 def test_native_sweep_trains_the_script(runs: dict[str, Run]) -> None:
     """digits.yaml: the script's flags come from the file, its JSON lines are each trial's
     epochs (reported to the pruner), and its last val_accuracy is the trial's value."""
     run = runs["digits"]
-    trials = run.trials()
-    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * TRIALS, run.output
-    assert max(t.value for t in trials) > GOOD
-    for t in trials:
+    for t in trained(run):
         args = run.logged(t.number, "hyperparameters: ")
         assert {k: args[k] for k in t.params} == t.params
         assert args["epochs"] == EPOCHS  # train.epochs from the environment reached the script as --epochs
@@ -101,9 +106,7 @@ def test_wandb_file_gives_the_script_the_same_flags(runs: dict[str, Run]) -> Non
     """digits_wandb.yaml and digits.yaml describe one sweep: with the same sampler seed, each
     trial's script gets the same arguments in the same order, and trains as well."""
     native, wandb = runs["digits"], runs["digits_wandb"]
-    assert [t.state for t in wandb.trials()] == [optuna.trial.TrialState.COMPLETE] * TRIALS, wandb.output
-    assert max(t.value for t in wandb.trials()) > GOOD
-    for a, b in zip(native.trials(), wandb.trials(), strict=True):
+    for a, b in zip(native.trials(), trained(wandb), strict=True):
         assert a.params == b.params
         assert native.logged(a.number, "hyperparameters: ") == wandb.logged(b.number, "hyperparameters: ")
         flags = [t.user_attrs["command"][t.user_attrs["command"].index("train_digits.py") + 1:] for t in (a, b)]
@@ -125,10 +128,7 @@ def test_trainer_gets_config_and_environment_and_is_scored_from_its_results(runs
     size, seed and epochs through LEARNING_RATE/BATCH_SIZE/SEED/EPOCHS, and each trial's value
     is best_metrics.val_f1 of the results file in its own folder (two trials at a time)."""
     run = runs["trainer_sweep"]
-    trials = run.trials()
-    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * TRIALS, run.output
-    assert max(t.value for t in trials) > GOOD
-    for t in trials:
+    for t in trained(run):
         cfg = run.logged(t.number, "config: ")
         assert cfg["model"]["hidden"] == t.params["model.hidden"]
         assert cfg["optimizer"] == {"momentum": t.params["optimizer.momentum"],

@@ -200,6 +200,12 @@ def run(argv: list[str], env: Mapping[str, str], cwd: str, log_path: Path, metri
         if ending is None:
             end(on_report(report))
 
+    def handle_lines(lines: list[bytes]) -> None:  # the metrics file's new lines
+        for line in lines:
+            report = parse_line(line.decode("utf-8", "replace"))
+            if report is not None:
+                handle(report)
+
     while True:
         if eof:  # stdout closed: the program is ending; look for its exit more often than reports came
             time.sleep(0.005)
@@ -213,10 +219,7 @@ def run(argv: list[str], env: Mapping[str, str], cwd: str, log_path: Path, metri
             eof = True
         elif item is not None:
             handle(item)
-        for line in metrics_file.lines():
-            report = parse_line(line.decode("utf-8", "replace"))
-            if report is not None:
-                handle(report)
+        handle_lines(metrics_file.lines())
         if _exited(proc):
             # Before the exit is collected (so its group id cannot be reused): whatever the
             # program left running in its group goes with it, which also closes its pipes.
@@ -239,10 +242,7 @@ def run(argv: list[str], env: Mapping[str, str], cwd: str, log_path: Path, metri
         item = reports.get_nowait()
         if item is not _EOF:
             handle(item)
-    for line in metrics_file.rest():
-        report = parse_line(line.decode("utf-8", "replace"))
-        if report is not None:
-            handle(report)
+    handle_lines(metrics_file.rest())
     log.close()
     return Outcome(code, ending, list(tail), time.monotonic() - started)
 
