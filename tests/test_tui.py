@@ -89,13 +89,13 @@ def test_dashboard_shows_the_study_and_steers_it(tmp_path: Path) -> None:
             store = Store(app.url)
             assert store.take_command(1, "prune", 13)
             store.close()
-            # s sorts, f filters
+            # f filters by state; s sorts by the column under the cursor (a metric: best first)
             await pilot.press("f")
             assert table.row_count == 2  # running only
             await pilot.press("f", "f", "f", "f")
             assert table.row_count == 14
-            await pilot.press("s", "s")
-            assert table.sort_by == "value"
+            await pilot.press(*["right"] * table.visible_columns().index("val_f1"), "s")
+            assert (table.view.sort, table.view.reverse) == ("val_f1", True)
             # enter opens the trial detail
             table.move_cursor(row=0)
             await pilot.press("enter")
@@ -352,10 +352,10 @@ def test_a_failed_read_is_shown_and_polling_goes_on(tmp_path: Path, monkeypatch:
     real = Reader.studies
     failures = iter([RuntimeError("no such table: trials")] * 3)
 
-    def flaky(self: Reader):
+    def flaky(self: Reader, **kwargs):
         for error in failures:
             raise error
-        return real(self)
+        return real(self, **kwargs)
 
     monkeypatch.setattr(Reader, "studies", flaky)
 

@@ -1,25 +1,58 @@
 """The Textual app: screens switched by number keys, one read-only database reader, and a
-writer for commands only. It never imports torch: the engine is a separate process."""
+writer for commands only. It never imports torch: the engine is a separate process.
+
+Besides the screens' own polls, the app polls the studies every NEWS_POLL_S to tell the user
+(a bell, a desktop notification: tui_hpo.notify) when the watched sweep finishes or stops, keeps
+failing, or finds a new best, whichever screen is in view."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 from pathlib import Path
 from typing import Any
 
-from textual import on
+from textual import on, work
 from textual.app import App
 from textual.binding import Binding
+from textual.message import Message
+from textual.theme import Theme
 
+from engine.artifacts import write_atomic
 from engine.storage import Workspace
 from engine.storage.states import ACTIVE
-from tui_hpo.db import Reader
+from engine.sweep.notify import Event, Notice, Snapshot, Watch
+from tui_hpo.db import Reader, StudyRow
 from tui_hpo.launch import EngineProcess, RunArgs, start_engine
+from tui_hpo.notify import sequences
 from tui_hpo.screens.analysis import AnalysisScreen
 from tui_hpo.screens.dashboard import DashboardScreen
-from tui_hpo.screens.dialogs import HelpScreen, QuitScreen
+from tui_hpo.screens.dialogs import HelpScreen, QuitScreen, key_groups
 from tui_hpo.screens.studies import StudiesScreen
 from tui_hpo.screens.system import SystemScreen
 from tui_hpo.screens.wizard import WizardScreen
+
+NEWS_POLL_S = 3.0
+DARK, LIGHT = "textual-dark", "textual-light"  # ctrl+t switches; the command palette offers every theme
+SEVERITY = {Event.FAILURES: "error", Event.STOPPED: "warning"}  # of a notice's toast; others: information
+
+
+def user_settings() -> Path:
+    """Where the app remembers the user's choices (the theme): $XDG_CONFIG_HOME/tui-hpo/tui.json."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "tui-hpo" / "tui.json"
+
+
+def read_settings(path: Path | None) -> dict[str, Any]:
+    """The remembered choices; none when there is no file or it cannot be read (never an error)."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 class HpoApp(App[None]):
@@ -36,10 +69,20 @@ class HpoApp(App[None]):
         Binding("6", "switch_mode('analysis')", "analysis"),
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("q", "leave", "quit"),
+        Binding("ctrl+t", "toggle_theme", "light/dark theme", show=False),
     ]
 
+    class News(Message):
+        """The studies, read for notices (None: the read failed; the next one comes anyway)."""
+
+        def __init__(self, studies: list[StudyRow] | None) -> None:
+            super().__init__()
+            self.studies = studies
+
     def __init__(self, workspace: Workspace, study: str | None = None, mode: str = "dashboard",
-                 engine: EngineProcess | None = None) -> None:
+                 engine: EngineProcess | None = None, settings: Path | None = None) -> None:
+        """`settings`: the file the theme is remembered in (the CLI's `user_settings()`); None
+        remembers nothing, so tests and screenshots never depend on the user's choices."""
         super().__init__()
         self.workspace = workspace
         self.workdir = self.workspace.workdir
@@ -51,6 +94,9 @@ class HpoApp(App[None]):
         self.reader: Reader | None = Reader(self.url)
         self._control: Any = None
         self.worker_errors: list[str] = []
+        self.settings = settings
+        self.watch: Watch | None = None  # the watched sweep's notices
+        self.news_polls = 0  # polls for notices seen so far (a test waits for the next ones)
 
     @property
     def control(self) -> Any:
@@ -67,9 +113,65 @@ class HpoApp(App[None]):
 
     def on_mount(self) -> None:
         self.sub_title = self.storage_label
+        theme = read_settings(self.settings).get("theme")
+        if theme in self.available_themes:
+            self.theme = theme
+        self.theme_changed_signal.subscribe(self, self._remember_theme)
         self.switch_mode(self.start_mode)
         if self.engine is not None:
             self.set_timer(2.0, self._check_engine)
+        self.set_timer(NEWS_POLL_S, self._read_news)
+
+    # ------------------------------------------------------------ theme
+
+    def action_toggle_theme(self) -> None:
+        self.theme = LIGHT if self.current_theme.dark else DARK
+
+    def _remember_theme(self, theme: Theme) -> None:
+        """Any theme change (ctrl+t, the command palette) is the next start's theme."""
+        if self.settings is None or read_settings(self.settings).get("theme") == theme.name:
+            return
+        with contextlib.suppress(OSError):  # a read-only home: not remembered, never an error
+            write_atomic(self.settings, json.dumps({**read_settings(self.settings), "theme": theme.name}) + "\n")
+
+    # ------------------------------------------------------------ notices
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="news")
+    def _read_news(self) -> None:
+        try:
+            studies = self.reader.studies() if self.reader is not None else None
+        except Exception:  # the engine may still be creating its tables; a screen shows read errors
+            studies = None
+        self.post_message(self.News(studies))
+
+    @on(News)
+    def _news(self, message: News) -> None:
+        self.news_polls += 1
+        self.set_timer(NEWS_POLL_S, self._read_news)
+        study = self._watched(message.studies or [])
+        if study is None:
+            return
+        if self.watch is None or self.watch.study != study.name:  # a new watch: its first look is no news
+            self.watch = Watch(study.name, maximize=not study.directions or study.directions[0] == "maximize")
+        for notice in self.watch.see(Snapshot(study.state, study.counts, study.best, study.n_trials)):
+            self.tell(notice)
+
+    def tell(self, notice: Notice) -> None:
+        """A notice as a bell and a desktop notification in the user's terminal, and a toast here."""
+        self.terminal_write(sequences(notice.message, os.environ))
+        self.notify(notice.message, title=f"sweep {notice.event}", severity=SEVERITY.get(notice.event, "information"),
+                    timeout=15)
+
+    def terminal_write(self, text: str) -> None:
+        """Raw output to the terminal, between Textual's frames; Textual has no public call for
+        it (its own copy_to_clipboard writes OSC 52 the same way). Nothing in a headless test."""
+        if self._driver is not None and not self.is_headless:
+            self._driver.write(text)
+
+    def _watched(self, studies: list[StudyRow]) -> StudyRow | None:
+        """The study the app watches: the one named, else the newest."""
+        name = self.study_name or (studies[-1].name if studies else None)
+        return next((s for s in studies if s.name == name), None)
 
     def _check_engine(self) -> None:
         """An engine that exits at once had bad input: show its one-line error."""
@@ -110,7 +212,7 @@ class HpoApp(App[None]):
         self.show_study(name)
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        self.push_screen(HelpScreen(key_groups(self.screen)))  # the keys of the screen in view, before it is covered
 
     def action_trial(self) -> None:
         screen = self.screen
@@ -146,8 +248,7 @@ class HpoApp(App[None]):
             studies = self.reader.studies()
         except Exception:
             return None
-        name = self.study_name or (studies[-1].name if studies else None)
-        study = next((s for s in studies if s.name == name), None)
+        study = self._watched(studies)
         if study is None or study.state not in ACTIVE:
             return None
         launched = self.engine is not None and self.engine.exited() is None

@@ -82,9 +82,9 @@ def main(ctx: click.Context, workspace: Workspace, action: str | None, n: int | 
 
 
 def _open_app(workspace: Workspace, **kwargs: Any) -> None:
-    from tui_hpo.app import make_app
+    from tui_hpo.app import make_app, user_settings
 
-    app = make_app(workspace.workdir, workspace.storage, **kwargs)
+    app = make_app(workspace.workdir, workspace.storage, settings=user_settings(), **kwargs)
     app.run()
     if app.return_code:
         sys.exit(app.return_code)
@@ -193,12 +193,13 @@ def _saved_config(workspace: Workspace, study_name: str | None) -> str:
 
 def _run_in_app(args: RunArgs, workspace: Workspace, study_name: str | None) -> int:
     """Start the engine detached (it outlives the app and the SSH session), then watch it."""
-    from tui_hpo.app import make_app
+    from tui_hpo.app import make_app, user_settings
     from tui_hpo.launch import start_engine
 
     _config, name = _resolve_name(args, workspace, study_name)
     engine = start_engine(args, workspace, name)
-    app = make_app(workspace.workdir, workspace.storage, study=name, mode="dashboard", engine=engine)
+    app = make_app(workspace.workdir, workspace.storage, study=name, mode="dashboard", engine=engine,
+                   settings=user_settings())
     app.run()
     return app.return_code or 0
 

@@ -17,7 +17,8 @@ from engine.config.space import canonical_param
 from engine.errors import ConfigError
 
 NATIVE_KEYS = {"name", "description", "extends", "data", "train", "resources", "objective", "sampler",
-               "pruner", "budget", "search_space", "per_platform", "when_finetuning", "integrations", "checkpoints"}
+               "pruner", "budget", "search_space", "per_platform", "when_finetuning", "integrations", "checkpoints",
+               "notify"}
 
 WANDB_METHODS = {"grid": "grid", "random": "random", "bayes": "tpe"}
 WANDB_KEYS = {"program", "command", "project", "entity", "description", "name", "controller"}

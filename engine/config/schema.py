@@ -246,6 +246,14 @@ class IntegrationsConfig(Section):
     mlflow: MlflowConfig | None = None
 
 
+class NotifyConfig(Section):
+    """A command run when the sweep finishes or stops, trials fail repeatedly, or a new best is
+    found (engine.sweep.notify): by the shell, with the event in TUI_HPO_* variables, never waited
+    on and never failing the sweep. Not part of a study's identity."""
+
+    command: str = Field(min_length=1)
+
+
 class SweepConfig(Section):
     name: str | None = None
     description: str | None = None
@@ -259,6 +267,7 @@ class SweepConfig(Section):
     checkpoints: CheckpointsConfig = Field(default_factory=CheckpointsConfig)
     search_space: dict[str, ParamSpec] = Field(default_factory=dict)
     integrations: IntegrationsConfig = Field(default_factory=IntegrationsConfig)
+    notify: NotifyConfig | None = None
     # A command's fixed values (`train:` in the file, any names); empty for the built-in trainer,
     # whose `train:` is TrainConfig. Written back as `train:` (the serializer below).
     params: SkipJsonSchema[dict[str, Any]] = Field(default_factory=dict)
@@ -347,7 +356,8 @@ def _key_path(loc: tuple[Any, ...]) -> tuple[str, bool]:
 
 def one_line_error(exc: ValidationError, source: str | None) -> ConfigError:
     errors = exc.errors()
-    err = errors[0]
+    # An unknown key first: a misspelt required key (`comand:`) is also reported missing
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     path, branch = _key_path(err["loc"])
     if err["type"] == "extra_forbidden":
         key = path.rpartition(".")[2]

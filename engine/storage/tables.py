@@ -151,5 +151,7 @@ def decode_epoch(row: Any) -> dict[str, Any]:
 
 
 def decode_sample(row: Any) -> dict[str, Any]:
-    """A `hpo_sample` row as the monitor wrote it: its JSON lists decoded."""
-    return {**row, "gpus": json.loads(row["gpus"] or "[]"), "cpu_per_core": json.loads(row["cpu_per_core"] or "[]")}
+    """A `hpo_sample` row as the monitor wrote it: its JSON lists decoded. Each GPU's `processes`
+    (pid, used_mb) is an empty list in rows written before the monitor recorded them."""
+    gpus = [{"processes": [], **gpu} for gpu in json.loads(row["gpus"] or "[]")]
+    return {**row, "gpus": gpus, "cpu_per_core": json.loads(row["cpu_per_core"] or "[]")}

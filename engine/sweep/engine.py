@@ -37,6 +37,7 @@ from engine.storage.states import ACTIVE, EventKind, SweepState, eta_seconds, fi
 from engine.sweep import packing
 from engine.sweep.auto_batch import measure_batches
 from engine.sweep.model_cache import check_models_once
+from engine.sweep.notify import Hook, Snapshot, Watch
 from engine.sweep.recovery import recover_dead_trials
 from engine.sweep.resolve import Resolved
 from engine.sweep.test_set import evaluate_best
@@ -56,6 +57,7 @@ RECOVER_EVERY_S = 10.0
 PACK_EVERY_S = 10.0  # `trials_per_gpu: auto`: how often the GPUs' load is looked at
 PACK_WINDOW_S = 20.0  # the utilisation it judges by: the mean over this much of the newest samples
 SAMPLE_KEEP_S = 7 * 24 * 3600
+HOOK_FINAL_WAIT_S = 10.0  # at the sweep's end, how long the last `notify:` runs may take
 # Sections that define what a study measures: a resume must not change them.
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 IDENTITY = ("data", "train", "objective", "search_space", "sampler", "pruner")
@@ -219,6 +221,9 @@ class Engine:
         self.packed: set[str] = set()  # GPUs (CUDA_VISIBLE_DEVICES ids) that take no more workers
         self.busy_at_add: dict[str, float] = {}
         self.added_last: dict[str, int] = {}  # GPU id -> pid of the worker added to it last
+        self.hook: Hook | None = None  # `notify: {command: ...}`, with the watch that decides when
+        self.watch: Watch | None = None
+        self.hook_warned = False
 
     def prepare(self, measure: bool = True) -> Scan | None:
         """Every check that can fail on bad input, before anything is written; and the settings
@@ -258,6 +263,9 @@ class Engine:
         folder = study.folder
         folder.mkdir(parents=True, exist_ok=True)
         self._log_to(folder / "engine.log")
+        if self.config.notify is not None:
+            self.hook = Hook(self.config.notify.command, log=self.log_path)
+            self.watch = Watch(study.name, maximize=self.config.objective.directions()[0] == "maximize")
         write_atomic(folder / "config.yaml", dump_yaml(self.config.to_dict(), self._header()))
         if self.config.budget.timeout:
             self.store.update_sweep(study.study_id, deadline=time.time() + self.config.budget.timeout)
@@ -499,9 +507,30 @@ class Engine:
         if status is not None:
             status = self.status(status.started) if rows else status
             self.reporter.progress(status)
+            if self.hook is not None:
+                self._notify(status, self.store.sweep_state(self.study.study_id))
         for row in rows:
             self.last_event = row["id"]
             self.reporter.event(row)
+
+    def _notify(self, status: SweepStatus, state: str | None) -> None:
+        """`notify:`: run the hook on what is news since the last tick, and report failed runs."""
+        if self.hook is None or self.watch is None or state is None:
+            return
+        best = status.best[0] if status.best else None  # None too with several objectives
+        for notice in self.watch.see(Snapshot(state, status.counts, best, status.n_trials)):
+            log.info("notify: %s", notice.message)
+            self.hook.run(notice)
+        self._hook_failed(self.hook.poll())
+
+    def _hook_failed(self, failures: list[str]) -> None:
+        """A failing hook is one warning event (later failures only in the log): never the sweep's end."""
+        for failure in failures:
+            log.warning("%s", failure)
+            if not self.hook_warned:
+                self.hook_warned = True
+                self.store.add_event(self.study.study_id, EventKind.SWEEP, f"{failure}; the sweep is not affected (the "
+                                     f"command's output and any later failure: {self.log_path})", level="warning")
 
     def _reap(self) -> None:
         """Workers killed mid-trial leave RUNNING trials: fail them now, consistently."""
@@ -555,6 +584,9 @@ class Engine:
         export_results(study, self.config, self.study.folder, self.url)
         self.store.add_event(sid, EventKind.SWEEP, f"sweep '{self.study_name}' {final}: {done}/{n_trials} trials "
                              f"finished; results in {self.study.folder}")
+        if self.hook is not None:
+            self._notify(self.status(time.time()), final)
+            self._hook_failed(self.hook.wait(HOOK_FINAL_WAIT_S))
         self._drain_events()
         if self.interrupts:
             return 130

@@ -187,6 +187,13 @@ class Worker:
                 reason = f"{exc.__class__.__name__}: {exc}"
                 log.exception("trial %s failed", number)
         seconds = time.perf_counter() - started
+        if self.storage.get_trial(trial._trial_id).state.is_finished():
+            # Failed from the TUI while it ran (`r`: fail and retry), which queued its rerun: the
+            # trial is final, so nothing more is written to it.
+            log.warning("trial %s was ended from outside while it ran; its rerun is queued", number)
+            self.objective.after(trial, optuna.trial.TrialState.FAIL, None, False)
+            self.store.update_worker(self.worker_id, state=WorkerState.IDLE, trial_number=None)
+            return
         trial.set_user_attr("duration_s", round(seconds, 3))
         if reason and state == optuna.trial.TrialState.FAIL:
             trial.set_user_attr("fail_reason", reason[:2000])

@@ -39,6 +39,14 @@ def query(func: Callable[..., Any], *args: Any, default: Any = None) -> Any:
 
 
 @dataclass(frozen=True)
+class GpuProcess:
+    """A process holding memory on a GPU: the pid lets a viewer name the trial it runs."""
+
+    pid: int
+    used_mb: float | None  # None where NVML cannot tell (Windows WDDM, some containers)
+
+
+@dataclass(frozen=True)
 class GpuReading:
     index: int
     name: str | None
@@ -47,6 +55,7 @@ class GpuReading:
     mem_total_mb: float | None
     temperature_c: float | None
     power_w: float | None
+    processes: tuple[GpuProcess, ...] = ()
 
 
 def available() -> bool:
@@ -88,8 +97,23 @@ def readings() -> list[GpuReading]:
             mem_total_mb=mem.total / 2**20 if mem is not None else None,
             temperature_c=float(temp) if temp is not None else None,
             power_w=power / 1000 if power is not None else None,
+            processes=processes(nv, handle),
         ))
     return out
+
+
+def processes(nv: Any, handle: Any) -> tuple[GpuProcess, ...]:
+    """The compute processes on one GPU (CUDA contexts: what training holds), largest first.
+
+    NVML reports pids of its own PID namespace: inside a container that does not share the
+    host's, they may name no process here, and the viewer then shows the pid alone."""
+    used: dict[int, float | None] = {}
+    listing = getattr(nv, "nvmlDeviceGetComputeRunningProcesses", None)  # absent from an old binding
+    for proc in (query(listing, handle, default=None) if listing else None) or []:
+        mb = proc.usedGpuMemory / 2**20 if proc.usedGpuMemory is not None else None
+        before = used.get(int(proc.pid))  # listed once per MIG instance it uses: their sum
+        used[int(proc.pid)] = mb if before is None else before + (mb or 0)
+    return tuple(sorted((GpuProcess(pid, mb) for pid, mb in used.items()), key=lambda p: -(p.used_mb or 0)))
 
 
 NVLINK_MAX_LINKS = 18  # NVML_NVLINK_MAX_LINKS

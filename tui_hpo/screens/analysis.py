@@ -1,5 +1,6 @@
 """Analysis of the watched study: the top trials (or the Pareto front), parameter importance as
-bars (Optuna's evaluator: PED-ANOVA), and export of the best config as trainable files."""
+bars (Optuna's evaluator: PED-ANOVA), export of the best config as trainable files, and every plot
+optuna-dashboard draws (tui_hpo.plots), cycled with keys in a panel that fits the terminal."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
-from textual import work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 
 from engine.artifacts import tta_path
@@ -23,10 +25,13 @@ from engine.storage import load_study
 from engine.sweep.checkpoints import BEST
 from tui_hpo.db import StudyRow
 from tui_hpo.format import duration, number, params
+from tui_hpo.plots import Plot, Snapshot, View, plots_for, read_snapshot
+from tui_hpo.plots.snapshot import objective_names
 from tui_hpo.screens.base import LiveScreen
 from tui_hpo.tables import summary_text
 
 TOP_N = 20
+ZOOM_BELOW = 30  # terminal lines: below this the plot takes the screen (`z` swaps)
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class Analysis:
     next_sweep: Any = None  # engine.insights.recommend.Recommendation: what `tui-hpo recommend` writes
     ensemble: dict[str, Any] | None = None  # DIR/<study>/ensemble/ensemble.json, when `tui-hpo ensemble` ran
     tta: dict[str, Any] | None = None  # `tui-hpo evaluate` of the best model on its validation split
+    metrics: tuple[str, ...] = ()  # one name per objective (tui_hpo.plots.snapshot.objective_names)
 
 
 def tta_line(found: dict[str, Any] | None) -> str | None:
@@ -80,20 +86,22 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return found if isinstance(found, dict) else None
 
 
-def analyse(url: str, study: StudyRow, workdir: Path | None = None) -> Analysis:
+def analyse(url: str, study: StudyRow, workdir: Path | None = None, loaded: Any = None) -> Analysis:
     """The same functions as `tui-hpo summary`, `top` and `importance`, so screen and CLI agree;
-    and the ensemble `tui-hpo ensemble` wrote into `workdir`/<study>/, if any."""
+    and the ensemble `tui-hpo ensemble` wrote into `workdir`/<study>/, if any. `loaded`: the
+    optuna.Study when the caller has it already."""
     import optuna
 
     from engine.errors import UserError
     from engine.insights.summary import importance as param_importance
     from engine.insights.summary import summary
 
-    loaded = load_study(url, study.name, readonly=True)
+    loaded = loaded or load_study(url, study.name, readonly=True)
     complete = loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    metrics = objective_names(loaded, study.metrics)
     if len(loaded.directions) > 1:
         top = sorted(loaded.best_trials, key=lambda t: t.number)
-        note = f"Pareto front: {len(top)} trial(s) trade {' against '.join(study.metrics)}"
+        note = f"Pareto front: {len(top)} trial(s) trade {' against '.join(metrics)}"
     else:
         reverse = loaded.direction == optuna.study.StudyDirection.MAXIMIZE
         top = sorted(complete, key=lambda t: t.value, reverse=reverse)[:TOP_N]
@@ -107,7 +115,7 @@ def analyse(url: str, study: StudyRow, workdir: Path | None = None) -> Analysis:
     folder = workdir / study.name if workdir is not None else None
     return Analysis(study, top, importance, note, summary(loaded, url), _recommendation(url, loaded),
                     read_json(folder / "ensemble" / "ensemble.json") if folder else None,
-                    read_json(tta_path(folder / BEST)) if folder else None)
+                    read_json(tta_path(folder / BEST)) if folder else None, metrics)
 
 
 def _recommendation(url: str, study: Any) -> Any:
@@ -122,20 +130,98 @@ def _recommendation(url: str, study: Any) -> Any:
         return None
 
 
+class PlotPanel(Static):
+    """One plot of a study snapshot at a time, drawn at the panel's size (again on resize); each
+    drawing is kept until the snapshot changes, so cycling back and forth costs nothing."""
+
+    def on_mount(self) -> None:
+        self.snapshot: Snapshot | None = None
+        self.computing = True
+        self.index = 0
+        self.view = View()
+        self._drawn: dict[tuple[str, View, int, int], tuple[str, RenderableType]] = {}
+        self.redraw()
+
+    @property
+    def plots(self) -> list[Plot]:
+        return plots_for(self.snapshot) if self.snapshot is not None else []
+
+    @property
+    def plot(self) -> Plot | None:
+        plots = self.plots
+        return plots[self.index % len(plots)] if plots else None
+
+    def reading(self) -> None:
+        """A new version of the study is being read: say so (over the plot of the last one)."""
+        self.computing = True
+        self.redraw()
+
+    def show_snapshot(self, snapshot: Snapshot | None) -> None:
+        """The new version of the study (None: there is no study)."""
+        self.snapshot, self.computing, self._drawn = snapshot, False, {}
+        self.redraw()
+
+    def move(self, plots: int = 0, param: int = 0, objective: int = 0) -> None:
+        n_objectives = len(self.snapshot.directions) if self.snapshot is not None else 1
+        self.index += plots
+        self.view = View((self.view.objective + objective) % n_objectives, self.view.param + param,
+                         not self.app.no_color)
+        self.redraw()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.redraw()
+
+    def redraw(self) -> None:
+        plot, width, height = self.plot, self.content_size.width, self.content_size.height
+        if plot is None or self.snapshot is None:
+            self.border_title = "plots"
+            self.border_subtitle = ""
+            self.update(Text("computing the plots… (reading the study in the background)" if self.computing else
+                             "no study to plot yet", style="dim italic"))
+            return
+        if width < 10 or height < 3:
+            return
+        view = View(self.view.objective, self.view.param, not self.app.no_color)
+        key = (plot.name, view, width, height)
+        if key not in self._drawn:
+            drawn = plot.draw(self.snapshot, view, width, height)
+            self._drawn[key] = (drawn.caption, drawn.body)
+        caption, body = self._drawn[key]
+        plots = self.plots
+        self.border_title = f"{self.index % len(plots) + 1}/{len(plots)} {plot.title}: {caption}"
+        keys = ["[ ] plot"] + (["p " + plot.about] if plot.about else []) + \
+            (["o objective"] if self.snapshot.multi else []) + ["z zoom"]
+        self.border_subtitle = ("computing… · " if self.computing else "") + " · ".join(keys)
+        self.update(body)
+
+
 class AnalysisScreen(LiveScreen):
     CSS_PATH = "analysis.tcss"
     POLL_S = 3.0
 
     BINDINGS = [Binding("e", "export", "export results"), Binding("n", "next_sweep", "next sweep"),
-                Binding("r", "refresh", "recompute")]
+                Binding("r", "refresh", "recompute"),
+                Binding("right_square_bracket", "plot(1)", "next plot", key_display="]"),
+                Binding("left_square_bracket", "plot(-1)", "previous plot", key_display="["),
+                Binding("p", "param", "next parameter(s)", show=False),
+                Binding("o", "objective", "next objective", show=False),
+                Binding("z", "zoom", "zoom plot", show=False)]
+
+    class PlotsRead(Message, bubble=False):
+        """A new snapshot of the study for the plots (None: reading one has begun)."""
+
+        def __init__(self, snapshot: Snapshot | None) -> None:
+            super().__init__()
+            self.snapshot = snapshot
 
     def compose(self) -> ComposeResult:
-        yield Static(id="analysis-header", classes="bar")
+        yield Static(Text("reading the study…", style="dim italic"), id="analysis-header", classes="bar")
         with Horizontal(id="analysis-top"):
             yield DataTable(id="analysis-table", classes="framed", cursor_type="row", zebra_stripes=True)
             with Vertical(id="analysis-side"):
-                yield Static(id="importance", classes="panel")
-                yield Static(id="next-sweep", classes="panel")
+                yield Static(Text("computing…", style="dim italic"), id="importance", classes="panel")
+                yield Static(Text("computing…", style="dim italic"), id="next-sweep", classes="panel")
+        yield PlotPanel(id="plot", classes="panel")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -144,9 +230,19 @@ class AnalysisScreen(LiveScreen):
         self.query_one("#next-sweep").border_title = "next sweep (n writes it)"
         self._key: Any = None
         self.analysis: Analysis | None = None
+        self.flipped = False  # `z` pressed an odd number of times: the other layout than the terminal's
+        self._fit()
 
     def on_screen_resume(self) -> None:
         self._key = None  # analysed afresh each time the screen is shown
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        """The plot alone on a short terminal, with the tables otherwise; `z` swaps the two."""
+        zoomed = (self.app.size.height < ZOOM_BELOW) != self.flipped
+        self.query_one("#analysis-top").display = not zoomed
 
     def read(self) -> Analysis:
         name = self.app.study_name
@@ -156,7 +252,21 @@ class AnalysisScreen(LiveScreen):
         if key == self._key:
             return Analysis(None, [], None, "unchanged")
         self._key = key
-        return analyse(self.app.url, study, self.app.workdir) if study else Analysis(None, [], None)
+        if study is None:
+            return Analysis(None, [], None)
+        self.post_message(self.PlotsRead(None))
+        loaded = load_study(self.app.url, study.name, readonly=True)
+        # the plots first: importance and the recommendation take seconds more on a large study
+        self.post_message(self.PlotsRead(read_snapshot(loaded, study.metrics)))
+        return analyse(self.app.url, study, self.app.workdir, loaded)
+
+    @on(PlotsRead)
+    def _plots_read(self, message: PlotsRead) -> None:
+        panel = self.query_one(PlotPanel)
+        if message.snapshot is None:
+            panel.reading()
+        else:
+            panel.show_snapshot(message.snapshot)
 
     def show(self, result: Analysis) -> None:
         if result.note == "unchanged":
@@ -164,6 +274,7 @@ class AnalysisScreen(LiveScreen):
         header = self.query_one("#analysis-header", Static)
         if result.study is None:
             header.update(Text("No study yet: start one from the wizard (2).", style="bold"))
+            self.query_one(PlotPanel).show_snapshot(None)
             return
         self.analysis = result
         study = result.study
@@ -176,7 +287,7 @@ class AnalysisScreen(LiveScreen):
         table = self.query_one("#analysis-table", DataTable)
         table.clear(columns=True)
         table.add_column("#", key="n")
-        for metric in study.metrics:
+        for metric in result.metrics:
             table.add_column(metric)
         table.add_column("time")
         table.add_column("params")
@@ -190,6 +301,27 @@ class AnalysisScreen(LiveScreen):
     def action_refresh(self) -> None:
         self._key = None
         self.poll()
+
+    def action_plot(self, step: int) -> None:
+        self.query_one(PlotPanel).move(plots=step)
+
+    def action_param(self) -> None:
+        panel = self.query_one(PlotPanel)
+        if panel.plot is None or not panel.plot.about:
+            self.notify("p picks the parameter of the slice plot and the pair of the contour and rank plots")
+            return
+        panel.move(param=1)
+
+    def action_objective(self) -> None:
+        panel = self.query_one(PlotPanel)
+        if panel.snapshot is None or not panel.snapshot.multi:
+            self.notify("o picks the objective when a study has several; this one has one")
+            return
+        panel.move(objective=1)
+
+    def action_zoom(self) -> None:
+        self.flipped = not self.flipped
+        self._fit()
 
     def _writable_study(self) -> StudyRow | None:
         """The analysed study, if its name can be a folder of the workspace (a plain Optuna study

@@ -1,7 +1,10 @@
 """One trial: params, per-epoch metrics (table and curves), system samples while it ran, its
 events, and why it failed. A trial of a program (objective.command) also has its output.log, shown
 in a pane that follows it while the trial runs (`l` switches between it and the details), and
-curves of whatever numbers the program reports, its objective first (`m` shows one at a time)."""
+curves of whatever numbers the program reports, its objective first (`m` shows one at a time).
+
+The trial's note (optuna-dashboard's, `n` edits it) heads the details; `a` queues a trial from its
+params, `r` fails and retries it while it runs, `y` copies its params (screens/actions.py)."""
 
 from __future__ import annotations
 
@@ -23,9 +26,10 @@ from textual.timer import Timer
 from textual.widgets import Footer, Static
 from textual.worker import Worker
 
-from tui_hpo import clock
+from tui_hpo import clock, notes
 from tui_hpo.db import Event, Sample, StudyRow, TrialRow
 from tui_hpo.format import duration, number
+from tui_hpo.screens import actions
 from tui_hpo.screens.base import WorkerScreen
 from tui_hpo.tables import class_f1_text
 from tui_hpo.widgets.chart import Chart
@@ -53,13 +57,20 @@ class TrialScreen(WorkerScreen):
                 Binding("slash", "search", "search", key_display="/"),
                 Binding("n", "jump(True)", "next match", show=False),
                 Binding("N,shift+n", "jump(False)", "previous match", show=False),
-                Binding("m", "next_metric", "metric")]
+                Binding("m", "next_metric", "metric"),
+                Binding("a", "enqueue", "enqueue a trial", show=False),
+                Binding("r", "retry", "fail and retry", show=False),
+                Binding("y", "copy", "copy params", show=False),
+                # After the log's n/N: those act only while a search is on (as in less), else `n` is the note.
+                Binding("n", "note", "trial note", show=False)]
 
     class Loaded(Message, bubble=False):
         def __init__(self, row: TrialRow | None, epochs: list[dict[str, Any]], events: list[Event],
-                     samples: list[Sample], attrs: dict[str, Any], log: Path | None = None) -> None:
+                     samples: list[Sample], attrs: dict[str, Any], log: Path | None = None,
+                     note: notes.Note | None = None) -> None:
             super().__init__()
             self.row, self.epochs, self.events, self.samples = row, epochs, events, samples
+            self.note = note or notes.Note(0, "")  # optuna-dashboard's note on the trial
             self.attrs = attrs  # DETAIL_ATTRS the trial has
             self.log_path = log  # a program's output.log (None for the built-in trainer's trials)
 
@@ -80,6 +91,7 @@ class TrialScreen(WorkerScreen):
             yield Chart("metrics per epoch", id="trial-curves", classes="framed")
         yield LogPane(id="trial-log")
         with VerticalScroll(id="trial-body"):
+            yield Static(id="trial-note", classes="panel")
             yield Static(id="trial-epochs", classes="panel")
             yield Static(id="trial-classes", classes="panel")
             yield Static(id="trial-system", classes="panel")
@@ -93,14 +105,14 @@ class TrialScreen(WorkerScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="trial-load")
     def load(self) -> None:
         reader = self.app.reader
-        rows = [r for r in reader.trials(self.study.study_id, after_id=0) if r.number == self.number]
-        row = rows[0] if rows else None
+        row = reader.trial(self.study.study_id, self.number)
         epochs = reader.epochs(row.trial_id) if row else []
         events = reader.events(self.study.study_id, trial_number=self.number, limit=100)
         samples = reader.samples_between(row.start, row.complete or clock.now()) if row and row.start else []
         attrs = reader.trial_attrs(row.trial_id, DETAIL_ATTRS) if row else {}
         log = trial_log(attrs.get("log"), self.app.workdir, self.study.name, self.number)
-        self.post_message(self.Loaded(row, epochs, events, samples, attrs, log))
+        note = notes.load(self.app.url, self.study.study_id, row.trial_id) if row else None
+        self.post_message(self.Loaded(row, epochs, events, samples, attrs, log, note))
 
     def _reload_later(self) -> None:
         """A running trial is read again (curves, header, events) until it ends."""
@@ -159,6 +171,9 @@ class TrialScreen(WorkerScreen):
             for key, value in final.items():
                 params.add_row(Text(str(key), style="bold cyan"), number(value))
         self.query_one("#trial-params", Static).update(params)
+        note = self.query_one("#trial-note", Static)
+        note.border_title = "note"
+        note.update(actions.note_text(message.note))
         self._show_log(message.log_path, message.attrs.get("command"), row)
         self._epochs(message.epochs, message.log_path is not None)
         self._per_class(message.attrs.get("class_f1"))
@@ -189,8 +204,10 @@ class TrialScreen(WorkerScreen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """The log's keys only for a trial with a log; `m` only with more than one set of curves."""
-        if action in ("toggle_log", "search", "jump"):
+        if action in ("toggle_log", "search"):
             return self.log_path is not None
+        if action == "jump":
+            return self.log_path is not None and bool(self.query_one(LogPane).view.needle)
         if action == "package":  # a program's model is its own business: tui-hpo cannot train it again
             return self.log_path is None
         if action == "next_metric":
@@ -213,6 +230,21 @@ class TrialScreen(WorkerScreen):
         if self.views:
             self.view = (self.view + 1) % len(self.views)
             self._curves(self._epochs_shown, True)
+
+    def action_enqueue(self) -> None:
+        actions.enqueue(self, self.study, self.row)
+
+    def action_retry(self) -> None:
+        if self.row is not None:
+            actions.retry(self, self.study, self.row)
+
+    def action_copy(self) -> None:
+        if self.row is not None:
+            actions.copy_params(self, self.row)
+
+    def action_note(self) -> None:
+        if self.row is not None:
+            actions.edit_note(self, self.study, self.row, saved=self.load)
 
     def action_package(self) -> None:
         if self.row is None or self.row.state != "COMPLETE":

@@ -16,6 +16,9 @@ def render(draw: Draw, width: int, height: int, theme: str = "clear") -> str:
     """The figure `draw` makes, `width` x `height` cells, as ANSI text: the one place plotext is set
     up, shared by the widget and the command line (`tui-hpo visualize`)."""
     plt.clf()
+    # plotext caps figures at the terminal size it read at import (80x24 without a terminal, and
+    # stale after the window grows): the widget's size is the only limit
+    plt.limitsize(False, False)
     plt.plotsize(width - 1, height)  # one column spare: a full-width line would wrap
     plt.theme(theme)
     plt.canvas_color("default")
