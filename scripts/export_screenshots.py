@@ -52,6 +52,13 @@ async def shoot(workdir: Path) -> None:
         await pilot.press("5")
         await pilot.pause(2)
         app.save_screenshot("5-studies.svg", path=str(OUT))
+        await pilot.press("3", "q")
+        await pilot.pause(1)
+        app.save_screenshot("quit-while-running.svg", path=str(OUT))
+        await pilot.press("escape", "question_mark")
+        await pilot.pause(1)
+        app.save_screenshot("help.svg", path=str(OUT))
+        await pilot.press("escape")  # the help closed: the analysis, its plots, then trial actions
         await pilot.press("6")
         for _ in range(60):  # the analysis loads in a thread, slower while the sweep trains beside it
             await pilot.pause(0.5)
@@ -59,16 +66,28 @@ async def shoot(workdir: Path) -> None:
                 break
         await pilot.pause(1)
         app.save_screenshot("6-analysis.svg", path=str(OUT))
-        await pilot.press("3", "q")
+        for plot in ("slice", "contour", "parallel", "intermediate", "timeline"):  # `]`: the plots in order
+            await pilot.press("right_square_bracket")
+            await pilot.pause(2)
+            if plot != "slice":
+                app.save_screenshot(f"6-analysis-{plot}.svg", path=str(OUT))
+        await pilot.press("3")
+        await pilot.pause(2)
+        await pilot.press("a")  # the enqueue form, prefilled from the selected trial
         await pilot.pause(1)
-        app.save_screenshot("quit-while-running.svg", path=str(OUT))
-        await pilot.press("escape", "question_mark")
-        await pilot.pause(1)
-        app.save_screenshot("help.svg", path=str(OUT))
+        app.save_screenshot("3-enqueue.svg", path=str(OUT))
+        await pilot.press("escape", "v", "down", "down", "v")  # compare the first trial and the third
+        await pilot.pause(2)
+        app.save_screenshot("3-compare.svg", path=str(OUT))
+        await pilot.press("escape")
     small = make_app(workdir=workdir, study="quick")
     async with small.run_test(size=(80, 24)) as pilot:
         await pilot.pause(3)
         small.save_screenshot("3-dashboard-80x24.svg", path=str(OUT))
+        for key, name in (("1", "1-system"), ("5", "5-studies"), ("6", "6-analysis")):
+            await pilot.press(key)
+            await pilot.pause(4)
+            small.save_screenshot(f"{name}-80x24.svg", path=str(OUT))
 
 
 # A program as sweeps of objective.command run: it prints progress as text, its metrics as JSON

@@ -25,7 +25,25 @@ def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     else:  # one user cache (models already checked) for this run's tests, not the user's own
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        fonts = Path(os.environ.get("MPLCONFIGDIR") or cache / "matplotlib")  # kept: matplotlib's font list
+        os.environ["MPLCONFIGDIR"] = str(fonts)
+        if not list(fonts.glob("fontlist-*.json")):  # built once here, not as a line on a test's stderr
+            subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], capture_output=True)
         os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="tui-hpo-test-cache-")
+
+
+# The files whose tests take longest, first: xdist hands tests out in collection order, and a
+# minute-long test collected last (test_workers.py sorts last) would run alone at the end while
+# the other workers idle.
+LONGEST_FIRST = ("test_crashes.py", "test_disk.py", "test_workers.py", "test_sweep.py", "test_stats.py",
+                 "test_e2e_tmux.py", "test_tui.py", "test_results.py", "test_postgres.py", "test_predict.py",
+                 "test_ensemble.py", "test_own_validation.py", "test_gpu_batch.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: in-file order kept
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,

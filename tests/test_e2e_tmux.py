@@ -82,6 +82,26 @@ def test_wizard_start_watch_leave_and_attach(workdir: Path) -> None:
         term.wait_for("starting in the background", timeout=30)
         screen = term.wait_for("1/5 done", timeout=120)  # a trial finished, live in the table
         assert "best val_f1" in screen
+        term.keys("p")  # paused while the keys below are tried, so the sweep is still running when left
+        term.wait_for("paused: running trials finish")
+        # A trial enqueued with the selected trial's params (the form's prefill) runs in the sweep.
+        term.keys("a")
+        term.wait_for("queue it")
+        term.keys("Enter")
+        term.wait_for(" queued: it runs ")
+        # The table: a query filter, then a sort (again: reversed) on the column under the cursor.
+        term.keys("/")
+        term.wait_for("lr < 1e-3 and state == complete")  # the query dialog's example
+        term.keys("state == complete", "Enter")
+        term.wait_for("trials: state == complete")
+        term.keys("s")
+        first = "descending" if "descending" in term.wait_for("sorted by") else "ascending"
+        term.keys("s")
+        term.wait_for({"ascending": "descending", "descending": "ascending"}[first])
+        term.keys("/", "C-u", "Enter")  # the filter cleared
+        term.wait_for("every trial")
+        term.keys("p")
+        term.wait_for("resumed: new trials start again")
         term.keys("q")
         term.wait_for("is still running")
         term.keys("l")
@@ -100,6 +120,16 @@ def test_wizard_start_watch_leave_and_attach(workdir: Path) -> None:
     finally:
         attached.close()
     assert sweep_state(workdir / "hpo.db") == ("finished", 5)
+    with sqlite3.connect(f"file:{workdir / 'hpo.db'}?mode=ro", uri=True) as conn:
+        enqueued = conn.execute("SELECT t.trial_id, t.state FROM trials t JOIN trial_user_attributes a "
+                                "USING (trial_id) WHERE a.key = 'enqueued'").fetchall()
+        assert [state for _id, state in enqueued] == ["COMPLETE"], "the trial enqueued from the app ran"
+
+        def params(where: str) -> list[tuple]:
+            return conn.execute("SELECT param_name, param_value FROM trial_params JOIN trials USING (trial_id) "
+                                f"WHERE {where} ORDER BY param_name").fetchall()
+
+        assert params(f"trial_id = {enqueued[0][0]}") == params("number = 0"), "with the selected trial's params"
 
 
 def test_run_from_a_terminal_names_the_study_and_survives_a_lost_connection(workdir: Path, tmp_path: Path) -> None:

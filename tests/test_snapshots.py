@@ -60,6 +60,12 @@ def test_dashboard_finished(snap_compare, tmp_path: Path) -> None:
     assert snap_compare(app, terminal_size=(120, 40), run_before=lambda pilot: settle(pilot, 24))
 
 
+def test_dashboard_finished_200x50(snap_compare, tmp_path: Path) -> None:
+    """Wide: every column of the table (worker too) and the side panels at once."""
+    app = make_app(workdir=finished(tmp_path))
+    assert snap_compare(app, terminal_size=(200, 50), run_before=lambda pilot: settle(pilot, 24))
+
+
 def test_dashboard_running_80x24(snap_compare, tmp_path: Path) -> None:
     app = make_app(workdir=running(tmp_path))
     assert snap_compare(app, terminal_size=(80, 24), run_before=lambda pilot: settle(pilot, 12))

@@ -5,10 +5,6 @@ runs a trial enqueued while it goes."""
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -19,7 +15,6 @@ from textual.widgets import Input, Static, TextArea
 from engine.config import SweepConfig
 from engine.config.space import ParamSpec, RangeOverride, suggest
 from engine.storage import Store, load_study, optuna_storage
-from tests.conftest import CONFIGS, ROOT
 from tests.studies import make_study
 from tests.test_tui import run, text_of, wait_for
 from tui_hpo import notes
@@ -276,38 +271,3 @@ def test_compare_table_marks_the_params_that_differ_and_the_better_value() -> No
     better, worse = rows["val_f1"][1]
     assert better.style == "bold green" and worse.style == "", "the higher value of a maximised objective"
     assert diff_table(a, b, ("loss",), (False,)).columns[3]._cells[1].style == "bold green"
-
-
-@pytest.mark.slow
-def test_a_running_sweep_runs_a_trial_enqueued_from_the_tui(tmp_path: Path) -> None:
-    """The real thing: a headless sweep of one trial on the embedded digits; a trial queued while
-    its worker starts is the one it trains (or, if the worker asked first, the budget grows and
-    it runs second). Random search: no recipe trial queued ahead of ours."""
-    workdir = tmp_path / "runs"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TUI_HPO__")}
-    env.update(TUI_HPO__TRAIN__EPOCHS="1", TUI_HPO__TRAIN__MIN_STEPS="null", TUI_HPO__SAMPLER__NAME="random")
-    proc = subprocess.Popen([sys.executable, "-m", "tui_hpo.cli", "run", "--config", str(CONFIGS / "tiny.yaml"),
-                             "--workdir", str(workdir), "--no-tui", "--n-trials", "1"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"sqlite:///{workdir / 'hpo.db'}"
-    try:
-        deadline = time.time() + 120
-        row = None
-        while row is None and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-            if (workdir / "hpo.db").exists():
-                with sa.create_engine(url).connect() as conn:
-                    if sa.inspect(conn).has_table("hpo_sweep"):
-                        row = conn.execute(sa.text("SELECT study_id FROM hpo_sweep")).first()
-        assert row is not None, "the sweep never started"
-        queued = Control(url).enqueue("tiny", row[0], {"lr": 0.005, "batch_size": 128})
-        out, _ = proc.communicate(timeout=300)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, out
-    study = load_study(url, "tiny")
-    ours = next(t for t in study.trials if t.number == queued.number)
-    assert ours.state == States.COMPLETE and ours.params == {"lr": 0.005, "batch_size": 128}, out
-    finished = [t for t in study.trials if t.state == States.COMPLETE]
-    assert len(finished) == Store(url).sweep("tiny").n_trials == (2 if queued.raised else 1)
-    assert f"trial {queued.number} complete" in out

@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 from textual.widgets import Input, SelectionList, Static
 
+from engine.storage import optuna_storage
 from tests.studies import CHOICES, SMALL_SPLIT, make_study
 from tui_hpo import clock
 from tui_hpo.app import make_app
@@ -137,6 +139,19 @@ def test_the_backlog_is_read_in_pages_and_matches_one_read(tmp_path: Path, monke
     reader.close()
 
 
+def test_an_enqueued_trial_shows_its_params_while_it_waits(tmp_path: Path) -> None:
+    """Optuna keeps a queued trial's params aside until a worker takes it; the row shows them."""
+    url = make_study(tmp_path, n_trials=3, running=0)
+    storage = optuna_storage(url, heartbeat=False)
+    study = optuna.load_study(study_name="demo", storage=storage)
+    study.enqueue_trial({"model": CHOICES[2], "lr": 0.002, "extra": 7})
+    feed = TrialFeed(Reader(url), 1)
+    feed.poll()
+    waiting = feed.rows[3]
+    assert waiting.state == "WAITING" and waiting.params == {"model": CHOICES[2], "lr": 0.002, "extra": 7}
+    assert feed.rows[0].params["model"] == CHOICES[0], "the other trials' choices are untouched"
+
+
 def test_the_history_chart_puts_every_trial_at_its_number(tmp_path: Path) -> None:
     """Pruned and failed trials are on the x axis too, so it matches the trial numbers."""
     url = make_study(tmp_path, n_trials=23, running=2)
@@ -235,7 +250,7 @@ def test_sort_filter_columns_and_the_view_kept_per_study(tmp_path: Path, monkeyp
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 50)])
 def test_layouts_fit_the_terminal(tmp_path: Path, size: tuple[int, int]) -> None:
-    """80x24: params first, state a symbol, no worker, the side panels behind g and e, a two-line
+    """80x24: the objective then the params first (epoch, time past them), state a symbol, no worker, the side panels behind g and e, a two-line
     header; 120x40: the side panels too; 200x50 (160+): every column."""
     make_study(tmp_path, n_trials=24, running=2, data=SMALL_SPLIT)  # the split makes the first line long
 
@@ -256,7 +271,7 @@ def test_layouts_fit_the_terminal(tmp_path: Path, size: tuple[int, int]) -> None
             assert "model" in header and "lr" in header and "val_f1" in header
             if size[0] < 160:
                 assert "worker" not in header and "complete" not in first_row and "✓" in first_row
-                assert header.index("model") < header.index("val_f1"), "params first"
+                assert header.index("val_f1") < header.index("model") < header.index("epoch"), "params before epoch"
             else:
                 assert "worker" in header and "host:1000" in first_row and "complete" in first_row
                 assert header.index("val_f1") < header.index("model")

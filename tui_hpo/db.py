@@ -104,6 +104,7 @@ class TrialBatch:
     params: list[tuple] = field(default_factory=list)
     attrs: list[tuple] = field(default_factory=list)
     epochs: list[tuple] = field(default_factory=list)  # (trial_id, epochs finished)
+    fixed: list[tuple] = field(default_factory=list)  # optuna_sql.fixed_params of the waiting trials
 
 
 class Trials:
@@ -218,6 +219,7 @@ class Trials:
             out.notes.pop(i, None)
         out._values(batch.values)
         out._params(batch.params)
+        out._fixed(batch.fixed)
         out._attrs(batch.attrs)
         if batch.epochs:
             tids, done = zip(*batch.epochs, strict=True)
@@ -291,6 +293,24 @@ class Trials:
                 column.values[at] = values
             else:  # the same name was a choice in other trials: these numbers become choices too
                 column.codes[at] = [self._labels[key].code(decode_param(v, spec)) for v in values.tolist()]
+
+    def _fixed(self, rows: list[tuple]) -> None:
+        """An enqueued trial's params, shown in its row while it waits (a worker that takes it
+        stores them as any trial's, and the next poll reads those)."""
+        for tid, raw in rows:
+            i = int(self.at([tid])[0])
+            for name, value in json.loads(raw).items():
+                key, is_number = train_key(name), isinstance(value, int | float) and not isinstance(value, bool)
+                column = self.params.get(key)
+                if column is None and is_number:
+                    column = self.params[key] = Numbers(np.full(self.n, np.nan))
+                elif column is None:
+                    self._labels[key] = Labels()
+                    column = self.params[key] = Codes(np.full(self.n, -1, dtype=np.int32), self._labels[key].values)
+                if isinstance(column, Numbers):
+                    column.values[i] = float(value) if is_number else np.nan
+                else:
+                    column.codes[i] = self._labels[key].code(value)
 
     def _attrs(self, rows: list[tuple]) -> None:
         """Worker and device as codes, the rare notes (fail reason, retry of) by position. Each
@@ -463,8 +483,10 @@ class Reader:
             if self._ours(conn, epoch_rows):  # ids inline (ints from the database): a page is 25,000 of them
                 epochs = optuna_sql.fetch(conn, f"SELECT trial_id, COUNT(*) FROM {epoch_rows.name} WHERE trial_id IN "
                                                 f"({','.join(map(str, ids))}) GROUP BY trial_id")
+            waiting = [row[0] for row in base if optuna_sql.state_name(row[2]) == "WAITING"]
             return TrialBatch(base, optuna_sql.trial_values(conn, ids), optuna_sql.trial_params(conn, ids),
-                              optuna_sql.user_attr_rows(conn, ids), epochs)
+                              optuna_sql.user_attr_rows(conn, ids), epochs,
+                              optuna_sql.fixed_params(conn, waiting) if waiting else [])
 
     def trials(self, study_id: int, trial_ids: Iterable[int] | None = None, after_id: int = 0) -> list[TrialRow]:
         """Trials with id > after_id, plus the given ids, as rows."""

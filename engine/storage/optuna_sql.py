@@ -233,6 +233,13 @@ def trial_params(conn: sa.Connection, trial_ids: list[int]) -> list[tuple[int, s
                         f"WHERE trial_id IN ({_ids(trial_ids)}) ORDER BY param_id")
 
 
+def fixed_params(conn: sa.Connection, trial_ids: list[int]) -> list[tuple[int, str]]:
+    """(trial_id, JSON of {name: value}) of enqueued trials: Optuna keeps the params a trial was
+    queued with aside, as a system attribute, until a worker takes the trial."""
+    return fetch(conn, "SELECT trial_id, value_json FROM trial_system_attributes WHERE key = 'fixed_params' "
+                        f"AND trial_id IN ({_ids(trial_ids)})")
+
+
 def user_attr_rows(conn: sa.Connection, trial_ids: list[int], keys: Iterable[str] = USER_ATTRS
                    ) -> list[tuple[int, str, str]]:
     """(trial_id, key, value JSON) rows of the given attributes."""

@@ -107,9 +107,11 @@ def analyse(url: str, study: StudyRow, workdir: Path | None = None, loaded: Any 
         top = sorted(complete, key=lambda t: t.value, reverse=reverse)[:TOP_N]
         note = f"top {len(top)} of {len(complete)} completed trial(s)"
     importance = None
-    if len(complete) >= 2 and len(loaded.directions) == 1:
+    if len(complete) >= 2:  # of the first objective where there are several (as `tui-hpo importance`)
         try:
             importance = param_importance(loaded)
+            if len(loaded.directions) > 1:
+                note += f"; importance: of {metrics[0]}"
         except UserError as exc:
             note += f"; importance: {exc.detail}"
     folder = workdir / study.name if workdir is not None else None

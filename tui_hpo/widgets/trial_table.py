@@ -221,8 +221,8 @@ class TrialTable(ScrollView, can_focus=True):
     def all_columns(self) -> list[str]:
         """The columns the table can show, in their order for this width."""
         params = [k for k in self.trials.params if k not in ("#", "state", "epoch", "time", "worker", *self.metrics)]
-        if self.compact:
-            return ["#", "state", *params, *self.metrics, "epoch", "time", "worker"]
+        if self.compact:  # the objective, then the params: epoch, time and the other metrics past the edge
+            return ["#", "state", *self.metrics[:1], *params, *self.metrics[1:], "epoch", "time", "worker"]
         return ["#", "state", *self.metrics, *params, "epoch", "time", "worker"]
 
     @property
