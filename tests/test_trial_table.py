@@ -250,8 +250,9 @@ def test_sort_filter_columns_and_the_view_kept_per_study(tmp_path: Path, monkeyp
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 50)])
 def test_layouts_fit_the_terminal(tmp_path: Path, size: tuple[int, int]) -> None:
-    """80x24: the objective then the params first (epoch, time past them), state a symbol, no worker, the side panels behind g and e, a two-line
-    header; 120x40: the side panels too; 200x50 (160+): every column."""
+    """80x24: the objective then the params first (epoch, time past them), state a symbol, no
+    worker, the side panels behind g and e, a two-line header; 120x40: the side panels too;
+    200x50 (160+): every column."""
     make_study(tmp_path, n_trials=24, running=2, data=SMALL_SPLIT)  # the split makes the first line long
 
     async def scenario() -> None:
