@@ -144,12 +144,29 @@ def test_an_enqueued_trial_shows_its_params_while_it_waits(tmp_path: Path) -> No
     url = make_study(tmp_path, n_trials=3, running=0)
     storage = optuna_storage(url, heartbeat=False)
     study = optuna.load_study(study_name="demo", storage=storage)
-    study.enqueue_trial({"model": CHOICES[2], "lr": 0.002, "extra": 7})
+    study.enqueue_trial({"model": CHOICES[2], "lr": 0.002})
     feed = TrialFeed(Reader(url), 1)
     feed.poll()
     waiting = feed.rows[3]
-    assert waiting.state == "WAITING" and waiting.params == {"model": CHOICES[2], "lr": 0.002, "extra": 7}
+    assert waiting.state == "WAITING" and waiting.params == {"model": CHOICES[2], "lr": 0.002}
     assert feed.rows[0].params["model"] == CHOICES[0], "the other trials' choices are untouched"
+
+
+def test_a_first_trial_queued_with_a_choice_keeps_it_a_choice(tmp_path: Path) -> None:
+    """A sweep's first trial is often queued (the preset's recipe): its `batch_size: 32` must stay
+    the choice 32 once a worker takes it, not become the number 32.0 (which the enqueue form then
+    refuses as a choice)."""
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    study = optuna.create_study(study_name="queued", storage=optuna_storage(url, heartbeat=False))
+    study.enqueue_trial({"batch_size": 32})
+    feed = TrialFeed(Reader(url), 1)
+    feed.poll()
+    assert feed.rows[0].state == "WAITING"
+    trial = study.ask()
+    trial.suggest_categorical("batch_size", [32, 64])
+    feed.poll()
+    taken = feed.rows[0].params["batch_size"]
+    assert taken == 32 and isinstance(taken, int), taken
 
 
 def test_the_history_chart_puts_every_trial_at_its_number(tmp_path: Path) -> None:

@@ -296,17 +296,16 @@ class Trials:
 
     def _fixed(self, rows: list[tuple]) -> None:
         """An enqueued trial's params, shown in its row while it waits (a worker that takes it
-        stores them as any trial's, and the next poll reads those)."""
+        stores them as any trial's, and the next poll reads those). Only into columns that stored
+        params made: a bare value cannot tell a choice of 32 from a number, and a column guessed
+        wrong would turn the choice 32 into 32.0 in every row."""
         for tid, raw in rows:
             i = int(self.at([tid])[0])
             for name, value in json.loads(raw).items():
                 key, is_number = train_key(name), isinstance(value, int | float) and not isinstance(value, bool)
                 column = self.params.get(key)
-                if column is None and is_number:
-                    column = self.params[key] = Numbers(np.full(self.n, np.nan))
-                elif column is None:
-                    self._labels[key] = Labels()
-                    column = self.params[key] = Codes(np.full(self.n, -1, dtype=np.int32), self._labels[key].values)
+                if column is None:
+                    continue
                 if isinstance(column, Numbers):
                     column.values[i] = float(value) if is_number else np.nan
                 else:
