@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/venv.sh
-ensure_venv "test,postgres"
+ensure_venv "test,postgres,ray"
 
 # Debian tools the tests drive: tmux runs the real app in a real terminal; PostgreSQL serves the
 # several-machines tests (tests/pg.py starts a throwaway server). A tool may live off PATH in the

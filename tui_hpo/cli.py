@@ -124,19 +124,22 @@ def attach(workspace: Workspace, study_name: str | None) -> None:
               "existing study of that name is resumed.")
 @click.option("--parallel", type=int, help="Worker processes (default: from the platform profile).")
 @click.option("--trials-per-gpu", type=int, metavar="K", help="Trials sharing each GPU (default 1).")
+@click.option("--backend", type=click.Choice(["optuna", "ray"]),
+              help="What runs the trials: Optuna's workers (default), or Ray Tune (the Expert tier; the `ray` extra).")
 @click.option("--resume", is_flag=True, help="Continue --study with the config saved in the storage.")
 @click.option("--no-tui", is_flag=True, help="Headless: progress on a terminal, one line per trial otherwise.")
 def run(preset: str | None, config_file: str | None, n_trials: int | None, more: int | None, timeout: float | None,
         data: str | None, labels: str | None, id_column: str | None, label_column: str | None,
         val_data: str | None, test_data: str | None, workspace: Workspace, study_name: str | None,
-        parallel: int | None, trials_per_gpu: int | None, resume: bool, no_tui: bool) -> None:
+        parallel: int | None, trials_per_gpu: int | None, backend: str | None, resume: bool, no_tui: bool) -> None:
     """Run a sweep (or resume one): real training in persistent worker processes.
 
     On a terminal, the sweep starts in the background and the app opens on its dashboard;
     with --no-tui (or when output is not a terminal) it runs here, headless."""
     args = RunArgs(preset=preset, config_file=config_file, n_trials=n_trials, timeout=timeout, data=data,
                    labels=labels, id_column=id_column, label_column=label_column, val_data=val_data,
-                   test_data=test_data, parallel=parallel, trials_per_gpu=trials_per_gpu, resume=resume)
+                   test_data=test_data, parallel=parallel, trials_per_gpu=trials_per_gpu, backend=backend,
+                   resume=resume)
     if more is not None:
         if n_trials is not None:
             raise UserError("--more and --n-trials both set the budget: give one", key="--more")
@@ -209,7 +212,7 @@ def _run_headless(args: RunArgs, workspace: Workspace, study_name: str | None) -
 
     from engine.insights.results import top_rows
     from engine.storage import load_study
-    from engine.sweep.engine import Engine
+    from engine.sweep.engine import make_engine
     from engine.sweep.resolve import resolve_run
     from tui_hpo.headless import HeadlessReporter, top_table
 
@@ -218,7 +221,7 @@ def _run_headless(args: RunArgs, workspace: Workspace, study_name: str | None) -
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         with HeadlessReporter() as reporter:
-            engine = Engine(resolved, workspace.url, workspace.workdir, name, reporter)
+            engine = make_engine(resolved, workspace.url, workspace.workdir, name, reporter)
             code = engine.run()
     except Exception as exc:
         problem = disk_problem(exc)

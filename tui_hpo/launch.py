@@ -32,6 +32,7 @@ class RunArgs:
     test_data: str | None = None
     parallel: int | None = None
     trials_per_gpu: int | None = None
+    backend: str | None = None
     resume: bool = False
 
     def flags(self) -> dict[str, Any]:
@@ -40,7 +41,8 @@ class RunArgs:
 
         return flags_layer(n_trials=self.n_trials, timeout=self.timeout, data=self.data, labels=self.labels,
                            id_column=self.id_column, label_column=self.label_column, parallel=self.parallel,
-                           trials_per_gpu=self.trials_per_gpu, val_data=self.val_data, test_data=self.test_data)
+                           trials_per_gpu=self.trials_per_gpu, val_data=self.val_data, test_data=self.test_data,
+                           backend=self.backend)
 
     def argv(self) -> list[str]:
         """`tui-hpo run` options that say the same; paths made absolute, as the engine may start
@@ -51,7 +53,8 @@ class RunArgs:
                               ("--data", _absolute(self.data)), ("--labels", _absolute(self.labels)),
                               ("--id-column", self.id_column), ("--label-column", self.label_column),
                               ("--val-data", _absolute(self.val_data)), ("--test-data", _absolute(self.test_data)),
-                              ("--parallel", self.parallel), ("--trials-per-gpu", self.trials_per_gpu)):
+                              ("--parallel", self.parallel), ("--trials-per-gpu", self.trials_per_gpu),
+                              ("--backend", self.backend)):
             if value is not None:
                 out += [option, str(value)]
         return [*out, "--resume"] if self.resume else out

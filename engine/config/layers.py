@@ -192,8 +192,10 @@ def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
 def flags_layer(n_trials: int | None = None, timeout: float | None = None, data: str | None = None,
                 labels: str | None = None, id_column: str | None = None, label_column: str | None = None,
                 parallel: int | None = None, trials_per_gpu: int | None = None, val_data: str | None = None,
-                test_data: str | None = None) -> dict[str, Any]:
+                test_data: str | None = None, backend: str | None = None) -> dict[str, Any]:
     layer: dict[str, Any] = {}
+    if backend is not None:
+        layer["backend"] = backend
     if n_trials is not None:
         layer.setdefault("budget", {})["n_trials"] = n_trials
     if timeout is not None:

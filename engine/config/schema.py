@@ -143,6 +143,11 @@ class ResourcesConfig(Section):
     # auto (the CUDA profile's): one per GPU, then more while measurements say they fit and help
     trials_per_gpu: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] | None = None
     gpus: list[int] | None = None
+    # backend: ray: the GPUs Ray reserves for each trial, a fraction to share one (0.25: four trials
+    # on each GPU; Ray packs them, nothing measures whether they fit); None: the Ray runner decides.
+    gpus_per_trial: float | None = Field(None, gt=0, le=8)
+    # backend: ray: the CPUs Ray reserves for each trial (data loading threads); None: the Ray runner decides.
+    cpus_per_trial: float | None = Field(None, gt=0)
 
 
 class CheckpointsConfig(Section):
@@ -212,6 +217,137 @@ class PrunerConfig(Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+# ---------------------------------------------------------------- backend: ray (engine.tune)
+# Ray Tune's trial schedulers, their options counted in epochs (Ray's training iterations). Each
+# is its own section, told apart by `name`, which only asha's may leave out (in the JSON Schema
+# too, where `{grace_period: 2}` would otherwise fit asha and median alike); engine.tune.schedulers
+# builds the Ray object.
+
+
+class AshaConfig(Section):
+    """Asynchronous successive halving: at each rung (grace_period x reduction_factor^k epochs)
+    only the best 1/reduction_factor of the trials that reached it go on."""
+
+    name: Literal["asha"] = "asha"
+    grace_period: int = Field(1, ge=1)  # epochs every trial runs before it can be stopped
+    reduction_factor: float = Field(3.0, gt=1)
+    max_t: int | None = Field(None, ge=1)  # the most epochs a trial runs; None: its epochs (check() fills it)
+    brackets: int = Field(1, ge=1)
+
+
+class HyperbandConfig(Section):
+    """Synchronous HyperBand: brackets of successive halving, each waiting for its trials."""
+
+    name: Literal["hyperband"]
+    max_t: int | None = Field(None, ge=1)  # None: the trial's epochs (check() fills it)
+    reduction_factor: float = Field(3.0, gt=1)
+
+
+class MedianConfig(Section):
+    """The median stopping rule: a trial whose best is below the median of the others' running
+    averages at the same epoch stops."""
+
+    name: Literal["median"]
+    grace_period: int = Field(1, ge=1)  # epochs before a trial can be stopped
+    min_samples_required: int = Field(3, ge=1)  # other trials needed before the median means anything
+
+
+class Mutation(Section):
+    """How population-based training may change one parameter: a list of choices (`[16, 32, 64]`,
+    written back as `{choices: [...]}`), or a range (`{low: 1e-4, high: 1e-2, log: true}`), which
+    also bounds the values perturbation reaches."""
+
+    choices: list[Any] | None = Field(None, min_length=1)
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool | None = None  # a range's: sample it on a log scale
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_is_choices(cls, value: Any) -> Any:
+        return {"choices": value} if isinstance(value, list) else value
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
+        """Editors are told of the list form too."""
+        return {"anyOf": [{"type": "array", "minItems": 1}, handler(core_schema)]}
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Mutation:
+        ranged = self.low is not None or self.high is not None
+        if (self.choices is None) == (not ranged) or (ranged and (self.low is None or self.high is None)):
+            raise ValueError("give a list of choices, or low and high")
+        if self.choices is not None and self.log is not None:
+            raise ValueError("log is a range's: choices have none")
+        if self.low is not None and self.high is not None and self.low >= self.high:
+            raise ValueError(f"low must be < high ({self.low:g} >= {self.high:g})")
+        if self.log and self.low is not None and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+class PbtConfig(Section):
+    """Population-based training: every perturbation_interval epochs, a trial in the bottom
+    quantile_fraction copies the weights and parameters of one in the top, then mutates them."""
+
+    name: Literal["pbt"]
+    perturbation_interval: int = Field(2, ge=1)  # epochs between two exploit/explore steps
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5)
+    resample_probability: float = Field(0.25, ge=0, le=1)  # a mutation draws afresh instead of x0.8/x1.2
+    # Parameter (of search_space) -> how it may change. None: every float parameter, in its own range
+    # (check() fills it).
+    mutations: dict[str, Mutation] | None = None
+
+
+class Pb2Config(Section):
+    """Population-based bandits: PBT whose new values come from a Gaussian-process bandit over the
+    population's results, within bounds; works with smaller populations than PBT."""
+
+    name: Literal["pb2"]
+    perturbation_interval: int = Field(2, ge=1)
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5)
+    # Float parameter (of search_space) -> [low, high]. None: every float parameter with its range
+    # (check() fills it).
+    hyperparam_bounds: dict[str, tuple[float, float]] | None = None
+
+
+class FifoConfig(Section):
+    """No early stopping: every trial runs to its end, in the order they come."""
+
+    name: Literal["fifo"]
+
+
+SCHEDULER_MODELS: dict[str, type[Section]] = {
+    "asha": AshaConfig, "hyperband": HyperbandConfig, "pbt": PbtConfig, "pb2": Pb2Config,
+    "median": MedianConfig, "fifo": FifoConfig,
+}
+SCHEDULERS = tuple(SCHEDULER_MODELS)
+SchedulerConfig = Annotated[AshaConfig | HyperbandConfig | PbtConfig | Pb2Config | MedianConfig | FifoConfig,
+                            Field(discriminator="name")]
+# The most epochs a program's trial runs, when neither its `train:` values nor its space say:
+# Ray's own default for ASHA (rungs at 1, 3, 9, 27 and 81 epochs); a shorter trial just ends.
+UNKNOWN_MAX_T = 100
+RAY_ADDRESS = re.compile(r"(?:ray://)?(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):(\d{1,5})")
+
+
+class RayConfig(Section):
+    """Where a `backend: ray` sweep runs."""
+
+    # None: a local Ray that tui-hpo starts and stops; `auto`: the cluster this machine is part of
+    # (`ray start` here, or RAY_ADDRESS); `ray://HOST:10001`: a cluster through Ray Client;
+    # `HOST:6379`: a cluster's head node, joined directly.
+    address: str | None = None
+    dashboard: bool = False  # start the local Ray's dashboard (its address is printed); a cluster has its own
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        match = RAY_ADDRESS.fullmatch(value) if value is not None else None
+        if value is not None and value != "auto" and not (match and 0 < int(match.group(1)) < 65536):
+            raise ValueError("must be auto, ray://HOST:PORT (Ray Client) or HOST:PORT (the head node)")
+        return value
+
+
 class BudgetConfig(Section):
     n_trials: int = Field(20, ge=1, le=2**31 - 1)  # stored in a 32-bit INTEGER column (PostgreSQL)
     timeout: float | None = Field(None, gt=0)
@@ -266,6 +402,13 @@ class SweepConfig(Section):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     checkpoints: CheckpointsConfig = Field(default_factory=CheckpointsConfig)
     search_space: dict[str, ParamSpec] = Field(default_factory=dict)
+    # What runs the trials: Optuna's own workers (the Basic and Advanced tiers), or Ray Tune (the
+    # Expert tier, engine.tune), on this machine or a Ray cluster.
+    backend: Literal["optuna", "ray"] = "optuna"
+    # backend: ray only: Ray Tune's trial scheduler, which stops or evolves trials (Optuna's tier has
+    # `pruner:`). None with ray: asha; check() fills in the defaults that depend on the rest.
+    scheduler: SchedulerConfig | None = None
+    ray: RayConfig = Field(default_factory=RayConfig)
     integrations: IntegrationsConfig = Field(default_factory=IntegrationsConfig)
     notify: NotifyConfig | None = None
     # A command's fixed values (`train:` in the file, any names); empty for the built-in trainer,
@@ -296,6 +439,12 @@ class SweepConfig(Section):
             raise ValueError("train: must be a mapping of the program's fixed values")
         data["params"] = {**(data.get("params") or {}), **{k: v for k, v in train.items() if v is not None}}
         return data
+
+    @field_validator("scheduler", mode="before")
+    @classmethod
+    def _asha_by_default(cls, value: Any) -> Any:
+        """`scheduler: {grace_period: 2}` is asha's: the name is the one key with a default."""
+        return {"name": "asha", **value} if isinstance(value, dict) and "name" not in value else value
 
     @model_serializer(mode="wrap")
     def _write_params_as_train(self, handler: Any) -> dict[str, Any]:
@@ -348,7 +497,10 @@ UNION_BRANCH = re.compile(r"^(constrained-\w+|literal\[.*\]|bool|int|float|str|n
 
 
 def _key_path(loc: tuple[Any, ...]) -> tuple[str, bool]:
-    """(the dotted key path, whether the last element was a union branch)."""
+    """(the dotted key path, whether the last element was a union branch). The scheduler's name
+    (pydantic's tag of the section it picked: `scheduler.pbt.mutations`) is no key either."""
+    if len(loc) > 1 and loc[0] == "scheduler" and loc[1] in SCHEDULER_MODELS:
+        loc = (loc[0], *loc[2:])
     parts = [str(p) for p in loc]
     branch = bool(parts) and isinstance(loc[-1], str) and bool(UNION_BRANCH.match(parts[-1]))
     return ".".join(parts[:-1] if branch else parts), branch
@@ -359,6 +511,14 @@ def one_line_error(exc: ValidationError, source: str | None) -> ConfigError:
     # An unknown key first: a misspelt required key (`comand:`) is also reported missing
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     path, branch = _key_path(err["loc"])
+    scheduler = err["loc"][1] if len(err["loc"]) > 2 and err["loc"][0] == "scheduler" else None
+    if err["type"] == "extra_forbidden" and path.count(".") == 1 and scheduler in SCHEDULER_MODELS:
+        options = [k for k in SCHEDULER_MODELS[scheduler].model_fields if k != "name"]
+        return ConfigError(f"unknown option of the {scheduler} scheduler (its options: {', '.join(options) or 'none'})",
+                           source=source, key=path)
+    if err["type"] == "union_tag_invalid" and path == "scheduler":  # `scheduler: {name: bohb}`
+        return ConfigError(f"unknown scheduler '{err['ctx']['tag']}' (use one of {', '.join(SCHEDULERS)})",
+                           source=source, key=f"{path}.name")
     if err["type"] == "extra_forbidden":
         key = path.rpartition(".")[2]
         hint = f" (did you mean '{PARAM_ALIASES[key]}'?)" if key in PARAM_ALIASES else ""
@@ -392,6 +552,9 @@ def check(config: SweepConfig) -> None:
     if len(config.objective.directions()) != len(metrics):
         raise ConfigError(f"{len(metrics)} metric(s) but {len(config.objective.directions())} direction(s)",
                           key="objective.direction")
+    if config.backend == "ray" and len(metrics) > 1:
+        raise ConfigError("Ray Tune's schedulers follow one metric: give one, or use backend: optuna",
+                          key="objective.metric")
     if config.sampler.name not in SAMPLERS:
         raise ConfigError(f"unknown sampler '{config.sampler.name}' (use one of {', '.join(SAMPLERS)})",
                           key="sampler.name")
@@ -410,10 +573,97 @@ def check(config: SweepConfig) -> None:
         _check_command(config)
     else:
         _check_trainer(config)
+    _check_scheduler(config)
     if config.sampler.name == "grid":
         from engine.config.space import grid_points
 
         grid_points(config.search_space, config.fixed())
+
+
+def _check_scheduler(config: SweepConfig) -> None:
+    """`scheduler:` belongs to backend ray, which gets asha when it has none; fills in the
+    defaults that follow from the rest of the config (max_t, the parameters PBT and PB2 change),
+    so the saved config says what ran. Mutated parameters must be the search space's."""
+    if config.backend != "ray":
+        if config.scheduler is not None:
+            raise ConfigError("only used with backend: ray (the optuna backend stops trials early with `pruner:`)",
+                              key="scheduler")
+        return
+    if config.runs_command:
+        raise ConfigError("backend: ray trains the built-in models; a program of yours runs on backend: optuna",
+                          key="objective.command")
+    if config.data.folds > 1:
+        raise ConfigError("backend: ray trains one split per trial: set data.folds to 1, or use backend: optuna",
+                          key="data.folds")
+    if config.scheduler is None:
+        config.scheduler = AshaConfig()
+    scheduler = config.scheduler
+    if isinstance(scheduler, AshaConfig | HyperbandConfig) and scheduler.max_t is None:
+        scheduler.max_t = _trial_epochs(config)
+    if isinstance(scheduler, AshaConfig) and scheduler.grace_period > (scheduler.max_t or 0):
+        raise ConfigError(f"must be <= max_t ({scheduler.grace_period} > {scheduler.max_t})",
+                          key="scheduler.grace_period")
+    # Parameters every trial has, in one range (not `when`, not `by`): what PBT and PB2 change by default
+    floats = {name: spec for name, spec in config.search_space.items()
+              if spec.kind() == "float" and spec.low is not None and spec.high is not None and not spec.when
+              and not spec.by}
+    if isinstance(scheduler, PbtConfig):
+        if scheduler.mutations is None:
+            scheduler.mutations = {name: Mutation(low=spec.low, high=spec.high, log=spec.is_log())
+                                   for name, spec in floats.items()}
+        if not scheduler.mutations:
+            raise ConfigError("pbt needs parameters to mutate: the search space has no float range; list some here",
+                              key="scheduler.mutations")
+        for name, mutation in scheduler.mutations.items():
+            key = f"scheduler.mutations.{name}"
+            _check_mutated(config, name, key)
+            if not config.runs_command:
+                for i, choice in enumerate(mutation.choices or []):
+                    _check_value(name, choice, f"{key}.choices[{i}]")
+                for bound in ("low", "high"):
+                    if getattr(mutation, bound) is not None:
+                        _check_value(name, getattr(mutation, bound), f"{key}.{bound}")
+    if isinstance(scheduler, Pb2Config):
+        if scheduler.hyperparam_bounds is None:
+            scheduler.hyperparam_bounds = {name: (float(spec.low), float(spec.high))  # type: ignore[arg-type]
+                                           for name, spec in floats.items()}
+        if not scheduler.hyperparam_bounds:
+            raise ConfigError("pb2 needs parameters to explore: the search space has no float range; list some here",
+                              key="scheduler.hyperparam_bounds")
+        for name, (low, high) in scheduler.hyperparam_bounds.items():
+            key = f"scheduler.hyperparam_bounds.{name}"
+            _check_mutated(config, name, key)
+            if config.search_space[name].kind() != "float":
+                raise ConfigError(f"pb2 explores continuous values: '{name}' is not a float parameter", key=key)
+            if low >= high:
+                raise ConfigError(f"low must be < high ({low:g} >= {high:g})", key=key)
+
+
+def _check_mutated(config: SweepConfig, name: str, key: str) -> None:
+    """A parameter PBT or PB2 changes: one of the search space's, present in every trial."""
+    if name not in config.search_space:
+        known = ", ".join(config.search_space) or "none"
+        raise ConfigError(f"'{name}' is not a parameter of search_space (its parameters: {known})", key=key)
+    if config.search_space[name].when:
+        raise ConfigError(f"'{name}' exists only in some trials (when:): a population changes parameters every "
+                          "trial has", key=key)
+
+
+def _trial_epochs(config: SweepConfig) -> int:
+    """The most epochs a trial can run: the highest the search space picks, else `train.epochs`;
+    for a program, its `epochs` value when it has one, else UNKNOWN_MAX_T."""
+    spec = config.search_space.get("epochs")
+    if spec is not None:
+        values = [*(spec.choices or [spec.high])]
+        values += [v for cases in (spec.by or {}).values() for case in cases.values()
+                   for v in (case.choices or [case.high])]
+        numbers = [int(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        if numbers:
+            return max(numbers)
+    if not config.runs_command:
+        return config.train.epochs
+    epochs = config.params.get("epochs")
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1 else UNKNOWN_MAX_T
 
 
 def _check_command(config: SweepConfig) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.config import SweepConfig
+from engine.config.schema import AshaConfig, HyperbandConfig
 from engine.config.space import ParamSpec
 from engine.datasets.scan import Scan, split_sizes
 
@@ -121,6 +122,9 @@ def fit_epochs(config: SweepConfig, n_train: int) -> str | None:
     rule = (f"min_steps {train.min_steps}" if epochs > train.epochs else f"max_steps {train.max_steps}")
     note = (f"train.epochs {train.epochs} -> {epochs}: {rule}, at {per_epoch} optimizer steps per epoch "
             f"({n_train} training images, batch {batch}{f' x {accum} accumulated' if accum > 1 else ''})")
+    scheduler = config.scheduler
+    if isinstance(scheduler, AshaConfig | HyperbandConfig) and scheduler.max_t == train.epochs:
+        scheduler.max_t = epochs  # a whole trial, as schema.check() set it, stays a whole trial
     train.epochs = epochs
     return note
 

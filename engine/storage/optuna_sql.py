@@ -233,6 +233,13 @@ def trial_params(conn: sa.Connection, trial_ids: list[int]) -> list[tuple[int, s
                         f"WHERE trial_id IN ({_ids(trial_ids)}) ORDER BY param_id")
 
 
+def set_param_value(conn: sa.Connection, trial_id: int, name: str, value: float) -> None:
+    """Change a running trial's stored parameter value: a PBT mutation, which Optuna's API (made
+    for parameters sampled once) cannot record."""
+    conn.execute(sa.text("UPDATE trial_params SET param_value = :value WHERE trial_id = :trial AND param_name = :name"),
+                 {"value": value, "trial": trial_id, "name": name})
+
+
 def fixed_params(conn: sa.Connection, trial_ids: list[int]) -> list[tuple[int, str]]:
     """(trial_id, JSON of {name: value}) of enqueued trials: Optuna keeps the params a trial was
     queued with aside, as a system attribute, until a worker takes the trial."""

@@ -367,6 +367,11 @@ class Store:
                                                 ts=time.time(), metrics=json.dumps(other) if other else None,
                                                 **known))
 
+    def set_param(self, trial_id: int, name: str, value: float) -> None:
+        """A running trial's parameter `name` (Optuna's name) set to `value` (Optuna's internal form)."""
+        with self.tx() as conn:
+            optuna_sql.set_param_value(conn, trial_id, name, value)
+
     def clear_epochs(self, trial_id: int, fold: int) -> None:
         """Forget a fold's epochs: it is trained again from its start (after running out of memory)."""
         with self.tx() as conn:

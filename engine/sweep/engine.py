@@ -60,7 +60,7 @@ SAMPLE_KEEP_S = 7 * 24 * 3600
 HOOK_FINAL_WAIT_S = 10.0  # at the sweep's end, how long the last `notify:` runs may take
 # Sections that define what a study measures: a resume must not change them.
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-IDENTITY = ("data", "train", "objective", "search_space", "sampler", "pruner")
+IDENTITY = ("data", "train", "objective", "search_space", "sampler", "pruner", "backend", "scheduler")
 
 
 class Reporter(Protocol):
@@ -89,14 +89,22 @@ class SweepStatus:
 
 
 def check_buildable(config: SweepConfig) -> None:
-    """Build the sampler and pruner once, so a bad option fails before anything is written; and
-    find the packages of the trackers `integrations:` logs to."""
+    """Build the sampler and pruner once (and Ray Tune's scheduler, for backend ray), so a bad
+    option fails before anything is written; and find the packages of the trackers
+    `integrations:` logs to, and Ray's."""
     from engine.sweep.samplers import make_pruner, make_sampler
     from engine.sweep.tracking import check_available
 
     make_sampler(config)
     make_pruner(config)
     check_available(config)
+    if config.backend == "ray":
+        from engine.tune.schedulers import build, ray_missing
+
+        problem = ray_missing()
+        if problem is not None:
+            raise ConfigError(problem)
+        build(config)
 
 
 @dataclass
@@ -121,7 +129,8 @@ def create_or_resume(config: SweepConfig, url: str, name: str, workdir: Path) ->
                 changed = changed_keys(old.get(section), config_dict.get(section), section)
                 raise ConfigError(f"study '{name}' exists with a different '{section}' section ({changed}): resume "
                                   "it with the same config, or name a new study with --study", key=section)
-        recover_dead_trials(url, name, store, existing.study_id, config.budget.max_retries)
+        if config.backend != "ray":  # Ray's running trials go on from their checkpoints (engine.tune.runner)
+            recover_dead_trials(url, name, store, existing.study_id, config.budget.max_retries)
         store.update_sweep(existing.study_id, config=config_dict, n_trials=config.budget.n_trials,
                            state=SweepState.RUNNING, claimed=_live_or_done(store, existing.study_id))
         return Study(existing.study_id, name, True, folder)
@@ -200,6 +209,15 @@ def worker_plan(config: SweepConfig, info: PlatformInfo, platform: str) -> list[
     threads = res.threads_per_worker or max(1, usable_cores() // parallel)
     device = "mps" if platform == "mps" else "cpu"
     return [(device, {"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {}, threads) for _ in range(parallel)]
+
+
+def make_engine(resolved: Resolved, url: str, workdir: Path, study_name: str, reporter: Reporter) -> Engine:
+    """The engine of the config's backend: worker processes (optuna), or a Ray Tune experiment (ray)."""
+    if resolved.config.backend == "ray":
+        from engine.tune.runner import TuneEngine
+
+        return TuneEngine(resolved, url, workdir, study_name, reporter)
+    return Engine(resolved, url, workdir, study_name, reporter)
 
 
 class Engine:

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,6 +54,26 @@ def objective_value(config: SweepConfig, per_fold: list[EpochMetrics], seconds: 
     return values
 
 
+def sweep_data(config: SweepConfig, artifacts: Path) -> tuple[ImageData, list[Any], int]:
+    """The sweep's images, its splits and the size they were decoded at. Decoded once into the
+    workspace (`DIR/.cache/images`): every other worker, and later sweeps on the same files, read it.
+    Every image size is resized from this decoding (a package records it)."""
+    cfg = config.data
+    found = scan(cfg)
+    sizes = [config.train.image_size]
+    spec = config.search_space.get("image_size")
+    if spec is not None:
+        sizes += [int(c) for c in spec.choices or []] + [int(spec.high or 0)]
+    decode_size = max(sizes)
+    data = load(found, cfg, decode_size, cache_dir=artifacts.parent / ".cache" / "images")
+    folds = splits(data.labels.numpy(), cfg, parts_of(data.scan))
+    # Resize and normalisation statistics for the default image size are computed now, once,
+    # rather than inside the first trial (sizes that only the search space names come lazily).
+    for train_idx, _val in folds:
+        data.mean_std(config.train.image_size, train_idx)
+    return data, folds, decode_size
+
+
 class ImageTrials:
     """The built-in objective of a worker: loads torch, the device and the data when the worker
     starts, then trains one trial per `run`."""
@@ -81,24 +102,11 @@ class ImageTrials:
         self._per_fold: list[EpochMetrics] = []
 
     def _load_data(self) -> ImageData:
-        cfg = self.config.data
-        found = scan(cfg)
-        sizes = [self.config.train.image_size]
-        spec = self.config.search_space.get("image_size")
-        if spec is not None:
-            sizes += [int(c) for c in spec.choices or []] + [int(spec.high or 0)]
-        # Decoded once into the workspace: every other worker, and later sweeps on the same files, read it.
-        self.decode_size = max(sizes)  # every image size is resized from this decoding (a package records it)
-        data = load(found, cfg, self.decode_size, cache_dir=self.artifacts.parent / ".cache" / "images")
+        data, self.splits, self.decode_size = sweep_data(self.config, self.artifacts)
         if data.skipped:
             shown = "; ".join(f"{p} ({why})" for p, why in data.skipped[:5])
             self.store.add_event(self.study_id, EventKind.DATA, f"{self.worker.label}: skipped {len(data.skipped)} "
                                  f"unreadable image(s): {shown}", level="warning")
-        self.splits = splits(data.labels.numpy(), cfg, parts_of(data.scan))
-        # Resize and normalisation statistics for the default image size are computed now, once,
-        # rather than inside the first trial (sizes that only the search space names come lazily).
-        for train_idx, _val in self.splits:
-            data.mean_std(self.config.train.image_size, train_idx)
         return data
 
     def run(self, trial: optuna.Trial, params: dict[str, Any], deadline: float | None,

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -172,7 +173,7 @@ class Worker:
                     trial.set_user_attr("worker", self.label)
                     trial.set_user_attr("device", self.device)
                     self.store.update_worker(self.worker_id, state=WorkerState.RUNNING, trial_number=number)
-                    self.event(EventKind.TRIAL, f"trial {number} started on {self.label}: {_fmt_params(params)}",
+                    self.event(EventKind.TRIAL, f"trial {number} started on {self.label}: {fmt_params(params)}",
                                number)
 
                 values = self.objective.run(trial, params, deadline, announce)
@@ -214,19 +215,24 @@ class Worker:
 
     def _report(self, number: int, state: optuna.trial.TrialState, values: list[float] | None,
                 reason: str | None, seconds: float) -> None:
-        names = self.config.objective.metrics()
-        if state == optuna.trial.TrialState.COMPLETE and values is not None:
-            shown = ", ".join(f"{n}={v:.4f}" for n, v in zip(names, values, strict=True))
-            self.event(EventKind.TRIAL_COMPLETE, f"trial {number} complete: {shown} in {seconds:.1f}s", number)
-        elif state == optuna.trial.TrialState.PRUNED:
-            self.event(EventKind.TRIAL_PRUNED, f"trial {number} {reason} after {seconds:.1f}s", number)
-        elif reason == INTERRUPTED:
-            self.event(EventKind.TRIAL_INTERRUPTED, f"trial {number} interrupted after {seconds:.1f}s: it will run "
-                        "again on resume", number)
-        else:
-            first, *more = (reason or "").splitlines() or [""]
-            shown = f"{first} (see the trial's fail_reason)" if more else first  # an event is one line
-            self.event(EventKind.TRIAL_FAILED, f"trial {number} failed: {shown}", number, level="warning")
+        report_end(self.event, self.config.objective.metrics(), number, state, values, reason, seconds)
+
+
+def report_end(event: Callable[..., None], names: list[str], number: int, state: optuna.trial.TrialState,
+               values: list[float] | None, reason: str | None, seconds: float) -> None:
+    """How a trial ended, as one event line: the same words whichever tier ran it."""
+    if state == optuna.trial.TrialState.COMPLETE and values is not None:
+        shown = ", ".join(f"{n}={v:.4f}" for n, v in zip(names, values, strict=True))
+        event(EventKind.TRIAL_COMPLETE, f"trial {number} complete: {shown} in {seconds:.1f}s", number)
+    elif state == optuna.trial.TrialState.PRUNED:
+        event(EventKind.TRIAL_PRUNED, f"trial {number} {reason} after {seconds:.1f}s", number)
+    elif reason == INTERRUPTED:
+        event(EventKind.TRIAL_INTERRUPTED, f"trial {number} interrupted after {seconds:.1f}s: it will run "
+              "again on resume", number)
+    else:
+        first, *more = (reason or "").splitlines() or [""]
+        shown = f"{first} (see the trial's fail_reason)" if more else first  # an event is one line
+        event(EventKind.TRIAL_FAILED, f"trial {number} failed: {shown}", number, level="warning")
 
 
 def _watch_parent(parent: int, signalled: threading.Event) -> None:
@@ -240,7 +246,7 @@ def _watch_parent(parent: int, signalled: threading.Event) -> None:
         time.sleep(PARENT_POLL_S)
 
 
-def _fmt_params(params: dict[str, Any]) -> str:
+def fmt_params(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 

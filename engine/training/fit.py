@@ -215,6 +215,8 @@ def train_one_epoch(loop: _Loop, data: ImageData, idx: np.ndarray, cfg: TrainCon
                                loop.resident):
         if should_stop():
             raise Interrupted("stopped during training")
+        if len(yb) == 1 and len(idx) > 1:
+            continue  # a shuffled pass's last batch of one: BatchNorm cannot train on a single sample
         micro += 1
         loss = train_step(loop, xb, yb, cfg, micro)
         total_loss += loss.detach() * len(yb)
@@ -393,7 +395,7 @@ def fit(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray],
     history: list[EpochMetrics] = []
     saved = resume_state.load(resume, cfg) if resume is not None else None
     if saved is not None:
-        resume_state.restore(loop, saved)
+        resume_state.restore(loop, saved, adopt=resume.adopt)  # type: ignore[union-attr]
         history = [EpochMetrics(**{**m, "class_f1": tuple(m["class_f1"])}) for m in saved["history"]]
         best_state, resume.resumed_from = saved["best_state"], saved["epoch"] + 1  # type: ignore[union-attr]
         for metrics in history:  # the rerun's own record: rows, reports to the pruner
@@ -411,15 +413,19 @@ def fit(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray],
                                val_f1=f1, lr=lr, samples_per_s=rate, peak_mem_mb=peak_memory_mb(device),
                                seconds=time.perf_counter() - started, class_f1=per_class)
         history.append(metrics)
-        on_epoch(metrics)
+        stop_early = False
         if early_stop is not None:
             best_epoch = early_stop.best_epoch(history)
             if best_epoch == epoch:
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            elif epoch - best_epoch >= early_stop.patience:
-                break
-        if resume is not None and resume.due(epoch):
+            stop_early = epoch - best_epoch >= early_stop.patience
+        # Saved before `on_epoch` hears of the epoch, so what it reports (a Ray Tune checkpoint)
+        # already holds that epoch.
+        if resume is not None and resume.due(epoch) and not stop_early:
             resume_state.save(resume, loop, cfg, epoch, [asdict(m) for m in history], best_state)
+        on_epoch(metrics)
+        if stop_early:
+            break
     if early_stop is not None and early_stop.best_epoch(history) < len(history) - 1:
         model.load_state_dict(best_state)
     return model, history

@@ -41,6 +41,9 @@ class ResumeFile:
     every: int | None = None
     every_s: float | None = None
     resumed_from: int | None = None
+    # A population-based-training exploit: the saved state is another run's, and this run's own
+    # hyperparameters (a mutated config) replace the ones it was saved with (`adopt`).
+    adopt: bool = False
     clock: Callable[[], float] = time.monotonic
     last_saved: float = field(default=0.0)
 
@@ -84,25 +87,46 @@ def save(resume: ResumeFile, loop: Any, cfg: TrainConfig, epoch: int, history: l
     resume.last_saved = resume.clock()
 
 
+# What a saved state's weights and clock are bound to: an adopted state (PBT) must agree on these,
+# while the hyperparameters that only steer the optimisation may differ.
+ARCHITECTURE = ("model", "model_kwargs", "pretrained", "weights", "epochs", "seed")
+
+
 def load(resume: ResumeFile, cfg: TrainConfig) -> dict[str, Any] | None:
-    """The saved state, when there is one for this training config; None otherwise (no file, an
-    unreadable one, another format or config: the run starts from its first epoch)."""
+    """The saved state, when there is one for this training config (with `resume.adopt`, for the
+    same architecture); None otherwise (no file, an unreadable one, another format or config:
+    the run starts from its first epoch)."""
     try:
         state = torch.load(resume.path, map_location="cpu", weights_only=False)
     except (OSError, EOFError, RuntimeError, ValueError):
         return None
-    same = isinstance(state, dict) and state.get("format") == FORMAT
-    return state if same and state.get("config") == cfg.model_dump(mode="json") else None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        return None
+    own = cfg.model_dump(mode="json")
+    if resume.adopt:
+        saved = state.get("config") or {}
+        return state if all(saved.get(key) == own.get(key) for key in ARCHITECTURE) else None
+    return state if state.get("config") == own else None
 
 
-def restore(loop: Any, state: dict[str, Any]) -> None:
-    """Put a freshly built loop (`fit.build_loop`) back where `state` was saved."""
+def restore(loop: Any, state: dict[str, Any], adopt: bool = False) -> None:
+    """Put a freshly built loop (`fit.build_loop`) back where `state` was saved. With `adopt`
+    (a PBT exploit) the weights, the optimizer's moments and the clock are the saved run's, but
+    the learning rate, weight decay and schedule stay this loop's own: the mutated values apply
+    from the next step, at the same point of the schedule."""
     loop.eager.load_state_dict(state["model"])
+    own = [{k: v for k, v in group.items() if k != "params"} for group in loop.optimizer.param_groups] if adopt else []
     loop.optimizer.load_state_dict(state["optimizer"])
-    loop.schedule.load_state_dict(state["schedule"])
+    if adopt:
+        for group, hyper in zip(loop.optimizer.param_groups, own, strict=True):
+            group.update(hyper)
+    else:
+        loop.schedule.load_state_dict(state["schedule"])
     if loop.scaler is not None and state["scaler"] is not None:
         loop.scaler.load_state_dict(state["scaler"])
     loop.updates = state["updates"]
+    if adopt:
+        loop.schedule.step_update(loop.updates)
     rng = state["rng"]
     torch.set_rng_state(rng["torch"])
     np.random.set_state(rng["numpy"])

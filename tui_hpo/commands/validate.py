@@ -27,11 +27,12 @@ DEFAULT = "default"
 @click.option("--n-trials", type=int, help="Trials in total.")
 @click.option("--timeout", type=float, metavar="S", help="The time budget in seconds.")
 @click.option("--parallel", type=int, help="Worker processes.")
+@click.option("--backend", type=click.Choice(["optuna", "ray"]), help="Optuna's workers, or Ray Tune.")
 @workspace_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def validate(config_file: str | None, preset: str | None, data: str | None, labels: str | None,
              val_data: str | None, test_data: str | None, n_trials: int | None, timeout: float | None,
-             parallel: int | None, workspace: Workspace, as_json: bool) -> None:
+             parallel: int | None, backend: str | None, workspace: Workspace, as_json: bool) -> None:
     """Check a sweep without running it: the resolved config and where each value came from."""
     from engine.config import study_name
     from engine.datasets.scan import split_sizes
@@ -40,7 +41,7 @@ def validate(config_file: str | None, preset: str | None, data: str | None, labe
     from engine.sweep.resolve import resolve_run
 
     args = RunArgs(preset=preset, config_file=config_file, n_trials=n_trials, timeout=timeout, data=data,
-                   labels=labels, val_data=val_data, test_data=test_data, parallel=parallel)
+                   labels=labels, val_data=val_data, test_data=test_data, parallel=parallel, backend=backend)
     origins: dict[str, str] = {}
     resolved = resolve_run(preset, config_file, args.flags(), origins=origins)
     config = resolved.config

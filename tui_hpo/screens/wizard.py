@@ -31,6 +31,8 @@ TIERS = {
     "multi": ("Multi-objective: F1 up, training time down (NSGA-II)",
               {"objective": {"metric": ["val_f1", "train_time"]}, "sampler": {"name": "nsga2"},
                "pruner": {"name": "none"}}),
+    "expert": ("Expert: Ray Tune, ASHA early stopping (PBT in the config)",
+               {"backend": "ray", "scheduler": {"name": "asha"}}),
 }
 CACHED_MARK = "●"  # beside a model whose pretrained weights are in the local Hugging Face cache
 SECONDS_PER_EPOCH = {"cpu": 1.5, "mps": 0.6, "cuda": 0.3}  # tiny models on small data; a first guess
@@ -117,6 +119,9 @@ class WizardScreen(WorkerScreen):
         self.cached: set[str] = set()  # models with pretrained weights in the local HF cache
         self.problems: dict[str, str] = {}
         self.data_ok = True
+        # backend ray: Ray Tune's absence, once looked for (check_ray); None: not looked for yet
+        self.ray_problem: str | None = None
+        self.ray_checked: bool | None = None  # None: never asked; False: asked, no answer yet
         self._apply_preset("quick")
         self.list_models()
 
@@ -241,8 +246,23 @@ class WizardScreen(WorkerScreen):
             self._platform = platform, (profile(info, platform) if info is not None else {})
         return self._platform
 
+    @work(thread=True, exit_on_error=False, group="wizard-ray")
+    def check_ray(self) -> None:
+        """Whether Ray Tune imports, asked once, when the Expert tier is first chosen, in a
+        subprocess: the import takes seconds, and fails under Textual's captured stdout (which
+        has no `encoding`); the engine imports it, not the TUI."""
+        out = subprocess.run([sys.executable, "-c", "from engine.tune.schedulers import ray_missing; "
+                              "print(ray_missing() or '')"], capture_output=True, text=True,
+                             timeout=MODEL_LIST_TIMEOUT_S)
+        problem = out.stdout.strip() if out.returncode == 0 else \
+            "backend: Ray Tune does not import: " + (out.stderr.strip().splitlines() or ["no output"])[-1]
+        self.post_message(self.Checked("ray", not problem, problem))
+
     @on(Checked)
     def show_check(self, message: Checked) -> None:
+        if message.field == "ray":
+            self.ray_checked, self.ray_problem = True, None if message.ok else message.text
+            self.refresh_preview()
         if message.field == "data":
             self.data_ok = message.ok
             style = "green" if message.ok else "bold red"
@@ -313,6 +333,13 @@ class WizardScreen(WorkerScreen):
             return f"train.model: unknown timm model '{unknown[0]}'"
         if not self.data_ok:
             return "data.path: " + str(self.query_one("#data-check", Static).render()).removeprefix("✗ ")
+        if config.backend == "ray" and not self.ray_checked:
+            if self.ray_checked is None:
+                self.ray_checked = False
+                self.check_ray()
+            return "backend: looking for Ray Tune"
+        if config.backend == "ray" and self.ray_problem:
+            return self.ray_problem
         try:
             self._study = cfg.study_name(None, config.name)  # the rule `tui-hpo run` applies
         except UserError as exc:
@@ -360,8 +387,9 @@ class WizardScreen(WorkerScreen):
         text.append(f"{config.budget.n_trials} trials of ", style="bold")
         text.append(f"{config.train.epochs} epoch(s), {len(config.models())} model(s): "
                     f"{', '.join(config.models()[:4])}\n")
-        text.append(f"sampler {config.sampler.name}, pruner {config.pruner.name}, "
-                    f"objective {', '.join(config.objective.metrics())}\n")
+        stopping = f"Ray Tune, scheduler {config.scheduler.name}" if config.scheduler else \
+            f"pruner {config.pruner.name}"
+        text.append(f"sampler {config.sampler.name}, {stopping}, objective {', '.join(config.objective.metrics())}\n")
         text.append(f"workers: {parallel if config.resources.parallel else 'from the platform profile'}")
         if config.budget.timeout:
             text.append(f", stops starting trials after {config.budget.timeout / 60:g} min")

@@ -1,0 +1,1 @@
+"""The Expert tier: sweeps run through Ray Tune."""

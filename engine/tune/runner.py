@@ -1,0 +1,232 @@
+"""The Expert tier's engine: the Optuna tier's engine (the same checks, study, events, samples,
+controls and results) with its worker processes replaced by a Ray Tune experiment.
+
+Tune runs in a thread of the engine while the main thread samples the machine and reports, as
+it does for workers. The experiment lives in `DIR/<study>/ray/round-<k>`. A resume (`run
+--resume` after Ctrl-C or a killed engine) restores the newest round with `Tuner.restore`:
+trials that were running go on from their last checkpoint, finished ones stay finished. Trials
+the study holds as running but Tune never heard of (asked just before a kill) are failed and
+queued again when the round ends, and the next round runs them: every trial ends exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from engine.errors import ConfigError
+from engine.storage.states import EventKind, SweepState
+from engine.sweep.engine import Engine
+from engine.sweep.recovery import INTERRUPTED, WORKER_DIED, fail_and_requeue
+from engine.system import monitor
+from engine.system.platform import usable_cores
+
+log = logging.getLogger("tui_hpo.tune")
+ROUND = "round-"
+JOIN_S = 30.0
+# Ray's own settings for a driver that is not a notebook: no progress tables on stdout, no
+# CSV/JSON/TensorBoard files per trial (the study has it all), and the experiment state saved
+# often, so a killed engine loses at most a second of Tune's bookkeeping.
+RAY_ENV = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_AIR_NEW_OUTPUT": "0",
+           "TUNE_MAX_PENDING_TRIALS_PG": "1", "RAY_DEDUP_LOGS": "0", "RAY_USAGE_STATS_ENABLED": "0",
+           "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+
+
+class TuneEngine(Engine):
+    """Runs one sweep through Ray Tune (`backend: ray`)."""
+
+    def _launch(self) -> None:
+        from engine.tune.schedulers import ray_missing
+
+        missing = ray_missing()
+        if missing:
+            raise ConfigError(missing, key="backend")
+        for key, value in RAY_ENV.items():
+            os.environ.setdefault(key, value)
+        self.started_ray = False
+        self.tune_error: BaseException | None = None
+        self._start_ray()
+        self.thread = threading.Thread(target=self._rounds, name="ray-tune", daemon=True)
+        self.thread.start()
+
+    def _start_ray(self) -> None:
+        import ray
+
+        res, address = self.config.resources, self.config.ray.address
+        env = {"OMP_NUM_THREADS": str(self._threads()), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        if self.platform != "cuda":
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        if address:
+            import engine
+
+            # The cluster's workers get this checkout's engine package; the data path must be
+            # readable there (a shared file system), the study is written here only.
+            runtime_env: dict[str, Any] = {"env_vars": env, "py_modules": [str(Path(engine.__file__).parent)]}
+            info = ray.init(address=address, runtime_env=runtime_env, log_to_driver=False,
+                            configure_logging=False)
+        else:
+            gpus = len(self.info.gpus) if self.platform == "cuda" else 0
+            cpus = max(usable_cores(), int((res.parallel or 1) * (res.cpus_per_trial or 1)))
+            info = ray.init(num_cpus=cpus, num_gpus=gpus, include_dashboard=self.config.ray.dashboard,
+                            runtime_env={"env_vars": env}, log_to_driver=False, configure_logging=False)
+            self.started_ray = True
+        # Ray's warnings and errors go to engine.log, not between the sweep's lines on the console
+        # (set after `ray.init`, which sets up Ray's logger).
+        ray_log = logging.getLogger("ray")
+        ray_log.setLevel(logging.WARNING)
+        ray_log.propagate = False
+        ray_log.handlers = list(logging.getLogger("tui_hpo").handlers)
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        dashboard = getattr(info, "dashboard_url", None)
+        self.store.add_event(self.study.study_id, EventKind.SWEEP, f"Ray Tune {ray.__version__} on {where}, "
+                             f"{self._scheduler_name()} scheduler, {self.config.resources.parallel or 1} trial(s) "
+                             f"at once" + (f"; Ray dashboard: http://{dashboard}" if dashboard else ""))
+
+    def _threads(self) -> int:
+        res = self.config.resources
+        return int(res.cpus_per_trial or res.threads_per_worker or max(1, usable_cores() // (res.parallel or 1)))
+
+    def _evolves(self) -> bool:
+        return self._scheduler_name() in ("pbt", "pb2")
+
+    def _scheduler_name(self) -> str:
+        return self.config.scheduler.name if self.config.scheduler else "asha"
+
+    # ------------------------------------------------------------ Tune's thread
+
+    def _rounds(self) -> None:
+        """Tune runs until the budget is spent or the sweep stops; a round that ends with the
+        budget not spent (trials of a killed run settled and queued again) is followed by another."""
+        try:
+            restore = self._newest_round()
+            while True:
+                self._fit(restore)
+                restore = None
+                settled = self._settle_orphans()
+                state = self.store.sweep_state(self.study.study_id)
+                if self.interrupts or state != SweepState.RUNNING or not settled or \
+                        self.store.finished_count(self.study.study_id) >= self.store.n_trials(self.study.study_id):
+                    return
+        except BaseException as exc:  # reported by the main thread, which ends the sweep
+            self.tune_error = exc
+            log.exception("Ray Tune failed")
+
+    def _newest_round(self) -> Path | None:
+        from ray import tune
+
+        rounds = sorted(self._ray_dir().glob(f"{ROUND}*"), key=lambda p: int(p.name[len(ROUND):]))
+        if rounds and tune.Tuner.can_restore(str(rounds[-1])):
+            return rounds[-1]
+        return None
+
+    def _ray_dir(self) -> Path:
+        return (self.study.folder / "ray").resolve()
+
+    def _fit(self, restore: Path | None) -> None:
+        from ray import tune
+
+        from engine.tune.record import Recorder, SweepStopper
+        from engine.tune.schedulers import build
+        from engine.tune.searcher import Round, StudyLink, StudySearch, StudySearcher
+        from engine.tune.trainable import train
+
+        res = self.config.resources
+        gpus = float(res.gpus_per_trial or (1 if self.platform == "cuda" else 0))
+        device = "cuda:0" if gpus else ("mps" if self.platform == "mps" else "cpu")
+        trainable = tune.with_resources(
+            tune.with_parameters(train, sweep=self.config.to_dict(), artifacts=str(self.study.folder.resolve()),
+                                 device=device, threads=self._threads()),
+            {"cpu": float(res.cpus_per_trial or 1), "gpu": gpus})
+        if restore is not None:
+            tuner = tune.Tuner.restore(str(restore), trainable, resume_unfinished=True, resume_errored=False)
+            self.store.add_event(self.study.study_id, EventKind.SWEEP, f"Ray Tune experiment {restore.name} restored: "
+                                 "running trials go on from their last checkpoint")
+        else:
+            rounds = [int(p.name[len(ROUND):]) for p in self._ray_dir().glob(f"{ROUND}*")]
+            name = f"{ROUND}{max(rounds, default=0) + 1}"
+            metric = self.config.objective.metrics()[0]
+            mode = "max" if self.config.objective.directions()[0] == "maximize" else "min"
+            link, round_ = StudyLink(self.url, self.study_name), Round()
+            classes = list(getattr(self, "classes", []))
+            searcher = StudySearcher(link, round_, metric, mode)
+            # PBT's population is the budget, all alive at once (Ray shares the CPUs and GPUs among
+            # them); the other schedulers run `parallel` trials at a time.
+            search = StudySearch(searcher) if self._evolves() else searcher
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    metric=metric, mode=mode, search_alg=search,
+                    scheduler=build(self.config), num_samples=-1,
+                    max_concurrent_trials=None if self._evolves() else res.parallel or 1,
+                    reuse_actors=True),
+                run_config=tune.RunConfig(
+                    name=name, storage_path=str(self._ray_dir()), verbose=0,
+                    callbacks=[Recorder(link, round_, metric, classes)], stop=SweepStopper(link, round_),
+                    # PBT clones any member's checkpoint of the last perturbation: all are kept
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=None if self._evolves() else 2),
+                    failure_config=tune.FailureConfig(max_failures=0)))
+        tuner.fit()
+
+    def _settle_orphans(self) -> int:
+        """Trials still RUNNING in the study once Tune is done: asked by a run that was killed
+        before Tune saved them, or stopped with the sweep. Failed and queued again (their slots
+        freed); returns how many."""
+        from engine.storage import load_study
+
+        study = load_study(self.url, self.study_name)
+        settled = 0
+        reason = INTERRUPTED if self.interrupts else WORKER_DIED
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if fail_and_requeue(study, self.store, self.study.study_id, trial, reason,
+                                self.config.budget.max_retries, counts=not self.interrupts):
+                self.store.release(self.study.study_id)
+                settled += 1
+        return settled
+
+    # ------------------------------------------------------------ the engine's side
+
+    def prepare(self, measure: bool = True) -> Any:
+        found = super().prepare(measure)
+        if found is not None:
+            self.classes = list(found.classes)
+        return found
+
+    def _supervise(self) -> None:
+        monitor.sample()  # the first CPU reading is always 0.0: discard it
+        started = time.time()
+        while self.thread.is_alive():
+            tick = time.monotonic()
+            self.store.add_sample(monitor.sample(self.workdir))
+            self._drain_events(self.status(started))
+            self.thread.join(timeout=max(0.0, tick + 1.0 - time.monotonic()))
+        self._drain_events()
+        if self.tune_error is not None:
+            self.store.add_event(self.study.study_id, EventKind.SWEEP, f"Ray Tune failed: {self.tune_error} (see "
+                                 f"{self.log_path})", level="error")
+            self.store.stop_sweep(self.study.study_id, SweepState.STOPPED)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.interrupts += 1
+        if self.interrupts == 1:  # Tune's stopper reads the state: running trials stop, none start
+            self.store.stop_sweep(self.study.study_id, SweepState.STOPPING)
+            self.stop_requested = time.monotonic()
+        else:
+            raise KeyboardInterrupt
+
+    def _reap(self) -> None:
+        thread = getattr(self, "thread", None)
+        if thread is not None:
+            thread.join(timeout=JOIN_S)
+        if getattr(self, "started_ray", False):
+            import ray
+
+            ray.shutdown()
+        if hasattr(self, "study"):
+            self._settle_orphans()
+            self.store.update_sweep(self.study.study_id, claimed=self.store.finished_count(self.study.study_id))

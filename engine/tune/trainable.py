@@ -1,0 +1,91 @@
+"""A Ray Tune trial of the built-in trainer: one run of `fit` that reports every epoch to Tune with
+a checkpoint, so Tune's scheduler can stop it (ASHA, median), or pause it and start it again from
+its own or another trial's checkpoint with mutated hyperparameters (PBT, PB2).
+
+It runs in a Ray worker process, possibly on another machine, and writes nothing to the study:
+the driver's recorder (`engine.tune.record`) turns each report into the study's records. The
+checkpoint is `fit`'s own resume state (`engine.training.resume`), so a trial continued by Tune
+ends as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from engine.config import SweepConfig
+from engine.sweep.image_trials import objective_value, sweep_data, trial_train_config
+from engine.training.devices import set_threads
+from engine.training.fit import EarlyStop, EpochMetrics, Runtime, fit
+from engine.training.resume import ResumeFile
+
+STATE = "state.pt"
+OWNER = "trial.json"  # which Ray trial saved the checkpoint: another's is adopted (PBT), not resumed
+# A Ray worker process runs trial after trial (`reuse_actors`): the decoded images stay loaded.
+_loaded: dict[str, Any] = {}
+
+
+def _data(config: SweepConfig, artifacts: Path) -> tuple[Any, list[Any]]:
+    key = json.dumps([config.data.model_dump(mode="json"), str(artifacts)])
+    if key not in _loaded:
+        _loaded.clear()
+        data, folds, _size = sweep_data(config, artifacts)
+        _loaded[key] = (data, folds)
+    return _loaded[key]
+
+
+def train(params: dict[str, Any], sweep: dict[str, Any], artifacts: str, device: str, threads: int) -> None:
+    """Train one trial with `params` (training keys; Tune's config) and report each epoch:
+    its metrics, `objective` (the value the study records if the trial ended here) and
+    `class_f1`, with the run's state as the checkpoint."""
+    from ray import tune
+
+    config = SweepConfig.model_validate(sweep)
+    if threads:
+        set_threads(threads)
+    data, folds = _data(config, Path(artifacts))
+    cfg = trial_train_config(config, params)
+    trial_id = tune.get_context().get_trial_id()
+    work = Path(tempfile.mkdtemp(prefix="tui-hpo-trial-"))
+    resume = ResumeFile(work / STATE, every=1)
+    checkpoint, owner = tune.get_checkpoint(), None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as saved:
+            if (Path(saved) / STATE).is_file():
+                shutil.copyfile(Path(saved) / STATE, resume.path)
+                owner = json.loads((Path(saved) / OWNER).read_text()).get("trial")
+                resume.adopt = owner != trial_id
+    adopted = [owner] if resume.adopt else []  # said in the first report after a PBT exploit
+    metric = config.objective.metrics()[0]
+    maximize = config.objective.directions()[0] == "maximize"
+    stopping = config.train.early_stopping
+    watched = metric if metric != "train_time" else "val_loss"
+    early_stop = None if stopping is None else EarlyStop(watched, maximize and metric != "train_time",
+                                                         stopping.patience, stopping.min_delta)
+    history: list[EpochMetrics] = []
+
+    def on_epoch(m: EpochMetrics) -> None:
+        history.append(m)
+        if resume.resumed_from is not None and m.epoch < resume.resumed_from:
+            return  # reported before the checkpoint was taken
+        best = early_stop.best_epoch(history) if early_stop is not None else len(history) - 1
+        value = objective_value(config, [history[best]], sum(h.seconds for h in history))[0]
+        # The run's last epoch, as `fit` decides it: a trial whose last report is not final was
+        # stopped by Tune (its scheduler, the user, the sweep's stop).
+        last = m.epoch == cfg.epochs - 1 or (early_stop is not None and m.epoch - best >= early_stop.patience)
+        (work / OWNER).write_text(json.dumps({"trial": trial_id}))
+        report = {**m.to_dict(), "epoch": m.epoch, "objective": value, "final": last, "class_f1": list(m.class_f1)}
+        if adopted:
+            report["adopted"] = adopted.pop()
+        elif resume.resumed_from and not resume.adopt and m.epoch == resume.resumed_from:
+            report["resumed_from"] = resume.resumed_from  # its own checkpoint: a restored experiment
+        tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(work)))
+
+    try:
+        fit(cfg, data, folds[0], Runtime.from_resources(config.resources, device), on_epoch, lambda: False,
+            early_stop, resume)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
