@@ -53,6 +53,13 @@ class Recorder(Callback):
         ids = self.link.optuna_trial(trial.trial_id, self.round)
         if ids is None:
             return
+        try:
+            self._record(trial, ids, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Failed from the TUI (`r`, which queued its rerun) while it trained: the stopper ends it.
+            self.round.dropped.add(trial.trial_id)
+
+    def _record(self, trial: Any, ids: tuple[int, int], result: dict[str, Any]) -> None:
         trial_id, number = ids
         storage, store, sid = self.link.study._storage, self.link.store, self.link.study_id
         label = f"{result.get('hostname', '?')}:{result.get('pid', '?')}"
@@ -184,6 +191,8 @@ class SweepStopper(Stopper):
         self._read_at, self._stop = 0.0, False
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        if trial_id in self.round.dropped:
+            return True
         ids = self.link.optuna_trial(trial_id, self.round)
         if ids is not None and self.link.store.take_command(self.link.study_id, "prune", ids[1]):
             self.round.pruned_by_user.add(trial_id)

@@ -29,6 +29,7 @@ from engine.system.platform import usable_cores
 
 log = logging.getLogger("tui_hpo.tune")
 ROUND = "round-"
+STOPPED_STATES = (SweepState.STOPPING, SweepState.STOPPED)
 JOIN_S = 30.0
 # Ray's own settings for a driver that is not a notebook: no progress tables on stdout, no
 # CSV/JSON/TensorBoard files per trial (the study has it all), and the experiment state saved
@@ -181,10 +182,12 @@ class TuneEngine(Engine):
 
         study = load_study(self.url, self.study_name)
         settled = 0
-        reason = INTERRUPTED if self.interrupts else WORKER_DIED
+        # Stopped (Ctrl-C, the TUI): not the trials' fault, so no retry is used up.
+        stopped = self.interrupts > 0 or self.store.sweep_state(self.study.study_id) in STOPPED_STATES
+        reason = INTERRUPTED if stopped else WORKER_DIED
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if fail_and_requeue(study, self.store, self.study.study_id, trial, reason,
-                                self.config.budget.max_retries, counts=not self.interrupts):
+                                self.config.budget.max_retries, counts=not stopped):
                 self.store.release(self.study.study_id)
                 settled += 1
         return settled

@@ -33,6 +33,7 @@ class Round:
     live: int = 0
     trials: dict[str, tuple[int, int]] = field(default_factory=dict)
     pruned_by_user: set[str] = field(default_factory=set)
+    dropped: set[str] = field(default_factory=set)  # Ray trials whose Optuna trial was ended from outside
 
 
 class StudyLink:

@@ -77,7 +77,8 @@ def train(params: dict[str, Any], sweep: dict[str, Any], artifacts: str, device:
         # stopped by Tune (its scheduler, the user, the sweep's stop).
         last = m.epoch == cfg.epochs - 1 or (early_stop is not None and m.epoch - best >= early_stop.patience)
         (work / OWNER).write_text(json.dumps({"trial": trial_id}))
-        report = {**m.to_dict(), "epoch": m.epoch, "objective": value, "final": last, "class_f1": list(m.class_f1)}
+        report = {**m.to_dict(), "epoch": m.epoch, "objective": value, "final": last, "class_f1": list(m.class_f1),
+                  "device": device}
         if adopted:
             report["adopted"] = adopted.pop()
         elif resume.resumed_from and not resume.adopt and m.epoch == resume.resumed_from:
