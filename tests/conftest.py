@@ -36,9 +36,9 @@ def pytest_configure(config: pytest.Config) -> None:
 # The files whose tests take longest, first: xdist hands tests out in collection order, and a
 # minute-long test collected last (test_workers.py sorts last) would run alone at the end while
 # the other workers idle.
-LONGEST_FIRST = ("test_crashes.py", "test_disk.py", "test_workers.py", "test_sweep.py", "test_stats.py",
-                 "test_e2e_tmux.py", "test_tui.py", "test_results.py", "test_postgres.py", "test_predict.py",
-                 "test_ensemble.py", "test_own_validation.py", "test_gpu_batch.py")
+LONGEST_FIRST = ("test_tune.py", "test_crashes.py", "test_disk.py", "test_workers.py", "test_sweep.py",
+                 "test_stats.py", "test_e2e_tmux.py", "test_tui.py", "test_results.py", "test_postgres.py",
+                 "test_predict.py", "test_ensemble.py", "test_own_validation.py", "test_gpu_batch.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -109,7 +109,7 @@ def test_a_killed_engine_resumes_with_exact_counts_and_the_tui_shows_ray_trials_
     from tui_hpo.app import make_app
     from tui_hpo.widgets.trial_table import TrialTable
 
-    config = write_config(tmp_path, "kill", epochs=6, n_trials=5, scheduler={"name": "fifo"})
+    config = write_config(tmp_path, "kill", epochs=12, n_trials=5, scheduler={"name": "fifo"})
     proc = subprocess.Popen(command(config, tmp_path), cwd=ROOT, env=environment(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -137,6 +137,15 @@ def test_a_killed_engine_resumes_with_exact_counts_and_the_tui_shows_ray_trials_
         from textual.widgets import Static
 
         asyncio.run(watch())
+        # Killed mid-trial, a few epochs in: Tune saved that trial's checkpoint (its experiment
+        # state a second ago at most) and the trial has epochs left.
+        def mid_trial() -> bool:
+            running = load(tmp_path, "kill").get_trials(states=(States.RUNNING,))
+            return any(3 <= len(t.intermediate_values) <= 8 for t in running)
+
+        while time.time() < deadline and not mid_trial():
+            assert proc.poll() is None
+            time.sleep(0.1)
         os.kill(proc.pid, signal.SIGKILL)  # the engine only: Ray's processes notice their driver is gone
         proc.wait(timeout=30)
         before = load(tmp_path, "kill")
@@ -154,4 +163,4 @@ def test_a_killed_engine_resumes_with_exact_counts_and_the_tui_shows_ray_trials_
     resumed = [t for t in complete if t.number in interrupted and "resumed_from_epoch" in t.user_attrs]
     assert resumed, "a trial killed mid-training went on from its checkpoint, not from epoch 1"
     for trial in complete:
-        assert sorted(trial.intermediate_values) == list(range(6)), "each epoch once"
+        assert sorted(trial.intermediate_values) == list(range(12)), "each epoch once"
