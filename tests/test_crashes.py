@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, invoke, run_cli
 
 States = optuna.trial.TrialState
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
@@ -161,7 +161,7 @@ def test_sigkill_again_and_again_loses_nothing(tmp_path: Path) -> None:
 
 def test_a_worker_killed_mid_trial_is_rerun_with_the_same_params(tmp_path: Path) -> None:
     workdir = tmp_path / "runs"
-    proc = start(workdir, n_trials=3, parallel=2, extra_env={"TUI_HPO__TRAIN__EPOCHS": "4"})
+    proc = start(workdir, n_trials=3, parallel=1, extra_env={"TUI_HPO__TRAIN__EPOCHS": "4"})
 
     def running_trial() -> tuple[int, str] | None:
         try:
@@ -185,7 +185,7 @@ def test_a_worker_killed_mid_trial_is_rerun_with_the_same_params(tmp_path: Path)
     assert len(reruns) == 1 and reruns[0].params == victim_params and reruns[0].state == States.COMPLETE
     assert reruns[0].system_attrs["failed_trial"] == number  # Optuna's own retry attributes
     assert len([t for t in study.trials if t.state == States.COMPLETE]) == 3
-    summary = run_cli("summary", "--workdir", str(workdir))
+    summary = invoke("summary", "--workdir", str(workdir))
     assert f"#{reruns[0].number} of #{number}" in summary.stdout
     with sqlite3.connect(f"file:{workdir / 'hpo.db'}?mode=ro", uri=True) as conn:
         events = [m for (m,) in conn.execute("SELECT message FROM hpo_event WHERE kind = 'worker'")]
@@ -268,7 +268,7 @@ def test_out_of_memory_retries_with_half_the_batch(tmp_path: Path, monkeypatch: 
     events = [e["message"] for e in store.events_of(1)]
     assert "trial 1: starts at batch 32 x 4 accumulation steps: batch 128 ran out of memory here before " \
            "(same effective batch)" in events
-    summary = run_cli("summary", "--workdir", str(tmp_path))
+    summary = invoke("summary", "--workdir", str(tmp_path))
     assert "went on with batch 32 x 4 accumulation steps" in summary.stdout
 
 

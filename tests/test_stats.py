@@ -78,7 +78,8 @@ def test_repeat_retrains_the_top_configs_and_reproduces_the_trial(swept: Path) -
         assert abs(runs[0] - trial.value) <= 0.005
         summary = config["summary"]
         assert summary["n"] == 2 and summary["ci_low"] <= summary["mean"] <= summary["ci_high"]
-    again = run_cli("repeat", "--workdir", str(swept), "--top", "2", "--seeds", "2", "--json")
+    # In this process: a second call trains nothing, so it need not pay a fresh interpreter's imports.
+    again = invoke("repeat", "--workdir", str(swept), "--top", "2", "--seeds", "2", "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["trained_now"] == 0, "a second call trains nothing new"
     compared = invoke("compare", "--workdir", str(swept), "--json")
@@ -146,8 +147,10 @@ def test_plain_optuna_studies_multi_objective_and_all_failed(tmp_path: Path) -> 
 @pytest.mark.slow
 def test_the_compare_preset_says_which_model_wins(tmp_path: Path) -> None:
     workdir = tmp_path / "runs"
+    # One epoch (not 100 steps) on a quarter of the digits: the verdicts need runs of each model, not good ones.
     run = run_cli("run", "--preset", "compare", "--workdir", str(workdir), "--no-tui",
-                  env={"TUI_HPO__TRAIN__EPOCHS": "1", "TUI_HPO__TRAIN__MIN_STEPS": "null"})  # one epoch, not 100 steps
+                  env={"TUI_HPO__TRAIN__EPOCHS": "1", "TUI_HPO__TRAIN__MIN_STEPS": "null",
+                       "TUI_HPO__DATA__SUBSET": "450"})
     assert run.returncode == 0, run.stderr
     study = optuna.load_study(study_name="compare", storage=f"sqlite:///{workdir / 'hpo.db'}")
     pairs = {(t.params["model"], t.params["seed"]) for t in study.trials}

@@ -15,7 +15,7 @@ import optuna
 import pytest
 import yaml
 
-from tests.conftest import ROOT, run_cli, write_png
+from tests.conftest import ROOT, invoke, run_cli, write_png
 
 States = optuna.trial.TrialState
 
@@ -39,7 +39,9 @@ def assert_ok(result: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_sweep_trains_records_exports_and_reproduces(tmp_path: Path, tiny_config: Path) -> None:
+def test_sweep_trains_records_exports_reproduces_and_resumes(tmp_path: Path, tiny_config: Path) -> None:
+    """One sweep checked end to end, then resumed both ways (each resume costs a worker's start, so
+    they extend this sweep rather than start their own)."""
     workdir = tmp_path / "runs"
     # compile: auto (the CUDA default) on the CPU: it decides per shape, says why once, measures.
     result = run_cli("run", "--config", str(tiny_config), "--workdir", str(workdir), "--no-tui",
@@ -92,6 +94,18 @@ def test_sweep_trains_records_exports_and_reproduces(tmp_path: Path, tiny_config
     assert_ok(more)
     assert "sweep 'tiny' resumed (3 trials finished, 1 to go)" in " ".join(more.stdout.split())
     assert len(finished(load(workdir, "tiny"))) == 4
+    # `run --resume` takes the saved config and the budget the database holds now (what the TUI's
+    # "+" and a stop leave behind): without --config it still trains tiny's 2 epochs.
+    with sqlite3.connect(workdir / "hpo.db") as conn:
+        conn.execute("UPDATE hpo_sweep SET n_trials = 5, state = 'stopped'")
+    resumed = run_cli("run", "--resume", "--study", "tiny", "--workdir", str(workdir), "--no-tui")
+    assert_ok(resumed)
+    assert "sweep 'tiny' resumed (4 trials finished, 1 to go)" in " ".join(resumed.stdout.split())
+    assert len(finished(load(workdir, "tiny"))) == 5
+    assert query(workdir, "SELECT COUNT(*) FROM hpo_epoch e JOIN trials t ON t.trial_id = e.trial_id "
+                          "WHERE t.number = 4") == [(2,)]
+    missing = run_cli("run", "--resume", "--study", "nope", "--workdir", str(workdir), "--no-tui")
+    assert missing.returncode == 2 and "no sweep named 'nope'" in missing.stderr
     both = run_cli("run", "--config", str(tiny_config), "--workdir", str(workdir), "--more", "1", "--n-trials", "9")
     assert both.returncode == 2 and both.stderr.strip() == (
         "tui-hpo: error: --more: --more and --n-trials both set the budget: give one")
@@ -100,7 +114,7 @@ def test_sweep_trains_records_exports_and_reproduces(tmp_path: Path, tiny_config
 def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path, tiny_config: Path) -> None:
     workdir = tmp_path / "runs"
     args = [sys.executable, "-m", "tui_hpo.cli", "run", "--config", str(tiny_config), "--workdir", str(workdir),
-            "--no-tui", "--n-trials", "3"]
+            "--no-tui", "--n-trials", "2"]
     env = {**os.environ, "TUI_HPO__TRAIN__EPOCHS": "3", "TUI_HPO__SEARCH_SPACE__BATCH_SIZE__CHOICES": "[32]"}
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -133,30 +147,23 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path, tiny_
     resumed = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert_ok(resumed)
     study = load(workdir, "tiny")
-    assert len(finished(study)) == 3
+    assert len(finished(study)) == 2
     for number, value in completed_before.items():
         assert study.trials[number].value == value
 
 
-def test_parallel_workers_share_one_study(tmp_path: Path, tiny_config: Path) -> None:
-    workdir = tmp_path / "runs"
-    result = run_cli("run", "--config", str(tiny_config), "--workdir", str(workdir), "--no-tui",
-                     "--parallel", "2", "--n-trials", "4", env={"TUI_HPO__TRAIN__EPOCHS": "1"})
-    assert_ok(result)
-    study = load(workdir, "tiny")
-    assert len(finished(study)) == 4 and len(study.trials) == 4
-    assert len({t.user_attrs["worker"] for t in study.trials}) == 2
-
-
-def test_multi_objective_pareto_front(tmp_path: Path) -> None:
+def test_parallel_workers_share_one_multi_objective_study(tmp_path: Path) -> None:
+    """Two workers on one NSGA-II study of two objectives (one sweep for both: each costs a worker's start)."""
     config = tmp_path / "mo.yaml"
     config.write_text(f"extends: {ROOT / 'tests/configs/tiny.yaml'}\ntrain: {{epochs: 1}}\n"
                       "objective: {metric: [val_f1, train_time]}\nsampler: {name: nsga2, seed: 1}\n")
     workdir = tmp_path / "runs"
-    result = run_cli("run", "--config", str(config), "--workdir", str(workdir), "--no-tui")
+    result = run_cli("run", "--config", str(config), "--workdir", str(workdir), "--no-tui",
+                     "--parallel", "2", "--n-trials", "4")
     assert_ok(result)
     study = load(workdir, "mo")
-    assert len(study.directions) == 2 and len(finished(study)) == 3
+    assert len(study.directions) == 2 and len(finished(study)) == 4 and len(study.trials) == 4
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2
     front = yaml.safe_load((workdir / "mo" / "best_params.yaml").read_text())["pareto_front"]
     assert front and set(front[0]["values"]) == {"val_f1", "train_time"}
     # The kept model is the best by the first objective, so predict works from this sweep too
@@ -166,46 +173,25 @@ def test_multi_objective_pareto_front(tmp_path: Path) -> None:
     assert read_meta(workdir / "mo" / "best_model.safetensors").meta["trial"] == best_f1.number
 
 
-def test_kfold_with_wilcoxon_pruner(tmp_path: Path) -> None:
+def test_kfold_with_wilcoxon_pruner_on_the_csv_layout(tmp_path: Path, csv_dataset: Path) -> None:
+    """k-fold trials on a CSV dataset whose unsafe, missing and duplicate rows are skipped and named."""
     config = tmp_path / "kfold.yaml"
     config.write_text(f"extends: {ROOT / 'tests/configs/tiny.yaml'}\ntrain: {{epochs: 1}}\n"
                       "data: {folds: 3}\npruner: {name: wilcoxon}\nbudget: {n_trials: 2}\n")
     workdir = tmp_path / "runs"
-    result = run_cli("run", "--config", str(config), "--workdir", str(workdir), "--no-tui")
-    assert_ok(result)
-    study = load(workdir, "kfold")
-    assert len(finished(study)) == 2
-    folds = query(workdir, "SELECT DISTINCT fold FROM hpo_epoch ORDER BY fold")
-    assert folds == [(0,), (1,), (2,)]
-    complete = [t for t in study.trials if t.state == States.COMPLETE]
-    assert all(sorted(t.intermediate_values) == [0, 1, 2] for t in complete)
-
-
-def test_imagefolder_with_broken_files(tmp_path: Path, image_folder: Path) -> None:
-    workdir = tmp_path / "runs"
-    result = run_cli("run", "--config", str(ROOT / "tests/configs/tiny.yaml"), "--data", str(image_folder),
-                     "--workdir", str(workdir), "--no-tui", "--n-trials", "1",
-                     env={"TUI_HPO__TRAIN__EPOCHS": "4", "TUI_HPO__SEARCH_SPACE__BATCH_SIZE__CHOICES": "[8]"})
-    assert_ok(result)
-    assert "skipped 4 file(s)" in result.stdout
-    for name in ("empty.png (empty)", "notes.txt (not an image)", "fake.png (not an image)", "truncated.png"):
-        assert name in result.stdout
-    assert "2 classes" in result.stdout
-    study = load(workdir, "tiny")
-    assert study.best_value >= 0.9  # dark against bright: trivially separable
-    events = query(workdir, "SELECT message FROM hpo_event WHERE kind = 'data'")
-    assert events and "skipped" in events[0][0]
-
-
-def test_csv_layout_skips_unsafe_and_missing_rows(tmp_path: Path, csv_dataset: Path) -> None:
-    workdir = tmp_path / "runs"
-    result = run_cli("run", "--config", str(ROOT / "tests/configs/tiny.yaml"), "--data", str(csv_dataset),
-                     "--workdir", str(workdir), "--no-tui", "--n-trials", "1", env={"TUI_HPO__TRAIN__EPOCHS": "1"})
+    result = run_cli("run", "--config", str(config), "--data", str(csv_dataset), "--workdir", str(workdir),
+                     "--no-tui")
     assert_ok(result)
     for expected in ("missing.png (missing)", "../escape.png (outside the data folder)",
                      "/etc/passwd (outside the data folder)", "img1.png (duplicate id)"):
         assert expected in result.stdout
     assert "30 images, 2 classes" in result.stdout
+    study = load(workdir, "kfold")
+    assert len(finished(study)) == 2
+    folds = query(workdir, "SELECT DISTINCT fold FROM hpo_epoch ORDER BY fold")
+    assert folds == [(0,), (1,), (2,)]
+    complete = [t for t in study.trials if t.state == States.COMPLETE]
+    assert complete and all(sorted(t.intermediate_values) == [0, 1, 2] for t in complete)
 
 
 def test_wandb_grid_sweep_runs_every_point_once(tmp_path: Path) -> None:
@@ -223,70 +209,56 @@ def test_wandb_grid_sweep_runs_every_point_once(tmp_path: Path) -> None:
     assert "the grid has 2 points" in result.stdout
 
 
-def test_consecutive_failures_stop_the_sweep_with_reasons(tmp_path: Path) -> None:
-    config = tmp_path / "diverge.yaml"
-    config.write_text(f"extends: {ROOT / 'tests/configs/tiny.yaml'}\n"
-                      "train: {lr: 1.0e+30, warmup_ratio: 0.0, epochs: 1}\nsearch_space:\n"
-                      "  lr: null\n  weight_decay: {low: 0.0, high: 0.1}\n"
-                      "budget: {n_trials: 6, max_consecutive_failures: 2}\n")
+def test_failed_trials_stop_the_sweep_with_their_reasons(tmp_path: Path) -> None:
+    """The two ways a built-in trial fails on its own, one grid point each: a loss that diverges, and
+    a runaway trial past budget.trial_timeout, stopped at its next batch. Neither is queued to run
+    again (each would fail again), and two failures in a row stop the sweep. A loss is checked at the
+    end of each epoch: 300 images make epochs short enough for the diverging trial to end there
+    long before its time limit, even on a loaded machine."""
+    config = tmp_path / "failing.yaml"
+    config.write_text(f"extends: {ROOT / 'tests/configs/tiny.yaml'}\ndata: {{subset: 300}}\n"
+                      "train: {warmup_ratio: 0.0, epochs: 200}\nsearch_space:\n"
+                      "  lr: {choices: [1.0e-3, 1.0e+30]}\n  batch_size: null\nsampler: {name: grid, seed: 0}\n"
+                      "budget: {n_trials: 6, trial_timeout: 3, max_consecutive_failures: 2}\n")
     workdir = tmp_path / "runs"
     result = run_cli("run", "--config", str(config), "--workdir", str(workdir), "--no-tui")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "stopped after 2 consecutive failed trials" in result.stdout
-    study = load(workdir, "diverge")
-    failed = [t for t in study.trials if t.state == States.FAIL]
-    assert len(failed) == 2 and len(study.trials) == 2
-    assert all("NonFiniteLoss: loss became" in t.user_attrs["fail_reason"] for t in failed)
+    study = load(workdir, "failing")
+    assert [t.state for t in study.trials] == [States.FAIL, States.FAIL], "failed, and not queued again"
+    by_lr = {t.params["lr"]: t for t in study.trials}
+    assert "NonFiniteLoss: loss became" in by_lr[1e30].user_attrs["fail_reason"]
+    runaway = by_lr[1e-3]
+    assert runaway.user_attrs["fail_reason"] == "ran past budget.trial_timeout (3 s)"
+    assert runaway.user_attrs["duration_s"] < 15 and query(workdir, "SELECT COUNT(*) FROM hpo_epoch")[0][0] < 200
 
 
-def test_a_trial_past_its_time_limit_stops_at_the_next_batch_and_fails(tmp_path: Path) -> None:
-    """budget.trial_timeout ends a runaway built-in trial too: FAIL with the limit as its reason,
-    not queued to run again (it would run away again)."""
-    config = tmp_path / "slow.yaml"
-    config.write_text(f"extends: {ROOT / 'tests/configs/tiny.yaml'}\ntrain: {{epochs: 200}}\n"
-                      "budget: {n_trials: 2, trial_timeout: 1.5, max_consecutive_failures: 1}\n")
-    workdir = tmp_path / "runs"
-    result = run_cli("run", "--config", str(config), "--workdir", str(workdir), "--no-tui")
-    assert result.returncode == 1, result.stdout + result.stderr
-    study = load(workdir, "slow")
-    assert [t.state for t in study.trials] == [States.FAIL], "failed, and not queued again"
-    trial = study.trials[0]
-    assert trial.user_attrs["fail_reason"] == "ran past budget.trial_timeout (1.5 s)"
-    assert trial.user_attrs["duration_s"] < 15 and query(workdir, "SELECT COUNT(*) FROM hpo_epoch")[0][0] < 200
-
-
-def test_timeout_stops_starting_trials(tmp_path: Path, tiny_config: Path) -> None:
+def test_timeout_stops_starting_trials_on_a_folder_with_broken_files(tmp_path: Path, image_folder: Path) -> None:
     """A time budget ends the sweep as its trial budget would: no new trials, and the best trial
-    measured on data.test."""
-    for part, (start, n) in {"train": (0, 16), "test": (100, 4)}.items():
-        for i in range(start, start + n):
-            write_png(tmp_path / part / "dark" / f"d{i}.png", 40 + i % 7)
-            write_png(tmp_path / part / "bright" / f"b{i}.png", 210 - i % 7)
+    measured on data.test. The training folder's broken files are skipped and named, and the two
+    classes (dark against bright) are learnt."""
+    for i in range(100, 104):
+        write_png(tmp_path / "test" / "dark" / f"d{i}.png", 40 + i % 7)
+        write_png(tmp_path / "test" / "bright" / f"b{i}.png", 210 - i % 7)
     workdir = tmp_path / "runs"
-    result = run_cli("run", "--config", str(tiny_config), "--workdir", str(workdir), "--no-tui", "--n-trials", "500",
-                     "--train-data", str(tmp_path / "train"), "--test-data", str(tmp_path / "test"),
-                     "--timeout", "25")  # from the sweep's start: the worker's start (seconds under load) counts
+    result = run_cli("run", "--config", str(ROOT / "tests/configs/tiny.yaml"), "--workdir", str(workdir), "--no-tui",
+                     "--n-trials", "500", "--train-data", str(image_folder), "--test-data", str(tmp_path / "test"),
+                     "--timeout", "25",  # from the sweep's start: the worker's start (seconds under load) counts
+                     env={"TUI_HPO__TRAIN__EPOCHS": "4", "TUI_HPO__SEARCH_SPACE__BATCH_SIZE__CHOICES": "[8]"})
     assert_ok(result)
+    assert "skipped 4 file(s)" in result.stdout
+    for name in ("empty.png (empty)", "notes.txt (not an image)", "fake.png (not an image)", "truncated.png"):
+        assert name in result.stdout
+    assert "2 classes" in result.stdout
+    events = query(workdir, "SELECT message FROM hpo_event WHERE kind = 'data'")
+    assert events and "skipped" in events[0][0]
     assert "time budget of 25s reached" in result.stdout
     study = load(workdir, "tiny")
     assert 1 <= len(finished(study)) < 500
     assert query(workdir, "SELECT state FROM hpo_sweep") == [("stopped",)]
+    assert study.best_value >= 0.9  # dark against bright: trivially separable
     tested = study.user_attrs["tui_hpo"]["test"]
     assert tested["trial"] == study.best_trial.number and tested["images"] == 8, tested
-
-
-def test_resume_takes_the_saved_config_and_the_current_budget(tmp_path: Path, tiny_config: Path) -> None:
-    workdir = tmp_path / "runs"
-    assert_ok(run_cli("run", "--config", str(tiny_config), "--workdir", str(workdir), "--no-tui", "--n-trials", "1",
-                      env={"TUI_HPO__TRAIN__EPOCHS": "1"}))
-    with sqlite3.connect(workdir / "hpo.db") as conn:  # what the TUI's "+" and a stop leave behind
-        conn.execute("UPDATE hpo_sweep SET n_trials = 2, state = 'stopped'")
-    result = run_cli("run", "--resume", "--study", "tiny", "--workdir", str(workdir), "--no-tui")
-    assert_ok(result)
-    assert "sweep 'tiny' resumed" in result.stdout
-    assert len(finished(load(workdir, "tiny"))) == 2
-    missing = run_cli("run", "--resume", "--study", "nope", "--workdir", str(workdir), "--no-tui")
-    assert missing.returncode == 2 and "no sweep named 'nope'" in missing.stderr
 
 
 def test_a_bad_learning_rate_is_pruned_by_the_median_pruner(tmp_path: Path) -> None:
@@ -315,6 +287,6 @@ def test_a_bad_learning_rate_is_pruned_by_the_median_pruner(tmp_path: Path) -> N
     assert all(t.state == States.COMPLETE for t in study.trials if t not in pruned)
     assert f"trial {bad.number} pruned in epoch 1" in result.stdout
     assert query(workdir, "SELECT COUNT(*) FROM hpo_event WHERE kind = 'trial_pruned'") == [(len(pruned),)]
-    summary = json.loads(run_cli("summary", "--workdir", str(workdir), "--json").stdout)
+    summary = json.loads(invoke("summary", "--workdir", str(workdir), "--json").stdout)
     assert summary["counts"]["PRUNED"] == len(pruned) and summary["counts"]["COMPLETE"] == 4 - len(pruned)
     assert summary["pruning_saved_seconds"] > 0
