@@ -20,6 +20,9 @@ import yaml
 from tests.conftest import ROOT, run_cli
 
 pytest.importorskip("ray.tune")
+# One local Ray at a time, one after another on one pytest worker: three at once (each with its
+# daemons and worker processes) oversubscribe two cores and slow every other test.
+pytestmark = pytest.mark.xdist_group("ray")
 States = optuna.trial.TrialState
 BASE = {
     "train": {"model": "test_resnet", "image_size": 16},
@@ -82,6 +85,12 @@ def test_asha_stops_bad_trials_and_the_study_reads_like_the_optuna_tiers(tmp_pat
     assert events.count("stopped by the asha scheduler in epoch") == len(stopped)
     summary = run_cli("summary", "--workdir", str(tmp_path), "--study", "asha")
     assert summary.returncode == 0 and "asha" in summary.stdout
+    from engine.training.package import read_meta
+
+    best = max(finished, key=lambda t: t.value)
+    meta = read_meta(tmp_path / "asha" / "best_model.safetensors")  # the model people use, as the Optuna tier keeps it
+    assert meta.meta["trial"] == best.number and meta.meta["value"] == pytest.approx(best.value)
+    assert not list((tmp_path / "asha" / "ray" / "packages").iterdir()), "each package kept or dropped"
 
 
 def test_pbt_clones_and_mutates_and_the_storage_shows_the_lineage(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ from textual.widgets import Button, RadioButton, Static
 
 from engine.config import resolve
 from engine.config.schema import (
-    UNKNOWN_MAX_T,
     AshaConfig,
     Mutation,
     Pb2Config,
@@ -158,33 +157,30 @@ def test_without_ray_a_ray_sweep_is_one_line_naming_the_extra(tmp_path: Path, mo
     no_ray = tmp_path / "no-ray" / "ray"
     no_ray.mkdir(parents=True)
     (no_ray / "__init__.py").write_text("raise ImportError('not installed')\n")
-    program = program_sweep(tmp_path)
-    result = run_cli("validate", str(program), "--backend", "ray", "--workdir", str(tmp_path / "runs"),
+    sweep = builtin_sweep(tmp_path)
+    result = run_cli("validate", str(sweep), "--backend", "ray", "--workdir", str(tmp_path / "runs"),
                      env={"PYTHONPATH": str(no_ray.parent)})
     assert result.returncode == 2, result.stderr
-    assert result.stderr.splitlines() == [f"tui-hpo: error: {program}: {RAY_MISSING}"]
+    assert result.stderr.splitlines() == [f"tui-hpo: error: {sweep}: {RAY_MISSING}"]
 
 
-def program_sweep(tmp_path: Path, **train: Any) -> Path:
-    """A program's sweep (no data to scan before the checks), its `train:` values `train`."""
+def builtin_sweep(tmp_path: Path, **train: Any) -> Path:
+    """A sweep of the built-in trainer on the embedded digits, its `train:` values `train`."""
     path = tmp_path / "sweep.yaml"
-    path.write_text(json.dumps({"objective": {"command": [sys.executable, "-c", "pass"], "metric": "loss",
-                                              "direction": "minimize"},
-                                "train": train, "search_space": {"lr": {"low": 0.001, "high": 0.1}}}))
+    path.write_text(json.dumps({"train": {"model": "test_resnet", **train},
+                                "search_space": {"lr": {"low": 0.001, "high": 0.1}}}))
     return path
 
 
 def test_the_backend_comes_from_a_flag_or_the_environment(tmp_path: Path) -> None:
     assert resolve({}, environ={"TUI_HPO__BACKEND": "ray"}).scheduler == AshaConfig(max_t=resolve({}).train.epochs)
-    result = invoke("validate", str(program_sweep(tmp_path, epochs=2)), "--backend", "ray", "--json",
+    result = invoke("validate", str(builtin_sweep(tmp_path, epochs=2)), "--backend", "ray", "--json",
                     "--workdir", str(tmp_path / "runs"))
     assert result.returncode == 0, result.stderr
     came = {row["key"]: (row["value"], row["from"]) for row in json.loads(result.stdout)["settings"]}
     assert came["backend"] == ("ray", "command line") and came["scheduler.name"] == ("asha", "default")
-    assert came["scheduler.max_t"][0] == 2, "a program's own epochs"
+    assert came["scheduler.max_t"][0] == came["train.epochs"][0], "a whole trial, as the data's defaults set it"
     assert came["ray.dashboard"] == (False, "default")
-    assert validate(json.loads(program_sweep(tmp_path).read_text()) | {"backend": "ray"}, None).scheduler.max_t == \
-        UNKNOWN_MAX_T, "a program's length unknown: Ray's default"
 
 
 def test_each_section_builds_its_ray_scheduler_with_its_options() -> None:

@@ -326,7 +326,6 @@ SchedulerConfig = Annotated[AshaConfig | HyperbandConfig | PbtConfig | Pb2Config
                             Field(discriminator="name")]
 # The most epochs a program's trial runs, when neither its `train:` values nor its space say:
 # Ray's own default for ASHA (rungs at 1, 3, 9, 27 and 81 epochs); a shorter trial just ends.
-UNKNOWN_MAX_T = 100
 RAY_ADDRESS = re.compile(r"(?:ray://)?(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):(\d{1,5})")
 
 
@@ -650,8 +649,7 @@ def _check_mutated(config: SweepConfig, name: str, key: str) -> None:
 
 
 def _trial_epochs(config: SweepConfig) -> int:
-    """The most epochs a trial can run: the highest the search space picks, else `train.epochs`;
-    for a program, its `epochs` value when it has one, else UNKNOWN_MAX_T."""
+    """The most epochs a trial can run: the highest the search space picks, else `train.epochs`."""
     spec = config.search_space.get("epochs")
     if spec is not None:
         values = [*(spec.choices or [spec.high])]
@@ -660,10 +658,7 @@ def _trial_epochs(config: SweepConfig) -> int:
         numbers = [int(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
         if numbers:
             return max(numbers)
-    if not config.runs_command:
-        return config.train.epochs
-    epochs = config.params.get("epochs")
-    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1 else UNKNOWN_MAX_T
+    return config.train.epochs
 
 
 def _check_command(config: SweepConfig) -> None:

@@ -421,7 +421,7 @@ def fit(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray],
             stop_early = epoch - best_epoch >= early_stop.patience
         # Saved before `on_epoch` hears of the epoch, so what it reports (a Ray Tune checkpoint)
         # already holds that epoch.
-        if resume is not None and resume.due(epoch) and not stop_early:
+        if resume is not None and resume.due(epoch):
             resume_state.save(resume, loop, cfg, epoch, [asdict(m) for m in history], best_state)
         on_epoch(metrics)
         if stop_early:

@@ -17,8 +17,10 @@ from ray.tune import Callback, Stopper
 
 from engine.config.space import train_key
 from engine.storage.states import EventKind, SweepState, WorkerState
+from engine.sweep import checkpoints
 from engine.sweep.recovery import INTERRUPTED, requeue
 from engine.sweep.worker import fmt_params, report_end
+from engine.tune.files import package_file
 from engine.tune.searcher import Round, StudyLink
 
 log = logging.getLogger("tui_hpo.tune")
@@ -30,8 +32,8 @@ STATE_READ_S = 1.0  # how often the stopper reads the sweep's state: Tune asks o
 class Recorder(Callback):
     """Tune's callback that keeps the study up to date."""
 
-    def __init__(self, link: StudyLink, round_: Round, metric: str, classes: list[str]) -> None:
-        self.link, self.round, self.metric, self.classes = link, round_, metric, classes
+    def __init__(self, link: StudyLink, round_: Round, metric: str, classes: list[str], folder: Path) -> None:
+        self.link, self.round, self.metric, self.classes, self.folder = link, round_, metric, classes, folder
         self.started: dict[str, float] = {}
         self.seen: dict[str, dict[str, Any]] = {}  # per Ray trial: the config last recorded
         self.workers: dict[str, int] = {}  # "host:pid" -> its row in hpo_worker
@@ -166,12 +168,30 @@ class Recorder(Callback):
             store.release(sid)
         if interrupted:
             requeue(link.study, storage.get_trial(trial_id), link.config.budget.max_retries, counts=False)
+        self._keep_package(number, values)
         report_end(self._event, link.config.objective.metrics(), number, state, values, reason, seconds)
         label = str(storage.get_trial(trial_id).user_attrs.get("worker", ""))
         if label in self.workers:
             self._worker(label, WorkerState.IDLE, None)
         if state == States.FAIL and not interrupted:
             self._stop_after_failures()
+
+    def _keep_package(self, number: int, values: list[float] | None) -> None:
+        """A finished trial's model (its trainable left the package) kept among the study's best
+        `checkpoints.keep`, as the Optuna tier keeps its workers'; any other is dropped."""
+        package = package_file(self.folder, number)
+        if not package.is_file():
+            return
+        keep, link = self.link.config.checkpoints, self.link
+        try:
+            if values is not None:
+                checkpoints.save(self.folder, number, lambda: [package.read_bytes()],
+                                 lambda numbers: link.store.values_of(link.study_id, numbers),
+                                 link.config.objective.directions()[0] == "maximize", keep.keep, keep.budget_mb)
+        except OSError as exc:  # the trial's result is in the database already: only its weights are lost
+            self._event(EventKind.CHECKPOINT, f"trial {number}: checkpoint not saved ({exc.strerror or exc})", number,
+                        level="warning")
+        package.unlink(missing_ok=True)
 
     def _stop_after_failures(self) -> None:
         limit = self.link.config.budget.max_consecutive_failures

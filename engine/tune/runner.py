@@ -26,6 +26,7 @@ from engine.sweep.engine import Engine
 from engine.sweep.recovery import INTERRUPTED, WORKER_DIED, fail_and_requeue
 from engine.system import monitor
 from engine.system.platform import usable_cores
+from engine.tune.files import EXPERIMENTS
 
 log = logging.getLogger("tui_hpo.tune")
 ROUND = "round-"
@@ -35,7 +36,7 @@ JOIN_S = 30.0
 # CSV/JSON/TensorBoard files per trial (the study has it all), and the experiment state saved
 # often, so a killed engine loses at most a second of Tune's bookkeeping.
 RAY_ENV = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_AIR_NEW_OUTPUT": "0",
-           "TUNE_MAX_PENDING_TRIALS_PG": "1", "RAY_DEDUP_LOGS": "0", "RAY_USAGE_STATS_ENABLED": "0",
+"RAY_DEDUP_LOGS": "0", "RAY_USAGE_STATS_ENABLED": "0",
            "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 
 
@@ -50,6 +51,10 @@ class TuneEngine(Engine):
             raise ConfigError(missing, key="backend")
         for key, value in RAY_ENV.items():
             os.environ.setdefault(key, value)
+        # Trials Tune prepares ahead: as many as run at once, so a second trial does not wait for
+        # the first one's worker process to start (12-20 s of imports on a small machine).
+        ahead = self.config.budget.n_trials if self._evolves() else self.config.resources.parallel or 1
+        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(ahead))
         self.started_ray = False
         self.tune_error: BaseException | None = None
         self._start_ray()
@@ -127,7 +132,7 @@ class TuneEngine(Engine):
         return None
 
     def _ray_dir(self) -> Path:
-        return (self.study.folder / "ray").resolve()
+        return (self.study.folder / EXPERIMENTS).resolve()
 
     def _fit(self, restore: Path | None) -> None:
         from ray import tune
@@ -141,7 +146,8 @@ class TuneEngine(Engine):
         gpus = float(res.gpus_per_trial or (1 if self.platform == "cuda" else 0))
         device = "cuda:0" if gpus else ("mps" if self.platform == "mps" else "cpu")
         trainable = tune.with_resources(
-            tune.with_parameters(train, sweep=self.config.to_dict(), artifacts=str(self.study.folder.resolve()),
+            tune.with_parameters(train, sweep=self.config.to_dict(), study=self.study_name,
+                                 artifacts=str(self.study.folder.resolve()),
                                  device=device, threads=self._threads()),
             {"cpu": float(res.cpus_per_trial or 1), "gpu": gpus})
         if restore is not None:
@@ -155,7 +161,7 @@ class TuneEngine(Engine):
             mode = "max" if self.config.objective.directions()[0] == "maximize" else "min"
             link, round_ = StudyLink(self.url, self.study_name), Round()
             classes = list(getattr(self, "classes", []))
-            searcher = StudySearcher(link, round_, metric, mode)
+            searcher = StudySearcher(link, round_, metric, mode, self.study.folder.resolve())
             # PBT's population is the budget, all alive at once (Ray shares the CPUs and GPUs among
             # them); the other schedulers run `parallel` trials at a time.
             search = StudySearch(searcher) if self._evolves() else searcher
@@ -168,7 +174,8 @@ class TuneEngine(Engine):
                     reuse_actors=True),
                 run_config=tune.RunConfig(
                     name=name, storage_path=str(self._ray_dir()), verbose=0,
-                    callbacks=[Recorder(link, round_, metric, classes)], stop=SweepStopper(link, round_),
+                    callbacks=[Recorder(link, round_, metric, classes, self.study.folder.resolve())],
+                    stop=SweepStopper(link, round_),
                     # PBT clones any member's checkpoint of the last perturbation: all are kept
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=None if self._evolves() else 2),
                     failure_config=tune.FailureConfig(max_failures=0)))

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
 from ray.tune.search import SearchAlgorithm, Searcher, SearchGenerator
 
+from engine.artifacts import write_atomic
 from engine.config import SweepConfig
 from engine.config.space import suggest
 from engine.storage import Store, load_study
 from engine.storage.states import SweepState
 from engine.sweep.samplers import make_sampler
+from engine.tune.files import number_file
 
 RAY_TRIAL = "ray_trial"  # the user attribute naming the Ray trial that runs an Optuna trial
 
@@ -79,9 +82,9 @@ class StudySearcher(Searcher):
     """Tune's `search_alg`: `suggest` asks the study for a trial, or says wait (None: the sweep is
     paused, or its budget is taken by running trials) or done (`FINISHED`)."""
 
-    def __init__(self, link: StudyLink, round_: Round, metric: str, mode: str) -> None:
+    def __init__(self, link: StudyLink, round_: Round, metric: str, mode: str, folder: Path) -> None:
         super().__init__(metric=metric, mode=mode)
-        self.link, self.round = link, round_
+        self.link, self.round, self.folder = link, round_, folder
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any],
                               **spec: Any) -> bool:
@@ -106,6 +109,9 @@ class StudySearcher(Searcher):
         params = suggest(trial, link.config.search_space, link.config.fixed())
         trial.set_user_attr(RAY_TRIAL, trial_id)
         self.round.trials[trial_id] = (trial._trial_id, trial.number)
+        numbered = number_file(self.folder, trial_id)
+        numbered.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(numbered, str(trial.number).encode())
         return params
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:

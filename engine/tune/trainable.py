@@ -16,11 +16,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from engine.artifacts import write_atomic
 from engine.config import SweepConfig
 from engine.sweep.image_trials import objective_value, sweep_data, trial_train_config
 from engine.training.devices import set_threads
 from engine.training.fit import EarlyStop, EpochMetrics, Runtime, fit
+from engine.training.models import build_model
+from engine.training.package import package_bytes, package_meta
 from engine.training.resume import ResumeFile
+from engine.tune.files import number_file, package_file
 
 STATE = "state.pt"
 OWNER = "trial.json"  # which Ray trial saved the checkpoint: another's is adopted (PBT), not resumed
@@ -28,25 +32,26 @@ OWNER = "trial.json"  # which Ray trial saved the checkpoint: another's is adopt
 _loaded: dict[str, Any] = {}
 
 
-def _data(config: SweepConfig, artifacts: Path) -> tuple[Any, list[Any]]:
+def _data(config: SweepConfig, artifacts: Path) -> tuple[Any, list[Any], int]:
     key = json.dumps([config.data.model_dump(mode="json"), str(artifacts)])
     if key not in _loaded:
         _loaded.clear()
-        data, folds, _size = sweep_data(config, artifacts)
-        _loaded[key] = (data, folds)
+        _loaded[key] = sweep_data(config, artifacts)
     return _loaded[key]
 
 
-def train(params: dict[str, Any], sweep: dict[str, Any], artifacts: str, device: str, threads: int) -> None:
+def train(params: dict[str, Any], sweep: dict[str, Any], study: str, artifacts: str, device: str,
+          threads: int) -> None:
     """Train one trial with `params` (training keys; Tune's config) and report each epoch:
     its metrics, `objective` (the value the study records if the trial ended here) and
-    `class_f1`, with the run's state as the checkpoint."""
+    `class_f1`, with the run's state as the checkpoint. A trial that trains to its end leaves
+    its model's package for the recorder, which keeps it if it ranks among the best."""
     from ray import tune
 
     config = SweepConfig.model_validate(sweep)
     if threads:
         set_threads(threads)
-    data, folds = _data(config, Path(artifacts))
+    data, folds, decode_size = _data(config, Path(artifacts))
     cfg = trial_train_config(config, params)
     trial_id = tune.get_context().get_trial_id()
     work = Path(tempfile.mkdtemp(prefix="tui-hpo-trial-"))
@@ -77,6 +82,9 @@ def train(params: dict[str, Any], sweep: dict[str, Any], artifacts: str, device:
         # stopped by Tune (its scheduler, the user, the sweep's stop).
         last = m.epoch == cfg.epochs - 1 or (early_stop is not None and m.epoch - best >= early_stop.patience)
         (work / OWNER).write_text(json.dumps({"trial": trial_id}))
+        if last:  # before the report: a scheduler at its max_t stops the trial as soon as it hears it
+            _package(config, cfg, data, folds[0][0], decode_size, resume, Path(artifacts), trial_id, study,
+                     history[best], value, params)
         report = {**m.to_dict(), "epoch": m.epoch, "objective": value, "final": last, "class_f1": list(m.class_f1),
                   "device": device}
         if adopted:
@@ -86,7 +94,31 @@ def train(params: dict[str, Any], sweep: dict[str, Any], artifacts: str, device:
         tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(work)))
 
     try:
-        fit(cfg, data, folds[0], Runtime.from_resources(config.resources, device), on_epoch, lambda: False,
-            early_stop, resume)
+        fit(cfg, data, folds[0], Runtime.from_resources(config.resources, device), on_epoch, lambda: False, early_stop,
+            resume)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _package(config: SweepConfig, cfg: Any, data: Any, train_idx: Any, decode_size: int, resume: ResumeFile,
+             artifacts: Path, ray_trial: str, study: str, best: EpochMetrics, value: float,
+             params: dict[str, Any]) -> None:
+    """The finished run's model as a package (the weights `fit` just saved: its best epoch's with
+    early stopping), left in the study's folder for the recorder, which keeps it if it ranks among
+    the best. Skipped without the study's folder here (a cluster node) or with no checkpoint kept."""
+    number = number_file(artifacts, ray_trial)
+    if not config.checkpoints.keep or not number.is_file():
+        return
+    import torch
+
+    state = torch.load(resume.path, map_location="cpu", weights_only=False)
+    model = build_model(cfg, data.num_classes)
+    model.load_state_dict(state["best_state"] or state["model"])
+    trial = int(number.read_text())
+    mean, std = data.mean_std(cfg.image_size, train_idx)
+    metrics = best.to_dict()
+    meta = package_meta(train=cfg.model_dump(mode="json"), data=config.data.model_dump(mode="json"),
+                        classes=data.scan.classes, image_size=cfg.image_size, decode_size=decode_size, mean=mean,
+                        std=std, metrics=metrics, fold_metrics=metrics, study=study, trial=trial, value=value,
+                        maximize=config.objective.directions()[0] == "maximize", params=params, fold=0)
+    write_atomic(package_file(artifacts, trial), package_bytes(model, meta))
