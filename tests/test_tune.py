@@ -111,6 +111,29 @@ def test_pbt_clones_and_mutates_and_the_storage_shows_the_lineage(tmp_path: Path
             last = changes[-1][1]
             assert trial.params["lr"] == pytest.approx(last) or not 1e-4 <= last <= 3e-2
         assert sorted(trial.intermediate_values) == list(range(6)), "an epoch per report, cloned ones included"
+    asyncio.run(lineage_in_the_trial_detail(tmp_path, evolved[0]))
+
+
+async def lineage_in_the_trial_detail(workdir: Path, trial: optuna.trial.FrozenTrial) -> None:
+    """The trial screen says what PBT did to a trial: whose weights, after which epoch, what changed."""
+    from textual.widgets import Static
+
+    from tests.test_tui import text_of, wait_for
+    from tui_hpo.app import make_app
+    from tui_hpo.screens.trial import TrialScreen
+    from tui_hpo.widgets.trial_table import TrialTable
+
+    app = make_app(workdir=workdir)
+    async with app.run_test(size=(160, 40)) as pilot:
+        table = app.screen.query_one(TrialTable)
+        await wait_for(pilot, lambda: table.row_count == 4)
+        table.select_number(trial.number)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, TrialScreen) and "PBT after epoch" in text_of(
+            app.screen.query_one("#trial-header", Static)))
+        header = text_of(app.screen.query_one("#trial-header", Static))
+        first = trial.user_attrs["pbt"][0]
+        assert f"PBT after epoch {first['epoch']}: trial {first['cloned']}'s weights" in header, header
 
 
 def test_a_killed_engine_resumes_with_exact_counts_and_the_tui_shows_ray_trials_live(tmp_path: Path) -> None:

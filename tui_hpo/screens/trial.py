@@ -38,7 +38,7 @@ from tui_hpo.widgets.log_tail import clean, trial_log
 
 # Written by the worker: F1 per class and early stopping when a trial finishes; for a program's
 # trial its log file and command line when it starts, its exit code and final metrics when it ends.
-DETAIL_ATTRS = ("class_f1", "stopped_early", "log", "command", "exit_code", "metrics")
+DETAIL_ATTRS = ("class_f1", "stopped_early", "log", "command", "exit_code", "metrics", "pbt", "resumed_from_epoch")
 METRICS = ("train_loss", "val_loss", "val_accuracy", "val_f1", "lr", "samples_per_s", "peak_mem_mb", "seconds")
 CURVES = (("val_f1", "green"), ("val_accuracy", "cyan"), ("val_loss", "red"), ("train_loss", "orange"))
 COLORS = ("green", "cyan", "red", "orange", "magenta", "blue", "yellow", "gray")
@@ -157,6 +157,14 @@ class TrialScreen(WorkerScreen):
                         f"{stopped['best_epoch']}", style="cyan")
         if row.retry_of is not None:
             text.append(f"\n a rerun of trial {row.retry_of}, whose worker died or was interrupted", style="cyan")
+        resumed = message.attrs.get("resumed_from_epoch")
+        if isinstance(resumed, int):
+            text.append(f"\n went on from its checkpoint after epoch {resumed}", style="cyan")
+        for step in message.attrs.get("pbt") or []:  # the Ray tier's population-based training
+            changes = ", ".join(f"{key} {number(old)} -> {number(new)}" for key, (old, new) in step["mutated"].items())
+            source = f"trial {step['cloned']}" if step.get("cloned") is not None else "another trial"
+            text.append(f"\n PBT after epoch {step['epoch']}: {source}'s weights, {changes or 'no change'}",
+                        style="magenta")
         if row.fail_reason:
             text.append(f"\n failed: {_reason(row.fail_reason, message.log_path is not None)}", style="bold red")
         header.update(text)
