@@ -88,6 +88,9 @@ class TuneEngine(Engine):
         ray_log.setLevel(logging.WARNING)
         ray_log.propagate = False
         ray_log.handlers = list(logging.getLogger("tui_hpo").handlers)
+        # Tune's result grid looks for per-trial result files, which are not written (the study
+        # has every result): its warning about them says nothing.
+        logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         dashboard = getattr(info, "dashboard_url", None)
         self.store.add_event(self.study.study_id, EventKind.SWEEP, f"Ray Tune {ray.__version__} on {where}, "
