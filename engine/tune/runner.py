@@ -164,17 +164,16 @@ class TuneEngine(Engine):
             mode = "max" if self.config.objective.directions()[0] == "maximize" else "min"
             link, round_ = StudyLink(self.url, self.study_name), Round()
             classes = list(getattr(self, "classes", []))
-            searcher = StudySearcher(link, round_, metric, mode, self.study.folder.resolve())
             # PBT's population is the budget, all alive at once (Ray shares the CPUs and GPUs among
             # them); the other schedulers run `parallel` trials at a time.
+            searcher = StudySearcher(link, round_, metric, mode, self.study.folder.resolve(),
+                                     limit=None if self._evolves() else res.parallel or 1)
             search = StudySearch(searcher) if self._evolves() else searcher
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
                     metric=metric, mode=mode, search_alg=search,
-                    scheduler=build(self.config), num_samples=-1,
-                    max_concurrent_trials=None if self._evolves() else res.parallel or 1,
-                    reuse_actors=True),
+                    scheduler=build(self.config), num_samples=-1, reuse_actors=True),
                 run_config=tune.RunConfig(
                     name=name, storage_path=str(self._ray_dir()), verbose=0,
                     callbacks=[Recorder(link, round_, metric, classes, self.study.folder.resolve())],

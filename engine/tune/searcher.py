@@ -80,11 +80,17 @@ class StudyLink:
 
 class StudySearcher(Searcher):
     """Tune's `search_alg`: `suggest` asks the study for a trial, or says wait (None: the sweep is
-    paused, or its budget is taken by running trials) or done (`FINISHED`)."""
+    paused, `limit` trials are alive, or the budget is taken by running trials) or done (`FINISHED`).
 
-    def __init__(self, link: StudyLink, round_: Round, metric: str, mode: str, folder: Path) -> None:
+    The limit on trials at once is kept here, from Tune's own list of live trials (`Round.live`),
+    not by Tune's ConcurrencyLimiter: that one saves its set of live trials in a file of its own,
+    written after the experiment's state, and an engine killed between the two writes left a
+    restored experiment whose limiter counted a finished trial as live forever (a hung resume)."""
+
+    def __init__(self, link: StudyLink, round_: Round, metric: str, mode: str, folder: Path,
+                 limit: int | None = None) -> None:
         super().__init__(metric=metric, mode=mode)
-        self.link, self.round, self.folder = link, round_, folder
+        self.link, self.round, self.folder, self.limit = link, round_, folder, limit
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any],
                               **spec: Any) -> bool:
@@ -97,7 +103,7 @@ class StudySearcher(Searcher):
         if state not in (SweepState.RUNNING, SweepState.PAUSED) or \
                 (row is not None and row.deadline is not None and time.time() >= row.deadline):
             return Searcher.FINISHED
-        if state == SweepState.PAUSED:
+        if state == SweepState.PAUSED or (self.limit and self.round.live >= self.limit):
             return None
         if not link.store.claim(sid):
             # Every slot is taken. By running trials: wait, one may fail and free its slot. By
@@ -109,6 +115,7 @@ class StudySearcher(Searcher):
         params = suggest(trial, link.config.search_space, link.config.fixed())
         trial.set_user_attr(RAY_TRIAL, trial_id)
         self.round.trials[trial_id] = (trial._trial_id, trial.number)
+        self.round.live += 1  # counted again from Tune's trials at its next step
         numbered = number_file(self.folder, trial_id)
         numbered.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(numbered, str(trial.number).encode())
