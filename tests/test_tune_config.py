@@ -83,7 +83,7 @@ def test_the_trials_length_set_by_min_steps_moves_max_t_with_it() -> None:
 BAD = {
     "unknown_option": ({"scheduler": {"name": "pbt", "grace_period": 2}},
                        "scheduler.grace_period: unknown option of the pbt scheduler (its options: "
-                       "perturbation_interval, quantile_fraction, resample_probability, mutations)"),
+                       "perturbation_interval, quantile_fraction, resample_probability, mutations, synch)"),
     "option_of_another": ({"scheduler": {"name": "asha", "mutations": {}}}, "scheduler.mutations: unknown option "
                           "of the asha scheduler (its options: grace_period, reduction_factor, max_t, brackets)"),
     "fifo_has_none": ({"scheduler": {"name": "fifo", "max_t": 3}}, "scheduler.max_t: unknown option of the fifo "
@@ -207,11 +207,13 @@ def test_each_section_builds_its_ray_scheduler_with_its_options() -> None:
     assert isinstance(build(ray_config(scheduler={"name": "fifo"})), FIFOScheduler)
 
     pbt = build(ray_config(scheduler={"name": "pbt", "perturbation_interval": 3, "resample_probability": 0.5,
+                                      "synch": True,
                                       "mutations": {"lr": {"low": 1e-4, "high": 1e-2, "log": True},
                                                     "accum_steps": {"low": 1, "high": 4},
                                                     "optimizer": ["adamw", "sgd"]}}))
     assert isinstance(pbt, PopulationBasedTraining)
     assert (pbt._perturbation_interval, pbt._resample_probability, pbt._quantile_fraction) == (3, 0.5, 0.25)
+    assert pbt._synch, "the whole population waits at each perturbation"
     lr, accum = pbt._hyperparam_mutations["lr"], pbt._hyperparam_mutations["accum_steps"]
     assert isinstance(lr, Float) and (lr.lower, lr.upper) == (1e-4, 1e-2) and type(lr.sampler).__name__ == "_LogUniform"
     assert isinstance(accum, Integer) and (accum.lower, accum.upper) == (1, 5), "Ray's upper bound is exclusive"

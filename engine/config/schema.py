@@ -297,6 +297,11 @@ class PbtConfig(Section):
     # Parameter (of search_space) -> how it may change. None: every float parameter, in its own range
     # (check() fills it).
     mutations: dict[str, Mutation] | None = None
+    # True: the whole population waits at each perturbation, and the trials behind always clone
+    # the ones ahead as they stand then. False (Ray's default): each trial is judged when it gets
+    # there, against the others' last results, which wastes no time on waiting but may skip an
+    # exploit in a small population (the one ahead has not reached a perturbation yet).
+    synch: bool = False
 
 
 class Pb2Config(Section):

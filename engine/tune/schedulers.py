@@ -65,6 +65,7 @@ def build(config: SweepConfig) -> TrialScheduler:
         return PopulationBasedTraining(
             time_attr=TIME_ATTR, perturbation_interval=section.perturbation_interval,
             quantile_fraction=section.quantile_fraction, resample_probability=section.resample_probability,
+            synch=section.synch,
             hyperparam_mutations=mutations, custom_explore_fn=functools.partial(clip, bounds))
     if isinstance(section, Pb2Config):
         from ray.tune.schedulers.pb2 import PB2
