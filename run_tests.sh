@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/venv.sh
 ensure_venv "test,postgres,ray"
+# Where PYTHONDONTWRITEBYTECODE is set (our CI machine), each of the suite's hundreds of processes
+# would compile our modules from source again: compiled once here, they are read compiled.
+.venv/bin/python -m compileall -q engine tui_hpo >/dev/null
 
 # Debian tools the tests drive: tmux runs the real app in a real terminal; PostgreSQL serves the
 # several-machines tests (tests/pg.py starts a throwaway server). A tool may live off PATH in the

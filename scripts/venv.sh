@@ -11,10 +11,10 @@ ensure_venv() {
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "==> installing tui-hpo${extras:+[$extras]} into .venv (first time: about a minute)"
     local log=.venv/install.log
-    # --no-compile: byte-compiling every file of torch, Ray and the rest took 50 of the install's 136 s;
-    # Python compiles the modules a run imports when it first imports them (about 2 s).
-    if ! .venv/bin/python -m pip install --no-compile --disable-pip-version-check -e ".${extras:+[$extras]}" \
-        >"$log" 2>&1; then
+    # pip byte-compiles what it installs (50 s of a fresh install). Not skipped (--no-compile): where
+    # PYTHONDONTWRITEBYTECODE is set, as on our CI machine, nothing would be compiled later, and every
+    # process would compile all it imports from source, again and again.
+    if ! .venv/bin/python -m pip install --disable-pip-version-check -e ".${extras:+[$extras]}" >"$log" 2>&1; then
       tail -n 30 "$log" >&2
       echo "error: installing the project into .venv failed (full log: $log)" >&2
       exit 1

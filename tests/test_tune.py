@@ -1,17 +1,24 @@
-"""The Expert tier on a real local Ray (2 CPUs), two sweeps: one ASHA sweep watched live in the
-TUI, its engine killed mid-trial and resumed with exact counts; one PBT sweep whose trials clone
-and mutate. Every Ray trial lands in the same Optuna study as the Optuna tier's: each test reads it."""
+"""The Expert tier on real Ray (2 CPUs). One ASHA sweep on the local Ray tui-hpo starts, watched
+live in the TUI, its engine killed mid-trial and resumed with exact counts. Then a Ray cluster
+started as users start theirs (`ray start --head`), which two sweeps join by `ray.address`: a
+PBT sweep whose trials clone and mutate, and ASHA over a program's trials. Every Ray trial lands
+in the same Optuna study as the Optuna tier's: each test reads it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -33,9 +40,10 @@ BASE = {
 }
 
 
-def write_config(tmp_path: Path, name: str, epochs: int, n_trials: int, scheduler: dict, parallel: int = 2) -> Path:
+def write_config(tmp_path: Path, name: str, epochs: int, n_trials: int, scheduler: dict, parallel: int = 2,
+                 **more: Any) -> Path:
     config = {**BASE, "name": name, "train": {**BASE["train"], "epochs": epochs}, "scheduler": scheduler,
-              "budget": {"n_trials": n_trials}, "resources": {**BASE["resources"], "parallel": parallel}}
+              "budget": {"n_trials": n_trials}, "resources": {**BASE["resources"], "parallel": parallel}, **more}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -144,13 +152,31 @@ def test_asha_sweep_killed_mid_trial_resumes_exactly_and_reads_like_the_optuna_t
     assert summary.returncode == 0 and "asha" in summary.stdout
 
 
-def test_pbt_clones_and_mutates_and_the_storage_shows_the_lineage(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Ray cluster of one node, started with Ray's own CLI as users start theirs; its address."""
+    ray = str(Path(sys.executable).parent / "ray")
+    with socket.socket() as free:  # not Ray's 6379, which a cluster of the user's may hold
+        free.bind(("", 0))
+        port = free.getsockname()[1]
+    started = subprocess.run([ray, "start", "--head", "--port", str(port), "--num-cpus", "2", "--num-gpus", "0",
+                              "--include-dashboard", "false", "--disable-usage-stats"], capture_output=True,
+                             text=True, timeout=120, env={**environment(), "RAY_USAGE_STATS_ENABLED": "0"})
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield "auto"  # the cluster this machine is part of: the one `ray start` just started
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_pbt_on_a_cluster_clones_and_mutates_and_the_storage_shows_the_lineage(tmp_path: Path, cluster: str) -> None:
     # A population of two, synchronous: at each perturbation (epochs 2 and 4) the one behind
     # clones the one ahead, whatever the order the two get there in.
     config = write_config(tmp_path, "pbt", epochs=6, n_trials=2,
                           scheduler={"name": "pbt", "perturbation_interval": 2, "quantile_fraction": 0.5,
-                                     "synch": True})
-    sweep(config, tmp_path)
+                                     "synch": True}, ray={"address": cluster})
+    done = sweep(config, tmp_path)
+    assert f"on the Ray cluster at {cluster}" in done.stdout, "it joined the cluster, not a Ray of its own"
     trials = load(tmp_path, "pbt").trials
     assert len(trials) == 2 and all(t.state == States.COMPLETE for t in trials)
     evolved = [t for t in trials if t.user_attrs.get("pbt")]
@@ -196,3 +222,68 @@ async def lineage_in_the_trial_detail(workdir: Path, trial: optuna.trial.FrozenT
         header = text_of(app.screen.query_one("#trial-header", Static))
         first = trial.user_attrs["pbt"][0]
         assert f"PBT after epoch {first['epoch']}: trial {first['cloned']}'s weights" in header, header
+
+
+# A training program of the user's: a score per epoch, best at lr = 0.01; trial 2 diverges.
+PROGRAM = """
+import json, math, os, sys, time
+lr = float(os.environ["TUI_HPO_PARAM_LR"])
+out = os.environ["TUI_HPO_OUTPUT_DIR"]
+with open(os.path.join(out, "pids"), "a") as fh:
+    fh.write(f"{os.getpid()}\\n")
+if os.environ["TUI_HPO_TRIAL"] == "2":
+    print("loss is nan: diverged", file=sys.stderr)
+    sys.exit(3)
+quality = 1 - abs(math.log10(lr) + 2) / 3
+for epoch in range(6):
+    time.sleep(0.3)
+    print(json.dumps({"epoch": epoch, "score": quality * (epoch + 1) / 6, "loss": 1 - quality}), flush=True)
+"""
+
+
+def test_asha_on_a_cluster_stops_a_programs_trials_and_records_them_as_the_optuna_tier(tmp_path: Path,
+                                                                                      cluster: str) -> None:
+    """`objective.command` on Ray: the program's reports reach ASHA, which stops the trials behind;
+    the study holds the program's own metrics per step, its log, command line and exit code; a
+    program that fails is a failed trial with its stderr; no program outlives its trial."""
+    (tmp_path / "prog.py").write_text(PROGRAM.lstrip())
+    config = tmp_path / "program.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "program", "backend": "ray", "ray": {"address": cluster},
+        "objective": {"command": ["{python}", "prog.py"], "metric": "score", "direction": "maximize",
+                      "cwd": str(tmp_path)},
+        "search_space": {"lr": {"low": 1.0e-4, "high": 1.0, "log": True}},
+        "sampler": {"name": "random", "seed": 0}, "budget": {"n_trials": 6},
+        "scheduler": {"name": "asha", "max_t": 6, "grace_period": 1, "reduction_factor": 2},
+        "resources": {"parallel": 2, "cpus_per_trial": 1}}))
+    sweep(config, tmp_path / "runs")
+    study = load(tmp_path / "runs", "program")
+    trials = sorted(study.trials, key=lambda t: t.number)
+    states = [t.state for t in trials]
+    assert States.RUNNING not in states and len([t for t in trials if t.state != States.FAIL]) == 6, states
+    assert [t.number for t in trials if t.state == States.FAIL] == [2], "only the program that failed"
+    failed = trials[2]
+    assert "exit code 3" in failed.user_attrs["fail_reason"] and failed.user_attrs["exit_code"] == 3
+    assert "loss is nan: diverged" in failed.user_attrs["fail_reason"], "the end of its stderr"
+    stopped = [t for t in trials if t.state == States.PRUNED]
+    assert stopped and all(len(t.intermediate_values) < 6 for t in stopped), "ASHA stops the trials behind"
+    complete = [t for t in trials if t.state == States.COMPLETE]
+    assert complete
+    for trial in complete:
+        assert trial.value == pytest.approx(trial.intermediate_values[5]), "the last score it reported"
+        assert trial.user_attrs["exit_code"] == 0 and trial.user_attrs["metrics"]["loss"] >= 0
+        assert "prog.py" in trial.user_attrs["command"] and Path(trial.user_attrs["log"]).is_file()
+    with sqlite3.connect(tmp_path / "runs" / "hpo.db") as conn:
+        rows = conn.execute("SELECT metrics FROM hpo_epoch WHERE trial_id = ?", (complete[0]._trial_id,)).fetchall()
+    assert len(rows) == 6 and all("loss" in json.loads(m) for (m,) in rows), "the program's own metrics per step"
+    for trial in trials:
+        pids = (tmp_path / "runs" / "program" / "trials" / str(trial.number) / "pids").read_text().split()
+        assert pids and not any(Path(f"/proc/{pid}").exists() and _running(int(pid)) for pid in pids), \
+            f"trial {trial.number}'s program outlived it"
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False

@@ -35,6 +35,7 @@ SPACE = {
     "momentum": {"low": 0.8, "high": 0.99, "when": {"optimizer": "sgd"}},  # not in every trial
 }
 RAY = {"backend": "ray", "train": {"epochs": 6}, "search_space": SPACE}
+PROGRAM = {"command": ["{python}", "-c", "pass"], "metric": "acc", "direction": "maximize"}
 
 
 def ray_config(**sections: Any) -> SweepConfig:
@@ -54,6 +55,9 @@ def test_backend_ray_without_a_scheduler_gets_asha_with_every_default_filled() -
     assert ray_config(scheduler={"max_t": 4}).scheduler.max_t == 4, "a max_t of the user's stays"
     assert ray_config(scheduler={"grace_period": 2}).scheduler == AshaConfig(grace_period=2, max_t=6), \
         "a section without a name is asha's"
+    # A program's trials report at their own pace: max_t is the user's, nothing is filled in
+    assert ray_config(objective=PROGRAM, scheduler={"max_t": 20}).scheduler.max_t == 20
+    assert ray_config(objective=PROGRAM, scheduler={"name": "median"}).scheduler.name == "median"
 
 
 def test_pbt_and_pb2_change_the_float_parameters_every_trial_has_by_default() -> None:
@@ -122,8 +126,11 @@ BAD = {
                   "equal to 8"),
     "no_cpu": ({"resources": {"cpus_per_trial": 0}}, "resources.cpus_per_trial: input should be greater than 0"),
     "folds": ({"data": {"folds": 3}}, "data.folds: backend: ray trains one split per trial"),
-    "program": ({"objective": {"command": ["python", "train.py"], "metric": "acc", "direction": "maximize"}},
-                "objective.command: backend: ray trains the built-in models"),
+    "program_with_pbt": ({"objective": PROGRAM, "scheduler": {"name": "pbt"}},
+                         "scheduler.name: pbt hands one trial's model to another as they train, which a program of "
+                         "yours cannot do through tui-hpo: use asha, hyperband, median or fifo"),
+    "program_asha_without_max_t": ({"objective": PROGRAM}, "scheduler.max_t: asha needs the most reports a trial of "
+                                   "your program makes (its epochs, or steps): set scheduler.max_t"),
 }
 
 
@@ -283,3 +290,18 @@ def test_the_wizards_expert_tier_says_when_ray_is_missing(tmp_path: Path, monkey
 
     asyncio.run(scenario())
 
+
+
+def test_a_cluster_nobody_answers_at_is_one_line_at_once(tmp_path: Path) -> None:
+    """Ray itself retries an unreachable address for minutes, with warnings between the lines."""
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    sweep = builtin_sweep(tmp_path)
+    result = run_cli("run", "--config", str(sweep), "--backend", "ray", "--no-tui", "--workdir", str(tmp_path / "runs"),
+                     env={"TUI_HPO__RAY__ADDRESS": f"127.0.0.1:{port}"}, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [f"tui-hpo: error: ray.address: cannot join the Ray cluster at "
+                                          f"127.0.0.1:{port}: Connection refused"]

@@ -593,15 +593,21 @@ def _check_scheduler(config: SweepConfig) -> None:
             raise ConfigError("only used with backend: ray (the optuna backend stops trials early with `pruner:`)",
                               key="scheduler")
         return
-    if config.runs_command:
-        raise ConfigError("backend: ray trains the built-in models; a program of yours runs on backend: optuna",
-                          key="objective.command")
     if config.data.folds > 1:
         raise ConfigError("backend: ray trains one split per trial: set data.folds to 1, or use backend: optuna",
                           key="data.folds")
     if config.scheduler is None:
         config.scheduler = AshaConfig()
     scheduler = config.scheduler
+    if config.runs_command:
+        # A program's trials report at their own pace, and keep their own state (engine.tune.program)
+        if isinstance(scheduler, PbtConfig | Pb2Config):
+            raise ConfigError(f"{scheduler.name} hands one trial's model to another as they train, which a program "
+                              "of yours cannot do through tui-hpo: use asha, hyperband, median or fifo",
+                              key="scheduler.name")
+        if isinstance(scheduler, AshaConfig | HyperbandConfig) and scheduler.max_t is None:
+            raise ConfigError(f"{scheduler.name} needs the most reports a trial of your program makes (its epochs, "
+                              "or steps): set scheduler.max_t", key="scheduler.max_t")
     if isinstance(scheduler, AshaConfig | HyperbandConfig) and scheduler.max_t is None:
         scheduler.max_t = _trial_epochs(config)
     if isinstance(scheduler, AshaConfig) and scheduler.grace_period > (scheduler.max_t or 0):

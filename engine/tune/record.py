@@ -76,10 +76,18 @@ class Recorder(Callback):
             storage.set_trial_user_attr(trial_id, "resumed_from_epoch", int(result["resumed_from"]))
             self._event(EventKind.TRIAL, f"trial {number}: went on from epoch {int(result['resumed_from']) + 1}, "
                         "its last checkpoint", number)
+        for key, value in (result.get("attrs") or {}).items():  # a program's log, command line, exit code
+            storage.set_trial_user_attr(trial_id, key, value)
         epoch = int(result["epoch"])
-        metrics = {k: float(result[k]) for k in ("train_loss", "val_loss", "val_accuracy", "val_f1", "lr",
-                                                 "samples_per_s", "peak_mem_mb", "seconds") if k in result}
-        store.set_epoch(sid, trial_id, 0, epoch, metrics)
+        # A program's steps come as `rows` (each with whatever it names its metrics, the ones that
+        # changed since its last report); the built-in trainer's epoch has its known metrics.
+        rows = result.get("rows")
+        if rows is None:
+            rows = {epoch: {k: float(result[k]) for k in ("train_loss", "val_loss", "val_accuracy", "val_f1", "lr",
+                                                          "samples_per_s", "peak_mem_mb", "seconds") if k in result}}
+        for step, metrics in rows.items():
+            if metrics:
+                store.set_epoch(sid, trial_id, 0, int(step), metrics)
         value = result.get(self.metric)
         if value is not None:
             storage.set_trial_intermediate_value(trial_id, epoch, float(value))
@@ -141,17 +149,23 @@ class Recorder(Callback):
         storage.set_trial_user_attr(trial_id, "duration_s", round(seconds, 3))
         if "epoch" in last:
             storage.set_trial_user_attr(trial_id, "epochs", int(last["epoch"]) + 1)
-            storage.set_trial_user_attr(trial_id, "peak_mem_mb", round(float(last.get("peak_mem_mb", 0.0)), 1))
+        if "peak_mem_mb" in last:
+            storage.set_trial_user_attr(trial_id, "peak_mem_mb", round(float(last["peak_mem_mb"]), 1))
         if last.get("class_f1"):
             storage.set_trial_user_attr(trial_id, "class_f1", {
                 name: None if value != value else round(float(value), 4)  # NaN: the class was absent
                 for name, value in zip(self.classes, last["class_f1"], strict=False)})
         values: list[float] | None = None
         interrupted = False
-        if error is not None:
-            state, reason = States.FAIL, error
+        if error is not None or last.get("failed"):
+            state, reason = States.FAIL, error or str(last["failed"])
         elif last.get("final"):
             state, reason, values = States.COMPLETE, None, [float(last["objective"])]
+        elif self._at_max_t(last):
+            # A program's trial that made its scheduler's max_t reports: the scheduler ends it there
+            # as a finished trial, before the program's own end (the built-in trainer's last epoch
+            # is `final` in its report), so its value is the last it reported.
+            state, reason, values = States.COMPLETE, None, [float(last[self.metric])]
         elif store.sweep_state(sid) in STOPPING:
             state, reason, interrupted = States.FAIL, INTERRUPTED, True
         elif trial.trial_id in self.round.pruned_by_user:
@@ -175,6 +189,11 @@ class Recorder(Callback):
             self._worker(label, WorkerState.IDLE, None)
         if state == States.FAIL and not interrupted:
             self._stop_after_failures()
+
+    def _at_max_t(self, last: dict[str, Any]) -> bool:
+        scheduler = self.link.config.scheduler
+        max_t = getattr(scheduler, "max_t", None)
+        return max_t is not None and int(last.get("training_iteration", 0)) >= max_t and self.metric in last
 
     def _keep_package(self, number: int, values: list[float] | None) -> None:
         """A finished trial's model (its trainable left the package) kept among the study's best

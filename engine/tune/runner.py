@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -34,9 +35,10 @@ STOPPED_STATES = (SweepState.STOPPING, SweepState.STOPPED)
 JOIN_S = 30.0
 # Ray's own settings for a driver that is not a notebook: no progress tables on stdout, no
 # CSV/JSON/TensorBoard files per trial (the study has it all), and the experiment state saved
-# often, so a killed engine loses at most a second of Tune's bookkeeping.
+# often, so a killed engine loses at most a second of Tune's bookkeeping. A program's reports
+# need not all carry the objective's metric (Tune's strict check fails the trial on the first).
 RAY_ENV = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_AIR_NEW_OUTPUT": "0",
-"RAY_DEDUP_LOGS": "0", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_DEDUP_LOGS": "0", "RAY_USAGE_STATS_ENABLED": "0", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
            "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 
 
@@ -64,7 +66,10 @@ class TuneEngine(Engine):
     def _start_ray(self) -> None:
         import ray
 
-        res, address = self.config.resources, self.config.ray.address
+        # RAY_ADDRESS is where Ray's own tools look for a cluster; without either, a Ray of our own
+        # ("local": not one a `ray start` on this machine left running, which Ray would join)
+        res = self.config.resources
+        address = self.config.ray.address or os.environ.get("RAY_ADDRESS") or None
         env = {"OMP_NUM_THREADS": str(self._threads()), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         if self.platform != "cuda":
             env["CUDA_VISIBLE_DEVICES"] = ""
@@ -74,12 +79,19 @@ class TuneEngine(Engine):
             # The cluster's workers get this checkout's engine package; the data path must be
             # readable there (a shared file system), the study is written here only.
             runtime_env: dict[str, Any] = {"env_vars": env, "py_modules": [str(Path(engine.__file__).parent)]}
-            info = ray.init(address=address, runtime_env=runtime_env, log_to_driver=False,
-                            configure_logging=False)
+            unreachable = _unreachable(address)
+            if unreachable:
+                raise ConfigError(f"cannot join the Ray cluster at {address}: {unreachable}", key="ray.address")
+            try:
+                info = ray.init(address=address, runtime_env=runtime_env, log_to_driver=False,
+                                configure_logging=False)
+            except (ConnectionError, ValueError, RuntimeError) as exc:  # no cluster there, or not one Ray reads
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+                raise ConfigError(f"cannot join the Ray cluster at {address}: {first}", key="ray.address") from None
         else:
             gpus = len(self.info.gpus) if self.platform == "cuda" else 0
             cpus = max(usable_cores(), int((res.parallel or 1) * (res.cpus_per_trial or 1)))
-            info = ray.init(num_cpus=cpus, num_gpus=gpus, include_dashboard=self.config.ray.dashboard,
+            info = ray.init(address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=self.config.ray.dashboard,
                             runtime_env={"env_vars": env}, log_to_driver=False, configure_logging=False)
             self.started_ray = True
         # Ray's warnings and errors go to engine.log, not between the sweep's lines on the console
@@ -140,6 +152,7 @@ class TuneEngine(Engine):
     def _fit(self, restore: Path | None) -> None:
         from ray import tune
 
+        from engine.tune.program import run_program
         from engine.tune.record import Recorder, SweepStopper
         from engine.tune.schedulers import build
         from engine.tune.searcher import Round, StudyLink, StudySearch, StudySearcher
@@ -148,11 +161,17 @@ class TuneEngine(Engine):
         res = self.config.resources
         gpus = float(res.gpus_per_trial or (1 if self.platform == "cuda" else 0))
         device = "cuda:0" if gpus else ("mps" if self.platform == "mps" else "cpu")
-        trainable = tune.with_resources(
-            tune.with_parameters(train, sweep=self.config.to_dict(), study=self.study_name,
-                                 artifacts=str(self.study.folder.resolve()),
-                                 device=device, threads=self._threads()),
-            {"cpu": float(res.cpus_per_trial or 1), "gpu": gpus})
+        artifacts = str(self.study.folder.resolve())
+        if self.config.runs_command:
+            # Run where the engine was started (a Ray worker's own folder is Ray's session's)
+            sweep = self.config.to_dict()
+            sweep["objective"]["cwd"] = str(Path(self.config.objective.cwd or ".").resolve())
+            run = tune.with_parameters(run_program, sweep=sweep, study=self.study_name, artifacts=artifacts,
+                                       device=device)
+        else:
+            run = tune.with_parameters(train, sweep=self.config.to_dict(), study=self.study_name,
+                                       artifacts=artifacts, device=device, threads=self._threads())
+        trainable = tune.with_resources(run, {"cpu": float(res.cpus_per_trial or 1), "gpu": gpus})
         if restore is not None:
             tuner = tune.Tuner.restore(str(restore), trainable, resume_unfinished=True, resume_errored=False)
             self.store.add_event(self.study.study_id, EventKind.SWEEP, f"Ray Tune experiment {restore.name} restored: "
@@ -242,3 +261,16 @@ class TuneEngine(Engine):
         if hasattr(self, "study"):
             self._settle_orphans()
             self.store.update_sweep(self.study.study_id, claimed=self.store.finished_count(self.study.study_id))
+
+
+def _unreachable(address: str) -> str | None:
+    """Why nothing answers at a cluster's HOST:PORT (or ray://HOST:PORT), found in seconds where
+    Ray retries for minutes; None when something does (`auto` is Ray's to find)."""
+    if address == "auto":
+        return None
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
