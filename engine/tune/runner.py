@@ -70,7 +70,11 @@ class TuneEngine(Engine):
         # ("local": not one a `ray start` on this machine left running, which Ray would join)
         res = self.config.resources
         address = self.config.ray.address or os.environ.get("RAY_ADDRESS") or None
-        env = {"OMP_NUM_THREADS": str(self._threads()), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        # A Ray worker takes its next trial once the last one's thread has ended; Tune waits 2 s for
+        # that by default, then starts a new worker process (torch and timm imported again: seconds,
+        # and more on a loaded machine, where a thread can take longer to end).
+        env = {"OMP_NUM_THREADS": str(self._threads()), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+               "TUNE_FUNCTION_THREAD_TIMEOUT_S": "30"}
         if self.platform != "cuda":
             env["CUDA_VISIBLE_DEVICES"] = ""
         if address:
