@@ -155,6 +155,19 @@ def stop(server: Server) -> None:
         shutil.rmtree(server.root, ignore_errors=True)
 
 
+def start_for_test() -> Server:
+    """A server for a test. Missing PostgreSQL skips the test, except under CI=true, where
+    run_tests.sh was to install it: there it is a failure, as for tmux."""
+    import pytest
+
+    try:
+        return start()
+    except Unavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is needed under CI=true: {exc}")
+        pytest.skip(f"PostgreSQL is not available: {exc}")
+
+
 @contextmanager
 def running() -> Iterator[Server]:
     server = start()

@@ -248,12 +248,7 @@ def test_asha_on_a_cluster_with_postgresql_stops_a_programs_trials_and_records_t
     from engine.storage import Store
     from tests import pg
 
-    try:
-        server = pg.start()
-    except pg.Unavailable as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is needed under CI=true: {exc}")
-        pytest.skip(f"PostgreSQL is not available: {exc}")
+    server = pg.start_for_test()
     try:
         (tmp_path / "prog.py").write_text(PROGRAM.lstrip())
         config = tmp_path / "program.yaml"
