@@ -89,6 +89,13 @@ def _result(config: SweepConfig, name: Path, files: cmd_argv.TrialFiles, started
     return read_result(path)
 
 
+def missing_metric(config: SweepConfig, metric: str, final: dict[str, float]) -> str:
+    """Why a program's trial has no value: the metric it never reported, and the names it did."""
+    seen = ", ".join(sorted(final)[:12]) or "nothing"
+    where = "its results file" if config.objective.result_file else "a JSON line on stdout or the metrics file"
+    return f"the program did not report '{metric}' ({where}); it reported: {seen}"
+
+
 def run_once(config: SweepConfig, params: dict[str, Any], folder: Path, study: str, number: int) -> dict[str, Any]:
     """The program run once outside a sweep (`tui-hpo repeat`): {"final": metrics, "seconds": s},
     as the built-in trainer's `train_once` returns them."""
@@ -199,9 +206,7 @@ class CommandTrials:
         """The program never reported the objective's metric. If no trial of the study ever did,
         the name is wrong rather than this run unlucky: the sweep stops at once, saying which
         names the program did report."""
-        seen = ", ".join(sorted(final)[:12]) or "nothing"
-        where = "its results file" if self.config.objective.result_file else "a JSON line on stdout or the metrics file"
-        message = f"the program did not report '{metric}' ({where}); it reported: {seen}"
+        message = missing_metric(self.config, metric, final)
         if not self.store.state_counts(self.study_id).get("COMPLETE"):
             self.store.stop_sweep(self.study_id, SweepState.STOPPED)
             self.worker.event(EventKind.SWEEP, f"stopped: trial {trial.number} {message}. Check objective.metric",

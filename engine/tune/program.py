@@ -20,7 +20,7 @@ from engine.command import argv as cmd_argv
 from engine.command import process
 from engine.command.metrics import Reports
 from engine.config import SweepConfig
-from engine.sweep.command_trials import MAX_METRIC_ATTRS, ProgramFailed, finish, prepare
+from engine.sweep.command_trials import MAX_METRIC_ATTRS, ProgramFailed, finish, missing_metric, prepare
 from engine.tune.files import number_file
 
 
@@ -60,9 +60,7 @@ def run_program(params: dict[str, Any], sweep: dict[str, Any], study: str, artif
     attrs["metrics"] = {k: round(v, 6) for k, v in list(final.items())[:MAX_METRIC_ATTRS]}
     value = final.get(metric, outcome.seconds if metric == "train_time" else None)
     if value is None:
-        where = "its results file" if config.objective.result_file else "a JSON line on stdout or the metrics file"
-        seen = ", ".join(sorted(final)[:12]) or "nothing"
-        relay.end({"failed": f"the program did not report '{metric}' ({where}); it reported: {seen}"}, attrs)
+        relay.end({"failed": missing_metric(config, metric, final)}, attrs)
         return
     relay.end({"objective": value, "final": True}, attrs)
 

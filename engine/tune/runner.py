@@ -270,9 +270,9 @@ class TuneEngine(Engine):
 def _unreachable(address: str) -> str | None:
     """Why nothing answers at a cluster's HOST:PORT (or ray://HOST:PORT), found in seconds where
     Ray retries for minutes; None when something does (`auto` is Ray's to find)."""
-    if address == "auto":
-        return None
     host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():  # auto, or a RAY_ADDRESS of another form: Ray's to read
+        return None
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as exc:
