@@ -99,10 +99,12 @@ def recover_dead_trials(url: str, study_name: str, store: Store, study_id: int, 
             dead = not pid_alive(int(pid))
         else:  # another machine's worker: only its heartbeat can tell
             dead, reason = trial.number in stale, HEARTBEAT_LOST
-        if dead and worker_host == host:
-            kill_program(trial)
-        if dead and fail_and_requeue(study, store, study_id, trial, reason, max_retries, counts=not stopped):
+        if not dead:
+            continue
+        if fail_and_requeue(study, store, study_id, trial, reason, max_retries, counts=not stopped):
             recovered += 1
+        if worker_host == host:  # after the record: a Ctrl-C that comes once the program is gone loses nothing
+            kill_program(trial)
     return recovered
 
 
