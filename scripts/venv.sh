@@ -12,15 +12,18 @@ ensure_venv() {
     echo "==> installing tui-hpo${extras:+[$extras]} into .venv (first time: about a minute)"
     local log=.venv/install.log
     # Byte-compiled after pip, on every core (pip compiles on one: 50 of a fresh install's 136 s,
-    # against 34 s here). Compiled it must be: where PYTHONDONTWRITEBYTECODE is set, as on our CI
-    # machine, nothing is compiled later, and every process would compile all it imports, again.
+    # against 34 s here), where PYTHONDONTWRITEBYTECODE is set: nothing is compiled later there,
+    # and every process would compile all it imports, again. Elsewhere Python writes the bytecode
+    # of what is imported, as it is first imported.
     if ! .venv/bin/python -m pip install --no-compile --disable-pip-version-check -e ".${extras:+[$extras]}" \
         >"$log" 2>&1; then
       tail -n 30 "$log" >&2
       echo "error: installing the project into .venv failed (full log: $log)" >&2
       exit 1
     fi
-    .venv/bin/python -m compileall -q -j 0 .venv/lib/python*/site-packages >/dev/null 2>&1 || true
+    if [ -n "${PYTHONDONTWRITEBYTECODE:-}" ]; then
+      .venv/bin/python -m compileall -q -j 0 .venv/lib/python*/site-packages >/dev/null 2>&1 || true
+    fi
     touch "$stamp"
   fi
 }

@@ -19,11 +19,15 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist two tests run at once, each starting engines and workers whose torch
-    threads together outnumber the cores. OpenMP threads that spin while they wait would then
-    steal each other's time many times over; passive ones sleep, so sharing the cores costs little."""
+    """Under pytest-xdist several tests run at once, each starting engines and workers. One torch
+    thread per training process: with a thread per core each, they outnumber the cores several
+    times over, and every parallel operator then waits for its threads' turns (four sweeps at once
+    on two cores: 32 s with one thread each, 48 s with two). OpenMP threads that spin while they
+    wait would steal each other's time; passive ones sleep."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # this process's own torch (tests that train in-process)
+        os.environ.setdefault("TUI_HPO__RESOURCES__THREADS_PER_WORKER", "1")  # what its commands start
     else:  # one user cache (models already checked) for this run's tests, not the user's own
         cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
         fonts = Path(os.environ.get("MPLCONFIGDIR") or cache / "matplotlib")  # kept: matplotlib's font list

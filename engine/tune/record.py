@@ -223,14 +223,16 @@ class Recorder(Callback):
 
 class SweepStopper(Stopper):
     """Stops what the sweep's controls say: one trial the user pruned (`x` in the TUI), or every
-    trial when the sweep is stopped (Ctrl-C, `tui-hpo stop`, the TUI)."""
+    trial when the sweep is stopped (Ctrl-C, `tui-hpo stop`, the TUI). And a trial at its last
+    epoch, before the scheduler hears of it: PBT would otherwise perturb a finished trial at its
+    last report, and Tune start it again from a checkpoint, with nothing left to train."""
 
     def __init__(self, link: StudyLink, round_: Round) -> None:
         self.link, self.round = link, round_
         self._read_at, self._stop = 0.0, False
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        if trial_id in self.round.dropped:
+        if trial_id in self.round.dropped or result.get("final"):
             return True
         ids = self.link.optuna_trial(trial_id, self.round)
         if ids is not None and self.link.store.take_command(self.link.study_id, "prune", ids[1]):
