@@ -80,8 +80,11 @@ def test_asha_sweep_killed_mid_trial_resumes_exactly_and_reads_like_the_optuna_t
 
     # One trial at a time (one Ray worker to start per run: the PBT sweep trains two at once).
     epochs, n_trials = 10, 4
+    # Epochs of half a second or so (1,000 images), so that Tune has saved a checkpoint of the
+    # trial in its experiment's state (about once a second) before the kill, five epochs in.
     config = write_config(tmp_path, "asha", epochs=epochs, n_trials=n_trials, parallel=1,
-                          scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2})
+                          scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2},
+                          data={"subset": 1000})
     proc = subprocess.Popen(command(config, tmp_path), cwd=ROOT, env=environment(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
@@ -128,7 +131,7 @@ def test_asha_sweep_killed_mid_trial_resumes_exactly_and_reads_like_the_optuna_t
         # state a second ago at most) and the trial has epochs left. The first trial always gets
         # there (ASHA stops none at a rung it reaches first), and the trials after it remain.
         deadline = time.time() + 240
-        wait(lambda: any(3 <= n < epochs for n in epochs_running()), "a trial a few epochs in")
+        wait(lambda: any(5 <= n < epochs - 1 for n in epochs_running()), "a trial a few epochs in")
         os.kill(proc.pid, signal.SIGKILL)  # the engine only: Ray's processes notice their driver is gone
         proc.wait(timeout=30)
         interrupted = {t.number for t in running()}
@@ -171,6 +174,7 @@ def test_asha_sweep_killed_mid_trial_resumes_exactly_and_reads_like_the_optuna_t
     events = (tmp_path / "asha" / "engine.log").read_text()
     assert events.count("stopped by the asha scheduler in epoch") == len(stopped)
     assert "Failed to fetch metrics" not in events, "Tune's warning about result files nobody writes"
+    assert "Failed to restore" not in events, "Tune's state, kept whole through the kill (engine.tune.state)"
     summary = invoke("summary", "--workdir", str(tmp_path), "--study", "asha")
     assert summary.returncode == 0 and "asha" in summary.stdout
 

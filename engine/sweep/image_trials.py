@@ -25,11 +25,12 @@ from engine.errors import DeviceProblem, Interrupted, TrialTimeout
 from engine.insights.gpu import gpu_usage
 from engine.storage.states import EventKind
 from engine.sweep import checkpoints, compile_policy
+from engine.sweep.worker import out_of_memory_note
 from engine.system import benchmarks
 from engine.system.monitor import hostname
 from engine.training import resume as resume_state
 from engine.training.devices import cuda_problem, device_name, set_threads
-from engine.training.fit import EarlyStop, EpochMetrics, Runtime, fit_within_memory
+from engine.training.fit import EarlyStop, EpochMetrics, Runtime, at_batch, fit_within_memory
 from engine.training.package import package_bytes, package_meta  # imports torch and timm once, not in a trial's timing
 from engine.training.tensors import ImageData, load
 
@@ -231,8 +232,7 @@ class ImageTrials:
         fitted = self.store.shape(self._shape_key(cfg)).get("fitted_batch")
         if not fitted or fitted >= cfg.batch_size:
             return cfg
-        factor = max(1, cfg.batch_size // int(fitted))
-        smaller = cfg.model_copy(update={"batch_size": int(fitted), "accum_steps": cfg.accum_steps * factor})
+        smaller = at_batch(cfg, int(fitted))
         self._event(EventKind.TRIAL_OOM, f"trial {trial.number}: starts at batch {smaller.batch_size} x "
                     f"{smaller.accum_steps} accumulation steps: batch {cfg.batch_size} ran out of memory here "
                     "before (same effective batch)", trial.number)
@@ -268,12 +268,10 @@ class ImageTrials:
         """Out of memory at `cfg`'s batch: recorded on the trial, and the epochs the failed attempt
         wrote for this fold are cleared, since the smaller batch starts the fold again."""
         self.store.clear_epochs(trial._trial_id, fold)
-        steps = [*trial.user_attrs.get("oom_retries", []),
-                 {"batch_size": smaller.batch_size, "accum_steps": smaller.accum_steps}]
-        trial.set_user_attr("oom_retries", steps)
-        self._event(EventKind.TRIAL_OOM, f"trial {trial.number}: out of memory at batch {cfg.batch_size}; again with "
-                    f"batch {smaller.batch_size} x {smaller.accum_steps} accumulation steps (same "
-                    f"effective batch)", trial.number, level="warning")
+        step = {"batch_size": smaller.batch_size, "accum_steps": smaller.accum_steps}
+        trial.set_user_attr("oom_retries", [*trial.user_attrs.get("oom_retries", []), step])
+        self._event(EventKind.TRIAL_OOM, out_of_memory_note(trial.number, cfg.batch_size, step), trial.number,
+                    level="warning")
 
     def _maybe_checkpoint(self, number: int, value: float, models: list[Any], params: dict[str, Any],
                           per_fold: list[EpochMetrics]) -> None:

@@ -250,6 +250,13 @@ def fmt_params(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
+def out_of_memory_note(number: int, batch: int, smaller: dict[str, int]) -> str:
+    """The event of a trial that ran out of memory at `batch` and goes on at `smaller` (an entry
+    of its `oom_retries` attribute: batch_size, accum_steps), in either tier."""
+    return (f"trial {number}: out of memory at batch {batch}; again with batch {smaller['batch_size']} x "
+            f"{smaller['accum_steps']} accumulation steps (same effective batch)")
+
+
 def run_worker(args: WorkerArgs) -> int:
     """Run trials until the sweep ends; the exit code (DISK_EXIT when the disk is full,
     DEVICE_EXIT when torch cannot use the device it was given)."""

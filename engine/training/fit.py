@@ -431,6 +431,13 @@ def fit(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray],
     return model, history
 
 
+def at_batch(cfg: TrainConfig, batch: int) -> TrainConfig:
+    """`cfg` at a smaller `batch`, with the gradient accumulation that keeps its effective batch:
+    the same experiment in less memory."""
+    factor = max(1, cfg.batch_size // batch)
+    return cfg.model_copy(update={"batch_size": batch, "accum_steps": cfg.accum_steps * factor})
+
+
 def fit_within_memory(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray, np.ndarray], runtime: Runtime,
                       on_epoch: Callable[[EpochMetrics], None], should_stop: Callable[[], bool],
                       on_step_down: Callable[[TrainConfig, TrainConfig], None],
@@ -447,7 +454,7 @@ def fit_within_memory(cfg: TrainConfig, data: ImageData, split: tuple[np.ndarray
         except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
             if cfg.batch_size < 2:
                 raise
-            smaller = cfg.model_copy(update={"batch_size": cfg.batch_size // 2, "accum_steps": cfg.accum_steps * 2})
+            smaller = at_batch(cfg, cfg.batch_size // 2)
             del exc  # its traceback holds the failed step's tensors
             gc.collect()
             if torch.cuda.is_available():

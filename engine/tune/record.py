@@ -19,13 +19,16 @@ from engine.config.space import train_key
 from engine.storage.states import EventKind, SweepState, WorkerState
 from engine.sweep import checkpoints
 from engine.sweep.recovery import INTERRUPTED, requeue
-from engine.sweep.worker import fmt_params, report_end
+from engine.sweep.worker import fmt_params, out_of_memory_note, report_end
 from engine.tune.files import package_file
 from engine.tune.searcher import Round, StudyLink
 
 log = logging.getLogger("tui_hpo.tune")
 States = optuna.trial.TrialState
 STOPPING = (SweepState.STOPPING, SweepState.STOPPED)
+# Ray's error for a restored trial whose checkpoint Tune had already replaced (and deleted) when
+# the engine was killed: its experiment state was saved before the newer checkpoints.
+CHECKPOINT_GONE = "does not exist on storage anymore"
 STATE_READ_S = 1.0  # how often the stopper reads the sweep's state: Tune asks on every loop step
 
 
@@ -76,6 +79,12 @@ class Recorder(Callback):
             storage.set_trial_user_attr(trial_id, "resumed_from_epoch", int(result["resumed_from"]))
             self._event(EventKind.TRIAL, f"trial {number}: went on from epoch {int(result['resumed_from']) + 1}, "
                         "its last checkpoint", number)
+        for step in result.get("oom") or []:  # it ran out of memory, and went on at a smaller batch
+            smaller = {"batch_size": int(step["batch_size"]), "accum_steps": int(step["accum_steps"])}
+            before = storage.get_trial(trial_id).user_attrs.get("oom_retries", [])
+            storage.set_trial_user_attr(trial_id, "oom_retries", [*before, smaller])
+            self._event(EventKind.TRIAL_OOM, out_of_memory_note(number, int(step["from"]), smaller), number,
+                        level="warning")
         for key, value in (result.get("attrs") or {}).items():  # a program's log, command line, exit code
             storage.set_trial_user_attr(trial_id, key, value)
         epoch = int(result["epoch"])
@@ -157,7 +166,9 @@ class Recorder(Callback):
                 for name, value in zip(self.classes, last["class_f1"], strict=False)})
         values: list[float] | None = None
         interrupted = False
-        if error is not None or last.get("failed"):
+        if error is not None and CHECKPOINT_GONE in error:  # not the trial's fault: it runs again
+            state, reason, interrupted = States.FAIL, f"{INTERRUPTED}: its checkpoint was gone after the restore", True
+        elif error is not None or last.get("failed"):
             state, reason = States.FAIL, error or str(last["failed"])
         elif last.get("final"):
             state, reason, values = States.COMPLETE, None, [float(last["objective"])]

@@ -149,10 +149,16 @@ class TuneEngine(Engine):
     def _newest_round(self) -> Path | None:
         from ray import tune
 
+        from engine.tune.state import repair
+
         rounds = sorted(self._ray_dir().glob(f"{ROUND}*"), key=lambda p: int(p.name[len(ROUND):]))
-        if rounds and tune.Tuner.can_restore(str(rounds[-1])):
-            return rounds[-1]
-        return None
+        if not rounds:
+            return None
+        repaired = repair(rounds[-1])
+        if repaired:
+            self.store.add_event(self.study.study_id, EventKind.SWEEP, f"Tune's state in {rounds[-1].name} was cut "
+                                 f"short by the engine's end ({', '.join(repaired)}): its last whole copy is restored")
+        return rounds[-1] if tune.Tuner.can_restore(str(rounds[-1])) else None
 
     def _ray_dir(self) -> Path:
         return (self.study.folder / EXPERIMENTS).resolve()
@@ -164,6 +170,7 @@ class TuneEngine(Engine):
         from engine.tune.record import Recorder, SweepStopper
         from engine.tune.schedulers import build
         from engine.tune.searcher import Round, StudyLink, StudySearch, StudySearcher
+        from engine.tune.state import StateKeeper
         from engine.tune.trainable import train
 
         res = self.config.resources
@@ -203,10 +210,13 @@ class TuneEngine(Engine):
                     scheduler=build(self.config), num_samples=-1, reuse_actors=True),
                 run_config=tune.RunConfig(
                     name=name, storage_path=str(self._ray_dir()), verbose=0,
-                    callbacks=[Recorder(link, round_, metric, classes, self.study.folder.resolve())],
+                    callbacks=[Recorder(link, round_, metric, classes, self.study.folder.resolve()),
+                               StateKeeper(self._ray_dir() / name)],
                     stop=SweepStopper(link, round_),
-                    # PBT clones any member's checkpoint of the last perturbation: all are kept
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=None if self._evolves() else 2),
+                    # PBT clones any member's checkpoint of the last perturbation: all are kept.
+                    # Otherwise three: the experiment's state, saved about once a second, may name
+                    # one a few epochs old when the engine is killed.
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=None if self._evolves() else 3),
                     failure_config=tune.FailureConfig(max_failures=0)))
         tuner.fit()
 

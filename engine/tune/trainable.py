@@ -20,7 +20,7 @@ from engine.artifacts import write_atomic
 from engine.config import SweepConfig
 from engine.sweep.image_trials import objective_value, sweep_data, trial_train_config
 from engine.training.devices import set_threads
-from engine.training.fit import EarlyStop, EpochMetrics, Runtime, fit
+from engine.training.fit import EarlyStop, EpochMetrics, Runtime, at_batch, fit_within_memory
 from engine.training.models import build_model
 from engine.training.package import package_bytes, package_meta
 from engine.training.resume import ResumeFile
@@ -45,7 +45,11 @@ def train(params: dict[str, Any], sweep: dict[str, Any], study: str, artifacts: 
     """Train one trial with `params` (training keys; Tune's config) and report each epoch:
     its metrics, `objective` (the value the study records if the trial ended here) and
     `class_f1`, with the run's state as the checkpoint. A trial that trains to its end leaves
-    its model's package for the recorder, which keeps it if it ranks among the best."""
+    its model's package for the recorder, which keeps it if it ranks among the best.
+
+    Out of memory, it trains again at half the batch with twice the gradient accumulation (the
+    same effective batch), as the Optuna tier's trials do: the next report says so (`oom`), and
+    the checkpoint carries the batch that fitted, so a restored or cloned run starts at it."""
     from ray import tune
 
     config = SweepConfig.model_validate(sweep)
@@ -61,8 +65,12 @@ def train(params: dict[str, Any], sweep: dict[str, Any], study: str, artifacts: 
         with checkpoint.as_directory() as saved:
             if (Path(saved) / STATE).is_file():
                 shutil.copyfile(Path(saved) / STATE, resume.path)
-                owner = json.loads((Path(saved) / OWNER).read_text()).get("trial")
+                about = json.loads((Path(saved) / OWNER).read_text())
+                owner = about.get("trial")
                 resume.adopt = owner != trial_id
+                fitted = int(about.get("batch_size") or cfg.batch_size)
+                if fitted < cfg.batch_size:  # the batch that fitted the device, not one that did not
+                    cfg = at_batch(cfg, fitted)
     adopted = [owner] if resume.adopt else []  # said in the first report after a PBT exploit
     metric = config.objective.metrics()[0]
     maximize = config.objective.directions()[0] == "maximize"
@@ -71,19 +79,23 @@ def train(params: dict[str, Any], sweep: dict[str, Any], study: str, artifacts: 
     early_stop = None if stopping is None else EarlyStop(watched, maximize and metric != "train_time",
                                                          stopping.patience, stopping.min_delta)
     history: list[EpochMetrics] = []
+    current = [cfg]  # the batch that fits, after any step down
+    steps_down: list[dict[str, int]] = []  # not yet reported
+    told = [-1]  # the last epoch Tune heard of: an attempt at a smaller batch trains those again
 
     def on_epoch(m: EpochMetrics) -> None:
         history.append(m)
-        if resume.resumed_from is not None and m.epoch < resume.resumed_from:
-            return  # reported before the checkpoint was taken
+        if m.epoch <= told[0] or (resume.resumed_from is not None and m.epoch < resume.resumed_from):
+            return  # reported before the checkpoint was taken, or before running out of memory
+        told[0] = m.epoch
         best = early_stop.best_epoch(history) if early_stop is not None else len(history) - 1
         value = objective_value(config, [history[best]], sum(h.seconds for h in history))[0]
         # The run's last epoch, as `fit` decides it: a trial whose last report is not final was
         # stopped by Tune (its scheduler, the user, the sweep's stop).
         last = m.epoch == cfg.epochs - 1 or (early_stop is not None and m.epoch - best >= early_stop.patience)
-        (work / OWNER).write_text(json.dumps({"trial": trial_id}))
+        (work / OWNER).write_text(json.dumps({"trial": trial_id, "batch_size": current[0].batch_size}))
         if last:  # before the report: a scheduler at its max_t stops the trial as soon as it hears it
-            _package(config, cfg, data, folds[0][0], decode_size, resume, Path(artifacts), trial_id, study,
+            _package(config, current[0], data, folds[0][0], decode_size, resume, Path(artifacts), trial_id, study,
                      history[best], value, params)
         report = {**m.to_dict(), "epoch": m.epoch, "objective": value, "final": last, "class_f1": list(m.class_f1),
                   "device": device}
@@ -91,11 +103,20 @@ def train(params: dict[str, Any], sweep: dict[str, Any], study: str, artifacts: 
             report["adopted"] = adopted.pop()
         elif resume.resumed_from and not resume.adopt and m.epoch == resume.resumed_from:
             report["resumed_from"] = resume.resumed_from  # its own checkpoint: a restored experiment
+        if steps_down:
+            report["oom"] = steps_down.copy()
+            steps_down.clear()
         tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(work)))
 
+    def on_step_down(old: Any, smaller: Any) -> None:
+        steps_down.append({"from": old.batch_size, "batch_size": smaller.batch_size,
+                           "accum_steps": smaller.accum_steps})
+        current[0] = smaller
+        history.clear()  # the smaller batch trains from the start (or the checkpoint) again
+
     try:
-        fit(cfg, data, folds[0], Runtime.from_resources(config.resources, device), on_epoch, lambda: False, early_stop,
-            resume)
+        fit_within_memory(cfg, data, folds[0], Runtime.from_resources(config.resources, device), on_epoch,
+                          lambda: False, on_step_down, early_stop, resume)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
