@@ -126,3 +126,21 @@ def csv_dataset(tmp_path: Path) -> Path:
     (tmp_path / "escape.png").write_bytes((images / "img0.png").read_bytes())
     (root / "train.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+def tight_memory(monkeypatch: pytest.MonkeyPatch, most: int = 32) -> list[tuple[int, int, int]]:
+    """Fault injection on the CPU, in this process: from the second epoch on, any training batch
+    above `most` images raises MemoryError (as a CUDA OOM would), so each attempt has trained its
+    first epoch before it fails. Returns the (batch, accumulation steps, epoch) of every epoch tried."""
+    from engine.training import fit
+
+    real, seen = fit.train_one_epoch, []
+
+    def train_one_epoch(loop, data, idx, cfg, epoch, *args, **kwargs):
+        seen.append((cfg.batch_size, cfg.accum_steps, epoch))
+        if cfg.batch_size > most and epoch >= 1:
+            raise MemoryError("injected: batch too large for this device")
+        return real(loop, data, idx, cfg, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(fit, "train_one_epoch", train_one_epoch)
+    return seen

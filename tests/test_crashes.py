@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.conftest import ROOT, invoke, run_cli
+from tests.conftest import ROOT, invoke, run_cli, tight_memory
 
 States = optuna.trial.TrialState
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
@@ -203,23 +203,13 @@ def test_out_of_memory_retries_with_half_the_batch(tmp_path: Path, monkeypatch: 
     from engine.sweep.engine import Engine, create_or_resume
     from engine.sweep.resolve import resolve_run
     from engine.sweep.worker import Worker
-    from engine.training import fit
 
     resolved = resolve_run(None, str(TINY), {"budget": {"n_trials": 2},
                                              "search_space": {"batch_size": {"choices": [128]}}})
     url = default_url(tmp_path)
     Engine(resolved, url, tmp_path, "tiny", reporter=None).prepare()  # the data's settings, as `run` sets them
     create_or_resume(resolved.config, url, "tiny", tmp_path)
-    real = fit.train_one_epoch
-    seen: list[tuple[int, int, int]] = []
-
-    def tight_memory(loop, data, idx, cfg, epoch, *args, **kwargs):
-        seen.append((cfg.batch_size, cfg.accum_steps, epoch))
-        if cfg.batch_size > 32 and epoch >= 1:
-            raise MemoryError("injected: batch too large for this device")
-        return real(loop, data, idx, cfg, epoch, *args, **kwargs)
-
-    monkeypatch.setattr(fit, "train_one_epoch", tight_memory)
+    seen = tight_memory(monkeypatch)
     Worker(url, "tiny", tmp_path, "cpu", 0, threading.Event()).run()
     study = load(tmp_path)
     assert [t.state for t in study.trials] == [States.COMPLETE, States.COMPLETE], \

@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 import pytest
 
-from tests.conftest import ROOT, invoke
+from tests.conftest import ROOT, invoke, tight_memory
 
 pytest.importorskip("ray.tune")
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
@@ -105,7 +105,6 @@ def test_a_ray_trial_out_of_memory_halves_its_batch_and_the_study_says_so(tmp_pa
     tier (tests/test_crashes.py) the trial goes on at half the batch with twice the gradient
     accumulation; Tune hears each epoch once; a run restored from its checkpoint starts at the
     batch that fitted."""
-    from engine.training import fit
     from engine.tune.record import Recorder
     from engine.tune.trainable import train
 
@@ -114,15 +113,7 @@ def test_a_ray_trial_out_of_memory_halves_its_batch_and_the_study_says_so(tmp_pa
     folder = searcher.folder
     params = searcher.suggest("ray-a")
     assert params is not None and params["batch_size"] == 128
-    real, seen = fit.train_one_epoch, []
-
-    def tight_memory(loop, data, idx, cfg, epoch, *args, **kwargs):
-        seen.append((cfg.batch_size, cfg.accum_steps, epoch))
-        if cfg.batch_size > 32 and epoch >= 1:
-            raise MemoryError("injected: batch too large for this device")
-        return real(loop, data, idx, cfg, epoch, *args, **kwargs)
-
-    monkeypatch.setattr(fit, "train_one_epoch", tight_memory)
+    seen = tight_memory(monkeypatch)
     sweep = link.config.to_dict()
     first = FakeTune("ray-a", tmp_path / "reports-1")
     first.install(monkeypatch)
