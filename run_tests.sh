@@ -40,13 +40,16 @@ need_tool() {
 need_tool tmux tmux
 need_tool initdb postgresql "/usr/lib/postgresql/*/bin"
 
+# What every test process imports, compiled once here (beside the linters) rather than by four
+# pytest workers at once
+.venv/bin/python -c "import timm, optuna, textual, pandas, sqlalchemy, plotext, ray.tune" >/dev/null 2>&1 &
+warm=$!
 echo "==> ruff"
 .venv/bin/ruff check engine tui_hpo tests benchmarks scripts
 echo "==> import contracts (the engine never imports textual; only engine.training imports torch; the TUI never imports it)"
 .venv/bin/lint-imports pyproject.toml
+wait "$warm" || true
 echo "==> pytest (after ${SECONDS} s)"
-# What every test process imports, compiled once here rather than by four pytest workers at once
-.venv/bin/python -c "import timm, optuna, textual, pandas, sqlalchemy, plotext, ray.tune" 2>/dev/null || true
 # Two workers more than the cores: the suite's processes wait on subprocesses, sockets, terminals
 # and the disk much of the time (68% of two cores busy with two workers; on two cores, four
 # workers took the suite from 853 s to 796 s against three, 2026-12-02).

@@ -161,12 +161,14 @@ def test_sigkill_again_and_again_loses_nothing(tmp_path: Path) -> None:
 
 def test_a_worker_killed_mid_trial_is_rerun_with_the_same_params(tmp_path: Path) -> None:
     workdir = tmp_path / "runs"
-    proc = start(workdir, n_trials=3, parallel=1, extra_env={"TUI_HPO__TRAIN__EPOCHS": "4"})
+    proc = start(workdir, n_trials=3, parallel=1, extra_env={"TUI_HPO__TRAIN__EPOCHS": "6"})
 
     def running_trial() -> tuple[int, str] | None:
+        """A trial in its first two epochs: several epochs to go, so it is still training when
+        its worker is killed a moment later."""
         try:
             for t in load(workdir).trials:
-                if t.state == States.RUNNING and "worker" in t.user_attrs:
+                if t.state == States.RUNNING and "worker" in t.user_attrs and len(t.intermediate_values) < 2:
                     return t.number, t.user_attrs["worker"]
         except Exception:  # the study is still being created
             return None
