@@ -236,6 +236,33 @@ def test_out_of_memory_retries_with_half_the_batch(tmp_path: Path, monkeypatch: 
     assert "went on with batch 32 x 4 accumulation steps" in summary.stdout
 
 
+def test_ctrl_c_during_a_database_write_does_not_wait_on_the_engine_s_own_lock(tmp_path: Path) -> None:
+    """A Ctrl-C can land while the engine is inside a write transaction (SQLite's write lock held,
+    here by another connection standing in for the interrupted code). The handler writes nothing:
+    a write there waits out the whole busy timeout, 60 s, on a lock only the code it interrupted
+    can release (seen in CI as an engine that ignored Ctrl-C for a minute). The supervising loop
+    records the stop once the lock is free."""
+    from engine.storage import Store, default_url
+    from engine.storage.states import SweepState
+    from engine.sweep.engine import Engine, create_or_resume
+    from engine.sweep.resolve import resolve_run
+
+    url = default_url(tmp_path)
+    engine = Engine(resolve_run(None, str(TINY), {}), url, tmp_path, "tiny", reporter=None)
+    engine.study = create_or_resume(engine.config, url, "tiny", tmp_path)
+    engine.store = Store(url)
+    lock = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    handler = threading.Thread(target=engine._on_signal, args=(signal.SIGINT, None), daemon=True)
+    handler.start()
+    handler.join(timeout=5)
+    assert not handler.is_alive(), "the signal handler waits on the database's write lock"
+    lock.execute("ROLLBACK")
+    assert engine.store.sweep_state(engine.study.study_id) == SweepState.RUNNING
+    engine._record_stop()
+    assert engine.store.sweep_state(engine.study.study_id) == SweepState.STOPPING
+
+
 def test_a_second_signal_stops_at_once_and_consistently(tmp_path: Path) -> None:
     """Workers that cannot stop (frozen with SIGSTOP, as a wedged CUDA call would leave them): the
     first signal (SIGTERM, as `kill` or systemd sends) asks them and would wait out the grace

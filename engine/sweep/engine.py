@@ -235,6 +235,7 @@ class Engine:
         self.respawns = 0
         self.retired: set[int] = set()  # worker slots that died and were not restarted
         self.interrupts = 0
+        self.stop_recorded = False
         self.last_event = 0
         self.packed: set[str] = set()  # GPUs (CUDA_VISIBLE_DEVICES ids) that take no more workers
         self.busy_at_add: dict[str, float] = {}
@@ -352,6 +353,8 @@ class Engine:
         for index in range(len(self.plan)):
             if index:
                 time.sleep(STAGGER_S)  # stagger starts: workers do not all decode data at once
+            if self.interrupts:  # Ctrl-C while the workers start: no more of them
+                return
             self.procs.append(self._spawn(index))
 
     def _spawn(self, slot: int) -> subprocess.Popen:
@@ -407,17 +410,25 @@ class Engine:
                                  f"{self.log_path}", level="error")
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
+        """Ctrl-C: the workers stop their trials; a second one kills them. No database write here:
+        the interrupted code may hold SQLite's write lock, and a write from the handler would wait
+        on it for the whole busy timeout. The supervising loop records the stop (`_record_stop`)."""
         self.interrupts += 1
         if self.interrupts == 1:
-            self.store.stop_sweep(self.study.study_id, SweepState.STOPPING)
             self.stop_requested = time.monotonic()
-            for proc in self.procs:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGINT)
+            self._stop_workers()
         else:
             for proc in self.procs:
                 if proc.poll() is None:
                     proc.kill()
+
+    def _record_stop(self) -> None:
+        """After the first Ctrl-C: the sweep reads STOPPING (for the TUI and other machines' workers),
+        and a worker started while the signal arrived is told too."""
+        if self.interrupts and not self.stop_recorded:
+            self.stop_recorded = True
+            self.store.stop_sweep(self.study.study_id, SweepState.STOPPING)
+            self._stop_workers()
 
     def _supervise(self) -> None:
         monitor.sample()  # the first CPU reading is always 0.0: discard it
@@ -430,6 +441,7 @@ class Engine:
         last_pack = last_recovery
         while True:
             tick = time.monotonic()
+            self._record_stop()
             self.store.add_sample(monitor.sample(self.workdir))
             self._drain_events(self.status(started))
             self._replace_dead_workers()
@@ -450,6 +462,7 @@ class Engine:
                 self.store.prune_samples(time.time() - SAMPLE_KEEP_S)
                 last_prune = tick
             self._wait_for_exit(tick + TICK_S)
+        self._record_stop()
         self._drain_events()
 
     @property
@@ -507,9 +520,9 @@ class Engine:
     def _wait_for_exit(self, until: float) -> None:
         """Sleep until `until` (monotonic), or until a worker exits: the last one's exit ends the
         sweep at once instead of at the next tick."""
-        running = [p for p in self.procs if p.poll() is None]
+        running, interrupts = [p for p in self.procs if p.poll() is None], self.interrupts
         while time.monotonic() < until:
-            if any(p.poll() is not None for p in running):
+            if any(p.poll() is not None for p in running) or self.interrupts != interrupts:
                 return
             time.sleep(min(EXIT_POLL_S, max(0.0, until - time.monotonic())))
 

@@ -251,6 +251,7 @@ class TuneEngine(Engine):
         started = time.time()
         while self.thread.is_alive():
             tick = time.monotonic()
+            self._record_stop()
             self.store.add_sample(monitor.sample(self.workdir))
             self._drain_events(self.status(started))
             self.thread.join(timeout=max(0.0, tick + 1.0 - time.monotonic()))
@@ -261,11 +262,10 @@ class TuneEngine(Engine):
             self.store.stop_sweep(self.study.study_id, SweepState.STOPPED)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
+        """The first Ctrl-C is recorded by the loop within a second (`_record_stop`: no database
+        write in a handler); Tune's stopper reads that state: running trials stop, none start."""
         self.interrupts += 1
-        if self.interrupts == 1:  # Tune's stopper reads the state: running trials stop, none start
-            self.store.stop_sweep(self.study.study_id, SweepState.STOPPING)
-            self.stop_requested = time.monotonic()
-        else:
+        if self.interrupts > 1:
             raise KeyboardInterrupt
 
     def _reap(self) -> None:
