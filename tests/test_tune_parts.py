@@ -36,9 +36,11 @@ class FakeTune:
                             if self.checkpoint else None)
         monkeypatch.setattr(tune, "report", self.report)
 
-    def report(self, metrics: dict[str, Any], checkpoint: Any) -> None:
-        saved = self.keep / f"{self.trial_id}-{len(self.reports)}"
-        shutil.copytree(checkpoint.path, saved)
+    def report(self, metrics: dict[str, Any], checkpoint: Any = None) -> None:
+        saved = None
+        if checkpoint is not None:
+            saved = self.keep / f"{self.trial_id}-{len(self.reports)}"
+            shutil.copytree(checkpoint.path, saved)
         self.reports.append({**metrics, "checkpoint": saved})
 
 
@@ -105,9 +107,11 @@ def test_a_ray_trial_out_of_memory_halves_its_batch_and_the_study_says_so(tmp_pa
     tier (tests/test_crashes.py) the trial goes on at half the batch with twice the gradient
     accumulation; Tune hears each epoch once; a run restored from its checkpoint starts at the
     batch that fitted."""
+    from engine.tune import trainable
     from engine.tune.record import Recorder
     from engine.tune.trainable import train
 
+    monkeypatch.setattr(trainable, "CHECKPOINT_EVERY_S", 0.0)  # every epoch's, as PBT has them
     url, link, round_, searcher = ray_sweep(tmp_path, {"budget": {"n_trials": 1}, "train": {"epochs": 3},
                                                        "search_space": {"batch_size": {"choices": [128]}}})
     folder = searcher.folder
@@ -154,3 +158,29 @@ def test_a_ray_trial_out_of_memory_halves_its_batch_and_the_study_says_so(tmp_pa
     train(params, sweep, "tiny", str(folder), "cpu", 1)
     assert [(r["epoch"], r.get("resumed_from"), r["final"]) for r in again.reports] == [(2, 2, True)]
     assert "oom" not in again.reports[0] and seen == [(32, 4, 2)]
+
+
+def test_every_epoch_checkpointed_only_where_the_scheduler_acts_on_it(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """PBT and PB2 clone the checkpoint of the epoch they act on, HyperBand pauses a trial there:
+    every report carries one. Under ASHA (and median, FIFO) a checkpoint is only what a restore
+    goes on from: the first epoch's, the last's, and one every CHECKPOINT_EVERY_S between, so
+    that the three Tune keeps span more than its experiment's state lags behind (with one every
+    epoch of a fraction of a second, a killed engine's state named a checkpoint already gone)."""
+    from engine.config import SweepConfig
+    from engine.tune.schedulers import checkpoints_every_epoch
+    from engine.tune.trainable import train
+
+    def every_epoch(scheduler: dict[str, Any] | None) -> bool:
+        return checkpoints_every_epoch(SweepConfig.model_validate({"backend": "ray", "scheduler": scheduler}))
+
+    assert every_epoch({"name": "pbt"}) and every_epoch({"name": "pb2"}) and every_epoch({"name": "hyperband"})
+    assert not every_epoch(None) and not every_epoch({"name": "asha"}) and not every_epoch({"name": "median"})
+    assert not every_epoch({"name": "fifo"})
+
+    _url, link, _round, searcher = ray_sweep(tmp_path, {"budget": {"n_trials": 1}, "train": {"epochs": 4},
+                                                        "data": {"subset": 400}})
+    tune = FakeTune("ray-a", tmp_path / "reports")
+    tune.install(monkeypatch)
+    train(searcher.suggest("ray-a"), link.config.to_dict(), "tiny", str(searcher.folder), "cpu", 1)
+    assert [r["checkpoint"] is not None for r in tune.reports] == [True, False, False, True]

@@ -28,6 +28,7 @@ from engine.sweep.recovery import INTERRUPTED, WORKER_DIED, fail_and_requeue
 from engine.system import monitor
 from engine.system.platform import usable_cores
 from engine.tune.files import EXPERIMENTS
+from engine.tune.schedulers import build, evolves, ray_missing, scheduler_name
 
 log = logging.getLogger("tui_hpo.tune")
 ROUND = "round-"
@@ -50,8 +51,6 @@ class TuneEngine(Engine):
     """Runs one sweep through Ray Tune (`backend: ray`)."""
 
     def _launch(self) -> None:
-        from engine.tune.schedulers import ray_missing
-
         missing = ray_missing()
         if missing:
             raise ConfigError(missing, key="backend")
@@ -114,7 +113,7 @@ class TuneEngine(Engine):
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         dashboard = getattr(info, "dashboard_url", None)
         self.store.add_event(self.study.study_id, EventKind.SWEEP, f"Ray Tune {ray.__version__} on {where}, "
-                             f"{self._scheduler_name()} scheduler, {self.config.resources.parallel or 1} trial(s) "
+                             f"{scheduler_name(self.config)} scheduler, {self.config.resources.parallel or 1} trial(s) "
                              f"at once" + (f"; Ray dashboard: http://{dashboard}" if dashboard else ""))
 
     def _threads(self) -> int:
@@ -122,10 +121,7 @@ class TuneEngine(Engine):
         return int(res.cpus_per_trial or res.threads_per_worker or max(1, usable_cores() // (res.parallel or 1)))
 
     def _evolves(self) -> bool:
-        return self._scheduler_name() in ("pbt", "pb2")
-
-    def _scheduler_name(self) -> str:
-        return self.config.scheduler.name if self.config.scheduler else "asha"
+        return evolves(self.config)
 
     # ------------------------------------------------------------ Tune's thread
 
@@ -168,7 +164,6 @@ class TuneEngine(Engine):
 
         from engine.tune.program import run_program
         from engine.tune.record import Recorder, SweepStopper
-        from engine.tune.schedulers import build
         from engine.tune.searcher import Round, StudyLink, StudySearch, StudySearcher
         from engine.tune.state import StateKeeper
         from engine.tune.trainable import train
@@ -214,8 +209,10 @@ class TuneEngine(Engine):
                                StateKeeper(self._ray_dir() / name)],
                     stop=SweepStopper(link, round_),
                     # PBT clones any member's checkpoint of the last perturbation: all are kept.
-                    # Otherwise three: the experiment's state, saved about once a second, may name
-                    # one a few epochs old when the engine is killed.
+                    # Otherwise three: the experiment's state, saved about once a second (slower
+                    # under load), may name one older than the newest when the engine is killed,
+                    # and checkpoints come at most every CHECKPOINT_EVERY_S (engine.tune.trainable)
+                    # so that the three span more than that.
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=None if self._evolves() else 3),
                     failure_config=tune.FailureConfig(max_failures=0)))
         tuner.fit()

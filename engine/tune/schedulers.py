@@ -38,6 +38,23 @@ def ray_missing() -> str | None:
     return None
 
 
+def scheduler_name(config: SweepConfig) -> str:
+    return config.scheduler.name if config.scheduler else "asha"
+
+
+def evolves(config: SweepConfig) -> bool:
+    """PBT and PB2: trials clone each other's checkpoints and mutate their parameters."""
+    return scheduler_name(config) in ("pbt", "pb2")
+
+
+def checkpoints_every_epoch(config: SweepConfig) -> bool:
+    """Whether a trial's every report carries a checkpoint: a scheduler that clones one (PBT, PB2)
+    or pauses a trial to go on later (HyperBand) acts on the epoch it just heard of. The others
+    need a checkpoint only to go on after a restore, and one every CHECKPOINT_EVERY_S will do
+    (engine.tune.trainable)."""
+    return evolves(config) or scheduler_name(config) == "hyperband"
+
+
 def build(config: SweepConfig) -> TrialScheduler:
     """The Ray scheduler `config.scheduler` describes (a validated config: its defaults filled)."""
     from ray.tune.schedulers import (

@@ -1,6 +1,11 @@
-"""A Ray Tune trial of the built-in trainer: one run of `fit` that reports every epoch to Tune with
-a checkpoint, so Tune's scheduler can stop it (ASHA, median), or pause it and start it again from
-its own or another trial's checkpoint with mutated hyperparameters (PBT, PB2).
+"""A Ray Tune trial of the built-in trainer: one run of `fit` that reports every epoch to Tune, so
+Tune's scheduler can stop it (ASHA, median), or pause it and start it again from its own or
+another trial's checkpoint with mutated hyperparameters (PBT, PB2; every report carries a
+checkpoint there). Under the other schedulers a checkpoint comes with the first and last epochs
+and at most every CHECKPOINT_EVERY_S between: enough to go on after a restore, without copying
+the model and optimizer every few hundred milliseconds on small data, or every epoch of a large
+model. Tune keeps three, so they span more than the experiment's state lags behind (a kill
+restores from the one that state names; it is gone when a newer three replaced it).
 
 It runs in a Ray worker process, possibly on another machine, and writes nothing to the study:
 the driver's recorder (`engine.tune.record`) turns each report into the study's records. The
@@ -11,8 +16,10 @@ ends as an uninterrupted one would.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +32,10 @@ from engine.training.models import build_model
 from engine.training.package import package_bytes, package_meta
 from engine.training.resume import ResumeFile
 from engine.tune.files import number_file, package_file
+from engine.tune.schedulers import checkpoints_every_epoch
 
 STATE = "state.pt"
+CHECKPOINT_EVERY_S = 30.0
 OWNER = "trial.json"  # which Ray trial saved the checkpoint: another's is adopted (PBT), not resumed
 # A Ray worker process runs trial after trial (`reuse_actors`): the decoded images stay loaded.
 _loaded: dict[str, Any] = {}
@@ -82,6 +91,8 @@ def train(params: dict[str, Any], sweep: dict[str, Any], study: str, artifacts: 
     current = [cfg]  # the batch that fits, after any step down
     steps_down: list[dict[str, int]] = []  # not yet reported
     told = [-1]  # the last epoch Tune heard of: an attempt at a smaller batch trains those again
+    every_epoch = checkpoints_every_epoch(config)
+    saved_at = [-math.inf]  # when the last checkpoint went with a report (monotonic)
 
     def on_epoch(m: EpochMetrics) -> None:
         history.append(m)
@@ -106,7 +117,10 @@ def train(params: dict[str, Any], sweep: dict[str, Any], study: str, artifacts: 
         if steps_down:
             report["oom"] = steps_down.copy()
             steps_down.clear()
-        tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(work)))
+        due = every_epoch or last or time.monotonic() - saved_at[0] >= CHECKPOINT_EVERY_S
+        if due:
+            saved_at[0] = time.monotonic()
+        tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(work)) if due else None)
 
     def on_step_down(old: Any, smaller: Any) -> None:
         steps_down.append({"from": old.batch_size, "batch_size": smaller.batch_size,
