@@ -78,6 +78,16 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
     return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
+def listed_models(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, names: list[str]) -> None:
+    """timm's model list, as a check that imported timm leaves it (engine.system.timm_names), in a
+    user cache of this test's own (the run's shared one holds the whole list): the wizard lists
+    these without importing timm."""
+    from engine.system import timm_names
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    timm_names.remember(names)
+
+
 @pytest.fixture
 def cli() -> Callable[..., subprocess.CompletedProcess]:
     return run_cli

@@ -105,6 +105,41 @@ def test_a_warm_start_never_imports_torch(tmp_path: Path) -> None:
     runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env,
                            timeout=120) for _ in range(2)]
     assert [r.stdout.strip() for r in runs] == ["True", "False"], [r.stderr[-2000:] for r in runs]
+    # The first check listed timm's models: a name timm does not know is told at once, too.
+    typo = (f"import sys; from engine.errors import ConfigError; from engine.sweep.resolve import resolve_run; "
+            f"from engine.sweep.model_cache import check_models_once\n"
+            f"typo = {{'train': {{'model': 'test_resnot'}}}}\n"
+            f"try: check_models_once(resolve_run(None, {str(TINY)!r}, typo).config)\n"
+            f"except ConfigError as exc: print(exc.key, exc.detail)\n"
+            f"print('torch' in sys.modules)")
+    told = subprocess.run([sys.executable, "-c", typo], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert told.stdout.splitlines() == ["train.model unknown timm model 'test_resnot' (similar: test_byobnet, "
+                                        "test_coatnet, test_convnext, test_convnext2, test_convnext3)", "False"], \
+        told.stdout + told.stderr[-2000:]
+
+
+def test_timm_s_model_list_is_kept_per_timm_version_and_hints_as_timm_does(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The list stands for the installed timm only (another version's may name other models), and
+    the names offered with an unknown one are those `timm.list_models('*word*')` gives."""
+    import json
+
+    import timm
+
+    from engine.system import timm_names
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert timm_names.known() is None
+    timm_names.remember(timm.list_models())
+    assert timm_names.known() == timm.list_models()
+    saved = tmp_path / "tui-hpo" / timm_names.CACHE_FILE
+    saved.write_text(json.dumps({**json.loads(saved.read_text()), "timm": "0.0.1"}))
+    assert timm_names.known() is None, "another timm's list"
+    for name in ("resnet_51", "vit_nano_patch3", "zzz"):
+        near = timm.list_models(f"*{name.split('_')[0]}*")[:5]
+        hint = f" (similar: {', '.join(near)})" if near else ""
+        assert timm_names.unknown_model(name, timm.list_models(), "k").detail == f"unknown timm model '{name}'{hint}"
+    assert timm_names.is_known("resnet18.a1_in1k", set(timm.list_models())), "a pretrained tag, as timm.is_model"
 
 
 class Silent:

@@ -22,7 +22,7 @@ from engine.system import hf_cache
 from engine.training.fit import Runtime, build_optimizer, build_schedule, fit
 from engine.training.models import build_model, head_parameters
 from engine.training.tensors import load
-from tests.conftest import run_cli
+from tests.conftest import listed_models, run_cli
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -193,7 +193,8 @@ def test_new_keys_are_searchable() -> None:
         validate({"search_space": {"backbone_lr_scale": {"low": 0.5, "high": 2.0}}}, None)
 
 
-def test_the_wizard_offers_pretrained_and_marks_cached_models(hub: Path, tmp_path: Path) -> None:
+def test_the_wizard_offers_pretrained_and_marks_cached_models(hub: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
 
     from textual.widgets import Checkbox, SelectionList, Static
@@ -202,7 +203,7 @@ def test_the_wizard_offers_pretrained_and_marks_cached_models(hub: Path, tmp_pat
     from tui_hpo.app import make_app
 
     cache_weights(hub, "test_resnet")
-    (tmp_path / ".timm-models.txt").write_text("test_resnet\ntest_efficientnet\ntest_convnext\n")  # no timm import
+    listed_models(monkeypatch, tmp_path, ["test_resnet", "test_efficientnet", "test_convnext"])  # no timm import
 
     async def scenario() -> None:
         app = make_app(workdir=tmp_path, mode="wizard")

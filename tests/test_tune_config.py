@@ -24,7 +24,7 @@ from engine.config.schema import (
 from engine.datasets.defaults import fit_epochs
 from engine.errors import ConfigError
 from engine.tune.schedulers import RAY_MISSING, build, clip, ray_missing
-from tests.conftest import invoke, run_cli
+from tests.conftest import invoke, listed_models, run_cli
 from tests.test_tui import text_of, wait_for
 
 SPACE = {
@@ -275,7 +275,7 @@ def test_the_wizards_expert_tier_says_when_ray_is_missing(tmp_path: Path, monkey
     no_ray.mkdir(parents=True)
     (no_ray / "__init__.py").write_text("raise ImportError('not installed')\n")
     monkeypatch.setenv("PYTHONPATH", str(no_ray.parent))
-    (tmp_path / ".timm-models.txt").write_text("test_resnet\ntest_efficientnet\ntest_convnext\n")  # no timm import
+    listed_models(monkeypatch, tmp_path, ["test_resnet", "test_efficientnet", "test_convnext"])  # no timm import
 
     async def scenario() -> None:
         app = make_app(workdir=tmp_path, mode="wizard")
@@ -287,6 +287,11 @@ def test_the_wizards_expert_tier_says_when_ray_is_missing(tmp_path: Path, monkey
             await wait_for(pilot, lambda: RAY_MISSING in text_of(check), timeout=30)
             assert wizard.query_one("#start", Button).disabled
             assert wizard.layer()["backend"] == "ray" and wizard.layer()["scheduler"] == {"name": "asha"}
+            # A model timm does not list: the message `tui-hpo run` gives, from the same list.
+            typo = wizard.layer()
+            typo.setdefault("search_space", {})["model"] = {"choices": ["test_resnet", "test_resnot"]}
+            assert wizard.validate(typo) == ("search_space.model.choices[1]: unknown timm model 'test_resnot' "
+                                             "(similar: test_resnet, test_efficientnet, test_convnext)")
 
     asyncio.run(scenario())
 

@@ -477,6 +477,9 @@ class SweepConfig(Section):
         spec = self.search_space.get("model")
         return [str(m) for m in spec.choices] if spec and spec.choices else [self.train.model]
 
+    def model_key(self, index: int) -> str:
+        """The key that names `models()[index]`, for an error about that model."""
+        return f"search_space.model.choices[{index}]" if "model" in self.search_space else "train.model"
 
 
 # ---------------------------------------------------------------- validation

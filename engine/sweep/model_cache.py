@@ -16,6 +16,7 @@ from pathlib import Path
 from engine.artifacts import user_cache_dir, write_atomic
 from engine.config import SweepConfig
 from engine.errors import ConfigError
+from engine.system import timm_names
 
 log = logging.getLogger("tui_hpo.engine")
 
@@ -83,6 +84,10 @@ def check_models_once(config: SweepConfig, cache: Path | None = None) -> bool:
     hub = hub_models(config)
     if all(k in known for k in keys) and not hub:
         return False
+    listed = timm_names.known()
+    for i, name in enumerate(config.models() if listed else ()):
+        if not timm_names.is_known(name, set(listed)):  # a typo: answered without importing timm
+            raise timm_names.unknown_model(name, listed, config.model_key(i))
     from engine.training.models import check_models, check_pretrained
 
     if hub:

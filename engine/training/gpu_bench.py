@@ -24,7 +24,7 @@ import torch
 
 from engine.config import DataConfig, TrainConfig
 from engine.datasets.scan import Scan
-from engine.errors import ConfigError
+from engine.system import timm_names
 from engine.system.benchmarks import Benchmark, Figure, ModelBench, Variant, device_key, plan_variants
 from engine.system.platform import profile, usable_cores
 from engine.training.devices import device_name, probe
@@ -57,11 +57,11 @@ def defaults(device: torch.device) -> dict[str, object]:
 def check_models(names: Sequence[str]) -> None:
     import timm
 
+    listed = timm.list_models()
+    timm_names.remember(listed)
     for name in names:
         if not timm.is_model(name):
-            near = timm.list_models(f"*{name.split('_')[0]}*")[:5]
-            hint = f" (similar: {', '.join(near)})" if near else ""
-            raise ConfigError(f"unknown timm model '{name}'{hint}", key="--models")
+            raise timm_names.unknown_model(name, listed, "--models")
 
 
 def _sync(device: torch.device) -> None:

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from engine.config import SweepConfig, TrainConfig
 from engine.errors import ConfigError
-from engine.system import hf_cache
+from engine.system import hf_cache, timm_names
 
 log = logging.getLogger("tui_hpo.worker")
 
@@ -132,13 +132,11 @@ def check_models(config: SweepConfig) -> None:
     Built on the meta device (no memory, no weights), before any study exists, so a typo in
     `model_kwargs` is an input error and not a string of failed trials. The engine calls it through
     `engine.sweep.model_cache`, which also checks the weights file."""
+    names = timm.list_models()
+    timm_names.remember(names)
     for i, name in enumerate(config.models()):
         if not timm.is_model(name):
-            near = timm.list_models(f"*{name.split('_')[0]}*")[:5]
-            hint = f" (similar: {', '.join(near)})" if near else ""
-            key = "search_space.model.choices" + (f"[{i}]" if "model" in config.search_space else "")
-            raise ConfigError(f"unknown timm model '{name}'{hint}",
-                              key=key if "model" in config.search_space else "train.model")
+            raise timm_names.unknown_model(name, names, config.model_key(i))
     for name in config.models():
         try:
             with torch.device("meta"):

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from engine.errors import UserError
+from engine.system import timm_names
 
 
 def _models(text: str | None) -> tuple[str, ...] | None:
@@ -73,6 +74,10 @@ def benchmark(models_text: str | None, image_size: int | None, batch: int | None
     channels-last variants per model, with verdicts. Stored for the System screen and the
     compile decision."""
     names = _models(models_text)
+    listed = timm_names.known()  # a typo answered before torch is imported, where timm was listed
+    for name in (names or ()) if listed else ():
+        if not timm_names.is_known(name, set(listed)):
+            raise timm_names.unknown_model(name, listed, "--models")
     _check(image_size, batch, steps)
     from engine.training import gpu_bench
 

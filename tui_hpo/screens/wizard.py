@@ -22,7 +22,7 @@ from textual.widgets import Button, Checkbox, Footer, Input, Label, RadioButton,
 
 from engine import config as cfg
 from engine.errors import UserError
-from engine.system import hf_cache
+from engine.system import hf_cache, timm_names
 from tui_hpo.screens.base import WorkerScreen
 
 TIERS = {
@@ -152,18 +152,15 @@ class WizardScreen(WorkerScreen):
 
     @work(thread=True, exit_on_error=False, group="wizard-models")
     def list_models(self) -> None:
-        """timm's model names, from a subprocess (importing timm here would import torch), cached;
+        """timm's model names, as listed for the installed timm (engine.system.timm_names), else
+        from a subprocess that lists and remembers them (importing timm here would import torch);
         and the models whose pretrained weights are in the local Hugging Face cache."""
-        cache = Path(self.app.workdir) / ".timm-models.txt"
-        if cache.exists() and time.time() - cache.stat().st_mtime < 7 * 86400:
-            names = cache.read_text().split()
-        else:
-            out = subprocess.run([sys.executable, "-c", "import timm; print('\\n'.join(timm.list_models()))"],
+        names = timm_names.known()
+        if names is None:
+            out = subprocess.run([sys.executable, "-c", "import timm; from engine.system.timm_names import remember; "
+                                  "names = timm.list_models(); remember(names); print('\\n'.join(names))"],
                                  capture_output=True, text=True, timeout=MODEL_LIST_TIMEOUT_S)
             names = out.stdout.split()
-            if names:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                cache.write_text("\n".join(names))
         self.post_message(self.ModelsListed(names, hf_cache.cached_timm_models()))
 
     @on(ModelsListed)
@@ -328,9 +325,10 @@ class WizardScreen(WorkerScreen):
             config = cfg.validate(merged, None)
         except UserError as exc:
             return str(exc)
-        unknown = [m for m in config.models() if self.all_models and m not in self.all_models]
-        if unknown:
-            return f"train.model: unknown timm model '{unknown[0]}'"
+        listed = set(self.all_models)
+        for i, name in enumerate(config.models() if listed else ()):
+            if not timm_names.is_known(name, listed):
+                return str(timm_names.unknown_model(name, self.all_models, config.model_key(i)))
         if not self.data_ok:
             return "data.path: " + str(self.query_one("#data-check", Static).render()).removeprefix("✗ ")
         if config.backend == "ray" and not self.ray_checked:
