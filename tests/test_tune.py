@@ -80,8 +80,9 @@ def test_asha_sweep_killed_mid_trial_resumes_exactly_and_reads_like_the_optuna_t
 
     # One trial at a time (one Ray worker to start per run: the PBT sweep trains two at once).
     epochs, n_trials = 10, 4
-    # Epochs of half a second or so (1,000 images), so that Tune has saved a checkpoint of the
-    # trial in its experiment's state (about once a second) before the kill, five epochs in.
+    # Epochs of half a second or so (1,000 images), so that Tune has saved the trial's first
+    # checkpoint (its first epoch's, under ASHA) in its experiment's state (about once a second)
+    # before the kill, five epochs in.
     config = write_config(tmp_path, "asha", epochs=epochs, n_trials=n_trials, parallel=1,
                           scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2},
                           data={"subset": 1000})
@@ -127,8 +128,8 @@ def test_asha_sweep_killed_mid_trial_resumes_exactly_and_reads_like_the_optuna_t
 
     resumed = None
     try:
-        # Killed mid-trial, a few epochs in: Tune saved that trial's checkpoint (its experiment
-        # state a second ago at most) and the trial has epochs left. The first trial always gets
+        # Killed mid-trial, a few epochs in: Tune saved that trial's checkpoint in its experiment
+        # state, and the trial has epochs left. The first trial always gets
         # there (ASHA stops none at a rung it reaches first), and the trials after it remain.
         deadline = time.time() + 240
         wait(lambda: any(5 <= n < epochs - 1 for n in epochs_running()), "a trial a few epochs in")
