@@ -85,7 +85,7 @@ def listed_models(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, names: list[s
     from engine.system import timm_names
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
-    timm_names.remember(names)
+    timm_names.remember(timm_names.Listed(names, []))
 
 
 @pytest.fixture

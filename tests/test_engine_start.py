@@ -120,26 +120,31 @@ def test_a_warm_start_never_imports_torch(tmp_path: Path) -> None:
 
 def test_timm_s_model_list_is_kept_per_timm_version_and_hints_as_timm_does(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """The list stands for the installed timm only (another version's may name other models), and
-    the names offered with an unknown one are those `timm.list_models('*word*')` gives."""
+    """The list stands for the installed timm only (another version's may name other models); it
+    takes the names `timm.is_model` takes, deprecated ones too; the names offered with an unknown
+    one are those `timm.list_models('*word*')` gives."""
     import json
 
     import timm
 
     from engine.system import timm_names
+    from engine.training.models import list_timm_models
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert timm_names.known() is None
-    timm_names.remember(timm.list_models())
-    assert timm_names.known() == timm.list_models()
+    listed = list_timm_models()
+    assert timm_names.known() == listed and listed.names == timm.list_models()
+    deprecated = next(iter(timm.models.get_deprecated_models()))
+    assert timm.is_model(deprecated) and listed.knows(deprecated), "a deprecated name timm still takes"
+    assert listed.knows("resnet18.a1_in1k"), "a pretrained tag, as timm.is_model"
+    assert not listed.knows("resnet_51")
     saved = tmp_path / "tui-hpo" / timm_names.CACHE_FILE
     saved.write_text(json.dumps({**json.loads(saved.read_text()), "timm": "0.0.1"}))
     assert timm_names.known() is None, "another timm's list"
     for name in ("resnet_51", "vit_nano_patch3", "zzz"):
         near = timm.list_models(f"*{name.split('_')[0]}*")[:5]
         hint = f" (similar: {', '.join(near)})" if near else ""
-        assert timm_names.unknown_model(name, timm.list_models(), "k").detail == f"unknown timm model '{name}'{hint}"
-    assert timm_names.is_known("resnet18.a1_in1k", set(timm.list_models())), "a pretrained tag, as timm.is_model"
+        assert timm_names.unknown_model(name, listed.names, "k").detail == f"unknown timm model '{name}'{hint}"
 
 
 class Silent:

@@ -85,9 +85,9 @@ def check_models_once(config: SweepConfig, cache: Path | None = None) -> bool:
     if all(k in known for k in keys) and not hub:
         return False
     listed = timm_names.known()
-    for i, name in enumerate(config.models() if listed else ()):
-        if not timm_names.is_known(name, set(listed)):  # a typo: answered without importing timm
-            raise timm_names.unknown_model(name, listed, config.model_key(i))
+    for i, name in enumerate(config.models()):
+        if listed is not None and not listed.knows(name):  # a typo: answered without importing timm
+            raise timm_names.unknown_model(name, listed.names, config.model_key(i))
     from engine.training.models import check_models, check_pretrained
 
     if hub:

@@ -14,6 +14,7 @@ import fnmatch
 import json
 from collections.abc import Sequence
 from importlib import metadata
+from typing import NamedTuple
 
 from engine.artifacts import user_cache_dir, write_atomic
 from engine.errors import ConfigError
@@ -29,9 +30,20 @@ def _version() -> str | None:
         return None
 
 
-def known() -> list[str] | None:
-    """timm's model names (architectures, sorted as `timm.list_models()` sorts them), as listed for
-    the installed timm; None when not listed yet, listed for another version, or timm is missing."""
+class Listed(NamedTuple):
+    names: list[str]  # `timm.list_models()`: architectures, in timm's order
+    deprecated: list[str]  # older names timm still takes (`timm.models.get_deprecated_models()`)
+
+    def knows(self, name: str) -> bool:
+        """As `timm.is_model`: the architecture counts, a pretrained tag (`resnet18.a1_in1k`) is
+        the weights' business; a deprecated name is still a model."""
+        arch = name.split(".", 1)[0]
+        return arch in set(self.names) or arch in set(self.deprecated)
+
+
+def known() -> Listed | None:
+    """timm's model names as listed for the installed timm; None when not listed yet, listed for
+    another version, or timm is missing."""
     version = _version()
     try:
         saved = json.loads((user_cache_dir() / CACHE_FILE).read_text(encoding="utf-8"))
@@ -39,24 +51,21 @@ def known() -> list[str] | None:
         return None
     if version is None or not isinstance(saved, dict) or saved.get("timm") != version:
         return None
-    names = saved.get("names")
-    return names if isinstance(names, list) and names else None
+    names, deprecated = saved.get("names"), saved.get("deprecated")
+    if not isinstance(names, list) or not names or not isinstance(deprecated, list):
+        return None
+    return Listed(names, deprecated)
 
 
-def remember(names: Sequence[str]) -> None:
-    """Keep `timm.list_models()` for the installed timm; a cache that cannot be written costs the
+def remember(listed: Listed) -> None:
+    """Keep what timm lists, for the installed timm; a cache that cannot be written costs the
     next check its import, nothing more."""
     version = _version()
-    if version is None or not names or known() == list(names):
+    if version is None or not listed.names or known() == listed:
         return
     with contextlib.suppress(OSError):
-        write_atomic(user_cache_dir() / CACHE_FILE, json.dumps({"timm": version, "names": list(names)}) + "\n")
-
-
-def is_known(name: str, names: Sequence[str] | set[str]) -> bool:
-    """As `timm.is_model`: the architecture counts, a pretrained tag (`resnet18.a1_in1k`) is the
-    weights' business."""
-    return name.split(".", 1)[0] in names
+        write_atomic(user_cache_dir() / CACHE_FILE,
+                     json.dumps({"timm": version, **listed._asdict()}) + "\n")
 
 
 def unknown_model(name: str, names: Sequence[str], key: str) -> ConfigError:

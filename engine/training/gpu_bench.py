@@ -29,6 +29,7 @@ from engine.system.benchmarks import Benchmark, Figure, ModelBench, Variant, dev
 from engine.system.platform import profile, usable_cores
 from engine.training.devices import device_name, probe
 from engine.training.fit import Runtime, build_loop, train_step
+from engine.training.models import list_timm_models
 from engine.training.tensors import ImageData
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "tf32": torch.float32, "fp32": torch.float32}
@@ -57,11 +58,10 @@ def defaults(device: torch.device) -> dict[str, object]:
 def check_models(names: Sequence[str]) -> None:
     import timm
 
-    listed = timm.list_models()
-    timm_names.remember(listed)
     for name in names:
         if not timm.is_model(name):
-            raise timm_names.unknown_model(name, listed, "--models")
+            raise timm_names.unknown_model(name, list_timm_models().names, "--models")
+    list_timm_models()
 
 
 def _sync(device: torch.device) -> None:

@@ -126,17 +126,24 @@ def _download(name: str, repo: str, files: tuple[str, ...], hub: Path) -> None:
                               key="train.pretrained") from None
 
 
+def list_timm_models() -> timm_names.Listed:
+    """timm's model names, listed where timm is imported anyway and remembered for the processes
+    that need not import it (engine.system.timm_names)."""
+    listed = timm_names.Listed(timm.list_models(), sorted(timm.models.get_deprecated_models()))
+    timm_names.remember(listed)
+    return listed
+
+
 def check_models(config: SweepConfig) -> None:
     """Every model the sweep can pick must exist in timm and build with the config's arguments.
 
     Built on the meta device (no memory, no weights), before any study exists, so a typo in
     `model_kwargs` is an input error and not a string of failed trials. The engine calls it through
     `engine.sweep.model_cache`, which also checks the weights file."""
-    names = timm.list_models()
-    timm_names.remember(names)
     for i, name in enumerate(config.models()):
         if not timm.is_model(name):
-            raise timm_names.unknown_model(name, names, config.model_key(i))
+            raise timm_names.unknown_model(name, list_timm_models().names, config.model_key(i))
+    list_timm_models()
     for name in config.models():
         try:
             with torch.device("meta"):

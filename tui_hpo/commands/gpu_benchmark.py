@@ -75,9 +75,9 @@ def benchmark(models_text: str | None, image_size: int | None, batch: int | None
     compile decision."""
     names = _models(models_text)
     listed = timm_names.known()  # a typo answered before torch is imported, where timm was listed
-    for name in (names or ()) if listed else ():
-        if not timm_names.is_known(name, set(listed)):
-            raise timm_names.unknown_model(name, listed, "--models")
+    for name in names or ():
+        if listed is not None and not listed.knows(name):
+            raise timm_names.unknown_model(name, listed.names, "--models")
     _check(image_size, batch, steps)
     from engine.training import gpu_bench
 

@@ -4,6 +4,8 @@ flagged inline; Start saves the YAML and launches the engine in the background."
 
 from __future__ import annotations
 
+import contextlib
+import json
 import subprocess
 import sys
 import time
@@ -54,9 +56,9 @@ class WizardScreen(WorkerScreen):
             self.field, self.ok, self.text = field, ok, text
 
     class ModelsListed(Message, bubble=False):
-        def __init__(self, names: list[str], cached: set[str]) -> None:
+        def __init__(self, listed: timm_names.Listed | None, cached: set[str]) -> None:
             super().__init__()
-            self.names, self.cached = names, cached
+            self.listed, self.cached = listed, cached
 
     @dataclass
     class Start(Message):
@@ -116,6 +118,7 @@ class WizardScreen(WorkerScreen):
         self.query_one("#preview").border_title = "sweep YAML"
         self.query_one("#estimate").border_title = "what it means"
         self.all_models: list[str] = []
+        self.listed: timm_names.Listed | None = None  # timm's names, once listed
         self.cached: set[str] = set()  # models with pretrained weights in the local HF cache
         self.problems: dict[str, str] = {}
         self.data_ok = True
@@ -155,17 +158,19 @@ class WizardScreen(WorkerScreen):
         """timm's model names, as listed for the installed timm (engine.system.timm_names), else
         from a subprocess that lists and remembers them (importing timm here would import torch);
         and the models whose pretrained weights are in the local Hugging Face cache."""
-        names = timm_names.known()
-        if names is None:
-            out = subprocess.run([sys.executable, "-c", "import timm; from engine.system.timm_names import remember; "
-                                  "names = timm.list_models(); remember(names); print('\\n'.join(names))"],
+        listed = timm_names.known()
+        if listed is None:
+            out = subprocess.run([sys.executable, "-c", "import json; from engine.training.models import "
+                                  "list_timm_models; print(json.dumps(list_timm_models()._asdict()))"],
                                  capture_output=True, text=True, timeout=MODEL_LIST_TIMEOUT_S)
-            names = out.stdout.split()
-        self.post_message(self.ModelsListed(names, hf_cache.cached_timm_models()))
+            with contextlib.suppress(ValueError, TypeError):
+                listed = timm_names.Listed(**json.loads(out.stdout))
+        self.post_message(self.ModelsListed(listed, hf_cache.cached_timm_models()))
 
     @on(ModelsListed)
     def models_listed(self, message: ModelsListed) -> None:
-        self.all_models, self.cached = message.names, message.cached
+        self.listed, self.cached = message.listed, message.cached
+        self.all_models = message.listed.names if message.listed else []
         self._fill_models(self._selected_models(), self.query_one("#model-search", Input).value.strip().lower())
         self.refresh_preview()
 
@@ -325,10 +330,9 @@ class WizardScreen(WorkerScreen):
             config = cfg.validate(merged, None)
         except UserError as exc:
             return str(exc)
-        listed = set(self.all_models)
-        for i, name in enumerate(config.models() if listed else ()):
-            if not timm_names.is_known(name, listed):
-                return str(timm_names.unknown_model(name, self.all_models, config.model_key(i)))
+        for i, name in enumerate(config.models()):
+            if self.listed is not None and not self.listed.knows(name):
+                return str(timm_names.unknown_model(name, self.listed.names, config.model_key(i)))
         if not self.data_ok:
             return "data.path: " + str(self.query_one("#data-check", Static).render()).removeprefix("✗ ")
         if config.backend == "ray" and not self.ray_checked:
