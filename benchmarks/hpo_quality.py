@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,12 @@ from engine.config.presets import PRESET_DIR
 from engine.datasets.samples import make_photos
 
 TARGET_SHARE = 0.95
+# The datasets by their --only key: (name printed, how to make it under a folder; None: the digits).
+DATASETS: dict[str, tuple[str, Callable[[Path, int], Path] | None]] = {
+    "digits": ("digits", None),
+    "folder": ("photos (ImageFolder)", lambda root, per_class: make_photos(root, per_class=per_class, seed=1)),
+    "csv": ("photos (CSV)", lambda root, per_class: make_photos(root, per_class=per_class, layout="csv", seed=2)),
+}
 
 
 def quick_preset() -> dict[str, Any]:
@@ -107,19 +114,18 @@ def long_run(data: str | None, workdir: Path, steps: int) -> float:
     return float(json.loads(out.stdout)["final"]["val_f1"])
 
 
-def datasets(root: Path, per_class: int) -> dict[str, str | None]:
-    return {
-        "digits": None,
-        "photos (ImageFolder)": str(make_photos(root / "folder", per_class=per_class, seed=1)),
-        "photos (CSV)": str(make_photos(root / "csv", per_class=per_class, layout="csv", seed=2)),
-    }
+def datasets(root: Path, per_class: int, only: str | None) -> dict[str, str | None]:
+    """The datasets to run (all, or the one `only` names): printed name -> --data path (None: the
+    digits). Only those are written."""
+    return {name: str(make(root / key, per_class)) if make else None
+            for key, (name, make) in DATASETS.items() if only in (None, key)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=int, default=9, help="trials per search (default 9)")
     parser.add_argument("--per-class", type=int, default=90, help="photos per class (default 90: 270 photos)")
-    parser.add_argument("--only", help="one dataset: digits, folder or csv")
+    parser.add_argument("--only", choices=DATASETS, help="one dataset")
     parser.add_argument("--seeds", type=int, default=1,
                         help="repeat each search with this many sampler seeds; times are averaged (default 1)")
     args = parser.parse_args()
@@ -128,9 +134,7 @@ def main() -> None:
     gaps: list[float] = []
     with tempfile.TemporaryDirectory(prefix="hpo-quality-") as tmp:
         work = Path(tmp)
-        for name, data in datasets(work / "data", args.per_class).items():
-            if args.only and args.only not in name:
-                continue
+        for name, data in datasets(work / "data", args.per_class, args.only).items():
             runs: dict[str, list[optuna.Study]] = {}
             for seed in range(args.seeds):
                 for search, config in search_configs(args.budget, seed).items():
