@@ -71,12 +71,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     parser.add_argument("--only", help="run the tiers whose names contain this (e.g. expert)")
     args = parser.parse_args()
+    tiers = {tier: config for tier, config in tier_configs(args.trials, args.epochs, args.subset, args.seed).items()
+             if not args.only or args.only in tier}
+    if not tiers:
+        parser.error(f"--only {args.only}: no tier's name contains it ({', '.join(tier_configs(1, 1, None, 0))})")
     studies: dict[str, optuna.Study] = {}
     walls: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="tiers-") as tmp:
-        for tier, config in tier_configs(args.trials, args.epochs, args.subset, args.seed).items():
-            if args.only and args.only not in tier:
-                continue
+        for tier, config in tiers.items():
             run_dir = Path(tmp) / tier
             run_dir.mkdir()
             path = run_dir / f"{tier.replace('-', '_')}.yaml"  # the study is named after the file
