@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, write_png
+from tests.conftest import invoke, run_cli, write_png
 
 CASES = {
     "yaml_syntax": ("train: {epochs: 3\n", [], "invalid YAML"),
@@ -48,6 +48,8 @@ CASES = {
     "bad_type_under_a_flag": ("resources: {parallel: many}\n", ["--parallel", "1"], "resources.parallel"),
     "broken_block_of_another_platform": ("per_platform:\n  cuda: {train: {epochs: 0}}\n", [],
                                          "per_platform.cuda.train.epochs"),
+    "negative_seed": ("train: {seed: -1}\n", [], "train.seed: input should be greater than or equal to 0"),
+    "negative_split_seed": ("data: {split_seed: -1}\n", [], "data.split_seed"),
     "condition_cycle": ("search_space:\n  lr: {low: 0.001, high: 0.1, when: {dropout: 0.1}}\n"
                         "  dropout: {choices: [0.1], when: {lr: 0.01}}\n", [], "conditions form a cycle"),
 }
@@ -161,3 +163,96 @@ def test_resuming_with_a_changed_section_names_what_changed(tmp_path: Path) -> N
     del older["train"]["seed"]
     store.update_sweep(store.sweep("photos").study_id, config=older)
     assert create_or_resume(first, url, "photos", tmp_path).resumed
+
+
+def one_line_error(result) -> str:
+    """The one line a refused command prints (exit 2, no traceback)."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr + result.stdout, \
+        result.stderr + result.stdout
+    return lines[0]
+
+
+def test_a_plain_optuna_study_is_read_but_never_run_into(tmp_path: Path) -> None:
+    """Running, resuming or extending a study plain Optuna made would add trials of another
+    objective to it (they failed, and the sweep still exited 0): refused, the database untouched."""
+    import sqlite3
+
+    import optuna
+
+    workdir = tmp_path / "runs"
+    workdir.mkdir()
+    url = f"sqlite:///{workdir / 'hpo.db'}"
+    study = optuna.create_study(study_name="theirs", storage=url, direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    for extra in (["--preset", "quick", "--n-trials", "1"], ["--resume"], ["--more", "1"]):
+        line = one_line_error(run_cli("run", "--workdir", str(workdir), "--study", "theirs", "--no-tui", *extra))
+        assert "--study: study 'theirs' was not made by tui-hpo" in line, (extra, line)
+    with sqlite3.connect(workdir / "hpo.db") as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert conn.execute("SELECT COUNT(*) FROM trials").fetchone()[0] == 2
+    assert not {t for t in tables if t.startswith("hpo_")}, "our tables were added to their database"
+    assert invoke("summary", "--workdir", str(workdir), "--study", "theirs").returncode == 0, "still readable"
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["train", "--out", "{dir}", "--config", "{config}"], "--out': {dir} is a folder: name a file"),
+    (["predict", "--out", "{dir}", "--model", "m.safetensors", "--data", "{dir}"], "{dir} is a folder: name a file"),
+    (["recommend", "--out", "{file}/x.yaml"], "{file}/x.yaml: its folder does not exist"),
+    (["export", "--out", "{file}"], "{file} is a file: name a folder"),
+    (["visualize", "--out", "{file}", "--no-terminal"], "{file} is a file: name a folder"),
+])
+def test_an_out_path_that_cannot_be_written_is_refused_before_any_work(args: list[str], needle: str,
+                                                                      tmp_path: Path) -> None:
+    """Before the fix, `train --out DIR` failed after the whole training run, and the others
+    ended in FileExistsError or IsADirectoryError tracebacks."""
+    (tmp_path / "afile").write_text("x")
+    names = {"dir": str(tmp_path), "file": str(tmp_path / "afile"), "config": str(tmp_path / "c.yaml")}
+    (tmp_path / "c.yaml").write_text("train: {epochs: 1}\n")
+    line = one_line_error(invoke(*(a.format(**names) for a in args)))
+    assert needle.format(**names) in line, line
+
+
+def test_a_workdir_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    line = one_line_error(run_cli("run", "--preset", "quick", "--n-trials", "1", "--workdir", str(tmp_path / "afile"),
+                                  "--no-tui"))
+    assert line == f"tui-hpo: error: {tmp_path / 'afile'}: exists and is not a folder"
+
+
+def test_a_storage_url_to_a_missing_file_creates_no_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'typo.db'}"
+    for command in (["summary"], ["top"], ["cleanup"]):
+        line = one_line_error(invoke(*command, "--storage", url))
+        assert f"--storage: no database at {tmp_path / 'typo.db'}" in line, line
+    assert not (tmp_path / "typo.db").exists()
+
+
+def test_a_file_that_is_not_a_database_is_one_line_naming_it(tmp_path: Path) -> None:
+    workdir = tmp_path / "runs"
+    workdir.mkdir()
+    (workdir / "hpo.db").write_text("garbage, not SQLite\n")
+    needle = f"cannot open the storage sqlite:///{workdir / 'hpo.db'}: file is not a database"
+    assert needle in one_line_error(run_cli("run", "--preset", "quick", "--n-trials", "1", "--workdir", str(workdir),
+                                            "--no-tui"))
+    for command in (["summary"], ["cleanup"]):
+        assert needle in one_line_error(invoke(*command, "--workdir", str(workdir)))
+    assert (workdir / "hpo.db").read_text() == "garbage, not SQLite\n"
+
+
+def test_cleanup_of_an_unknown_study_is_refused(tmp_path: Path) -> None:
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    optuna.create_study(study_name="known", storage=url)
+    line = one_line_error(invoke("cleanup", "--workdir", str(tmp_path), "--study", "nosuch"))
+    assert "--study: no study named 'nosuch' (known: known)" in line
+
+
+def test_data_that_leaves_no_training_image_is_refused(tmp_path: Path) -> None:
+    """One image per class all goes to validation: trials trained on nothing and reported chance."""
+    for i, name in enumerate(("cats", "dogs")):
+        write_png(tmp_path / "data" / name / "0.png", 60 * (i + 1))
+    workdir = tmp_path / "runs"
+    result = run_cli("run", "--data", str(tmp_path / "data"), "--workdir", str(workdir), "--no-tui")
+    assert_clean_failure(result, workdir, "data.path: no training images left: all 2 of 2 go to validation")

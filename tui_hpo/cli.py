@@ -20,7 +20,7 @@ from engine.errors import DISK_FULL, DiskError, UserError, disk_problem, one_lin
 from engine.storage import Workspace
 from tui_hpo.commands import cleanup, ensemble, gpu, predict, results, stats, validate, visualize
 from tui_hpo.launch import RunArgs
-from tui_hpo.options import workspace_options
+from tui_hpo.options import check_out_file, workspace_options
 
 EXIT_BAD_INPUT = 2
 ACTIONS = ("summary", "top", "visualize", "recommend", "cleanup")  # the original tracker's
@@ -44,6 +44,12 @@ class Group(click.Group):
             _fail(ctx, str(exc))
         except click.UsageError as exc:  # an unknown command, or a command's options
             _fail(ctx, _usage_message(exc))
+        except OSError as exc:  # a path given that cannot be used: a file where a folder goes, read-only, full
+            if exc.filename is None:
+                raise
+            why = "exists and is not a folder" if isinstance(exc, FileExistsError) else \
+                disk_problem(exc) or (exc.strerror or str(exc)).lower()
+            _fail(ctx, f"{exc.filename}: {why}")
 
 
 def _usage_message(exc: click.UsageError) -> str:
@@ -165,9 +171,11 @@ def _resolve_name(args: RunArgs, workspace: Workspace, study_name: str | None) -
 
 def _finished(workspace: Workspace, name: str) -> int:
     """Trials the study `name` has finished (0 when there is no such study yet)."""
-    from engine.storage import Store
+    from engine.storage import Store, check_ours, optuna_storage
 
     if workspace.storage is None and not (workspace.workdir / "hpo.db").exists():
+        return 0
+    if not check_ours(optuna_storage(workspace.url, heartbeat=False, readonly=True), name):
         return 0
     store = Store(workspace.url, readonly=True)
     try:
@@ -181,10 +189,11 @@ def _saved_config(workspace: Workspace, study_name: str | None) -> str:
     """The resolved config a study was started with, from the storage (so any machine can resume),
     with the budget the storage holds now (the app's +/- may have changed it)."""
     from engine.artifacts import dump_yaml, write_atomic
-    from engine.storage import Store
+    from engine.storage import Store, check_ours, optuna_storage
 
     if not study_name:
         raise UserError("--resume needs --study NAME", key="--study")
+    check_ours(optuna_storage(workspace.url, heartbeat=False), study_name)
     row = Store(workspace.url).sweep(study_name)
     if row is None:
         raise UserError(f"no sweep named '{study_name}' in this storage", key="--study")
@@ -267,10 +276,11 @@ def info(as_json: bool) -> None:
 
 @main.command()
 @click.option("--config", "config_file", required=True, metavar="FILE", help="A config, e.g. best_config.yaml.")
-@click.option("--seed", type=int, help="Override train.seed.")
+@click.option("--seed", type=click.IntRange(min=0), help="Override train.seed.")
 @click.option("--data", metavar="PATH", help="Override data.path.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-@click.option("--out", "out", metavar="FILE", help="Save the trained model as a package (.safetensors) for predict.")
+@click.option("--out", "out", metavar="FILE", callback=check_out_file,
+              help="Save the trained model as a package (.safetensors) for predict.")
 @click.option("--full", is_flag=True, help="The final model: train on the training and validation images together.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Override train.epochs (and its min/max_steps).")
 def train(config_file: str, seed: int | None, data: str | None, as_json: bool, out: str | None, full: bool,
@@ -288,8 +298,6 @@ def train(config_file: str, seed: int | None, data: str | None, as_json: bool, o
 
     resolved = resolve_run(None, config_file, flags)
     config = resolved.config
-    if out is not None and not Path(out).expanduser().resolve().parent.is_dir():
-        raise UserError("its folder does not exist", source=out, key="--out")
     result = train_once(config, resolved.platform, Path(out).expanduser() if out else None, full)
     if as_json:
         click.echo(json.dumps(result, indent=2))

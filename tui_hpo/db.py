@@ -18,7 +18,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from engine.config.space import train_key
-from engine.storage import make_engine, optuna_sql
+from engine.storage import STUDY_ATTR, make_engine, optuna_sql
 from engine.storage.optuna_sql import decode_param
 from engine.storage.states import RECENT_DURATIONS, SweepState, WorkerState, finished_count
 from engine.storage.tables import decode_epoch, decode_sample, events, samples, sweeps, workers
@@ -462,7 +462,7 @@ class Reader:
         """The data split the engine stored at sweep start (engine.datasets.scan.split_sizes); None
         before it has, and for a study tui-hpo did not run."""
         with self.engine.connect() as conn:
-            attrs = optuna_sql.study_attr(conn, study_id, "tui_hpo")
+            attrs = optuna_sql.study_attr(conn, study_id, STUDY_ATTR)
         return attrs.get("data") if isinstance(attrs, dict) else None
 
     # ------------------------------------------------------------ trials

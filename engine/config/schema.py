@@ -68,7 +68,7 @@ class DataConfig(Section):
     val_fraction: float = Field(0.2, gt=0, lt=1)
     folds: int = Field(1, ge=1, le=20)
     subset: int | None = Field(None, ge=4)  # use at most this many images (stratified): fast screening
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0)
     cache_limit_mb: int = Field(2048, ge=0)
     # A validation set of the user's own (same layouts as `path`), used instead of a split; and a
     # test set, never used to choose, evaluated once on the best trial when the sweep ends.
@@ -123,7 +123,7 @@ class TrainConfig(Section):
     image_size: Annotated[int, Field(ge=8, le=1024)] | Literal["auto"] = "auto"
     augment: Annotated[float, Field(ge=0, le=1)] | Literal["auto"] = "auto"
     hflip: bool | Literal["auto"] = "auto"
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 TUNABLE = set(TrainConfig.model_fields) - {"model_kwargs", "weights", "min_steps", "max_steps", "early_stopping"}
@@ -207,7 +207,7 @@ PRUNERS = ("none", "median", "successive_halving", "hyperband", "wilcoxon", "per
 
 class SamplerConfig(Section):
     name: str = "tpe"
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, lt=2**32)
     options: dict[str, Any] = Field(default_factory=dict)
 
 

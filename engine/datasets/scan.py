@@ -471,6 +471,9 @@ def split_sizes(found: Scan, cfg: DataConfig) -> dict[str, Any]:
     labels = labels_of(found)
     parts = parts_of(found)
     train, val = splits(labels, cfg, parts)[0]
+    if len(train) == 0:  # a trial would "train" on nothing and report chance as a result
+        raise DataError(f"no training images left: all {len(val)} of {len(labels)} go to validation; add images, "
+                        "or lower data.val_fraction", source=str(found.root), key="data.path")
     counts = np.bincount(labels[val], minlength=len(found.classes))
     out = {"images": len(labels), "train": len(train), "val": len(val), "folds": cfg.folds,
            "val_counts": {c: int(n) for c, n in zip(found.classes, counts, strict=True)}}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import optuna
 
 from engine.config import SweepConfig
-from engine.storage import Store, load_study, optuna_sql
+from engine.storage import Store, load_study, optuna_sql, study_facts
 
 RECENT_STUDIES = 10  # the newest studies are read (a workspace may hold many)
 
@@ -45,7 +45,7 @@ def rates(url: str, models: set[str]) -> dict[str, list[float]]:
             except ValueError:
                 continue
             study = load_study(url, name)
-            n_train = (study.user_attrs.get("tui_hpo") or {}).get("data", {}).get("train")
+            n_train = study_facts(study).get("data", {}).get("train")
             if not n_train:
                 continue
             for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):

@@ -19,7 +19,7 @@ from engine.config.space import train_key, train_params
 from engine.errors import UserError
 from engine.insights.gpu import gpu_usage
 from engine.insights.validation import judge
-from engine.storage import Store, SweepRow
+from engine.storage import Store, SweepRow, study_facts
 from engine.storage.states import SweepState
 
 States = optuna.trial.TrialState
@@ -103,9 +103,9 @@ def summary(study: optuna.Study, url: str) -> dict[str, Any]:
         "oom_retries": [{"trial": t.number, "steps": t.user_attrs["oom_retries"]}
                         for t in trials if t.user_attrs.get("oom_retries")],
         "gpu": sweep_gpu_usage(url, row, trials),
-        "data": study.user_attrs.get("tui_hpo", {}).get("data"),
+        "data": study_facts(study).get("data"),
         # data.test's figures for the best trial, measured once when the sweep ended (never used to choose)
-        "test": study.user_attrs.get("tui_hpo", {}).get("test"),
+        "test": study_facts(study).get("test"),
         "stopped_early": sum(1 for t in trials if "stopped_early" in t.user_attrs),
     }
     complete = [t for t in trials if t.state == States.COMPLETE]

@@ -19,7 +19,8 @@ from typing import Any
 _HOMES = {
     "HEARTBEAT_GRACE_S": "store", "HEARTBEAT_INTERVAL_S": "store", "Store": "store", "SweepRow": "store",
     "make_engine": "store", "optuna_storage": "store",
-    "find_study": "studies", "load_study": "studies", "study_id": "studies",
+    "STUDY_ATTR": "studies", "check_ours": "studies", "find_study": "studies", "load_study": "studies",
+    "study_facts": "studies", "study_id": "studies",
     "STORAGE_ENV": "urls", "Workspace": "urls", "default_url": "urls", "mask_url": "urls", "readonly_url": "urls",
 }
 __all__ = sorted(_HOMES)

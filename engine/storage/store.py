@@ -72,6 +72,14 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         cursor.close()
 
 
+def cannot_open(url: str, exc: BaseException) -> UserError:
+    """A URL that does not parse, a driver that is not installed, a folder that does not exist, a
+    file that is not a database (or a damaged one): bad input, said in one line with the URL."""
+    reason = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    why = (str(reason).splitlines() or [type(reason).__name__])[0]
+    return UserError(f"cannot open the storage {mask_url(url)}: {why}", key="--storage")
+
+
 def make_engine(url: str, readonly: bool = False) -> Engine:
     if url.startswith("sqlite"):
         return sa.create_engine(readonly_url(url) if readonly else url,
@@ -142,7 +150,10 @@ def _new_storage(url: str, heartbeat: bool, readonly: bool) -> Any:
     kind = _sqlite_storage() if url.startswith("sqlite") else optuna.storages.RDBStorage
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _creating_schema(lambda: kind(url, **kwargs))
+        try:
+            return _creating_schema(lambda: kind(url, **kwargs))
+        except sa.exc.DatabaseError as exc:  # not a database, or a damaged one
+            raise cannot_open(url, exc) from None
 
 
 def _sqlite_storage() -> type:
@@ -223,12 +234,8 @@ class Store:
             self.engine = make_engine(url, readonly=readonly)
             if not readonly:
                 self.migrate()
-        except (sa.exc.ArgumentError, sa.exc.OperationalError, ImportError) as exc:
-            # A URL that does not parse, a driver that is not installed, a folder that does not
-            # exist: bad input, said in one line.
-            reason = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
-            why = (str(reason).splitlines() or [type(reason).__name__])[0]
-            raise UserError(f"cannot open the storage {mask_url(url)}: {why}", key="--storage") from None
+        except (sa.exc.ArgumentError, sa.exc.DatabaseError, ImportError) as exc:
+            raise cannot_open(url, exc) from None
 
     @contextmanager
     def tx(self) -> Iterator[sa.Connection]:

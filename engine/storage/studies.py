@@ -11,9 +11,33 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import UserError, disk_problem
 from engine.storage.store import optuna_storage
+from engine.storage.urls import mask_url
 
 if TYPE_CHECKING:
     import optuna
+
+# The study user attribute under which tui-hpo keeps its own facts about a study (the metrics'
+# names, the data split, the test score). A study without it was not made by tui-hpo.
+STUDY_ATTR = "tui_hpo"
+
+
+def study_facts(study: optuna.Study) -> dict[str, Any]:
+    """What tui-hpo recorded on `study` (empty for a plain Optuna study)."""
+    return study.user_attrs.get(STUDY_ATTR) or {}
+
+
+def check_ours(storage: Any, name: str) -> bool:
+    """Whether study `name` exists in `storage`; one line (UserError) when it exists but tui-hpo
+    did not make it (a plain Optuna study): tui-hpo reads such a study, but never runs or resumes
+    trials into one whose objective it does not know."""
+    try:
+        sid = storage.get_study_id_from_name(name)
+    except KeyError:
+        return False
+    if STUDY_ATTR not in storage.get_study_user_attrs(sid):
+        raise UserError(f"study '{name}' was not made by tui-hpo: it reads it (summary, top, visualize) but does not "
+                        "run trials into it; name a new study with --study", key="--study")
+    return True
 
 
 def study_id(storage: Any, name: str) -> int:
@@ -40,7 +64,7 @@ def find_study(url: str, name: str | None) -> optuna.Study:
         raise
     except Exception as exc:  # no database, not an Optuna one, a server that is down
         reason = disk_problem(exc) or str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
-        raise UserError(f"cannot open the storage: {reason}", key="--storage") from None
+        raise UserError(f"cannot open the storage {mask_url(url)}: {reason}", key="--storage") from None
     if not studies:
         raise UserError("no study in this storage yet: run a sweep first", key="--study")
     names = [s.study_name for s in studies]

@@ -52,6 +52,14 @@ def readonly_url(url: str) -> str:
     return f"sqlite:///file:{match.group(1)}?mode=ro&uri=true"
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file a SQLite URL names; None for another database, or one in memory."""
+    match = re.fullmatch(r"sqlite:///([^?]+)(\?.*)?", url)
+    if not match or match.group(1) == ":memory:":
+        return None
+    return Path(match.group(1).removeprefix("file:"))
+
+
 def refuse_bare_at(url: str) -> None:
     """Refuse a password with an unescaped '@' before connecting: SQLAlchemy would cut it there
     and take the rest for the host name, which the driver's "cannot resolve host" error prints."""
@@ -85,6 +93,8 @@ class Workspace:
         return mask_url(self.storage) if self.storage else str(self.workdir / "hpo.db")
 
     def require_database(self, then: str = "run a sweep first") -> None:
-        """A missing SQLite file is bad input, not an empty workspace: opening it would create it."""
-        if self.storage is None and not (self.workdir / "hpo.db").exists():
-            raise UserError(f"no database at {self.workdir / 'hpo.db'}: {then}", key="--workdir")
+        """A missing SQLite file is bad input, not an empty workspace: opening it would create it
+        (a typo in a --storage URL would leave a new empty database behind)."""
+        path = self.workdir / "hpo.db" if self.storage is None else sqlite_path(self.storage)
+        if path is not None and not path.exists():
+            raise UserError(f"no database at {path}: {then}", key="--workdir" if self.storage is None else "--storage")

@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 
 from engine.config import SweepConfig, check_study_name
-from engine.errors import ConfigError
+from engine.errors import ConfigError, UserError
 from engine.storage import Store
 from engine.storage.states import WorkerState
 from engine.sweep import checkpoints
@@ -71,9 +71,13 @@ def cleanup(url: str, workdir: Path, days: float, keep: int | None = None, only:
     now = time.time() if now is None else now
     report = CleanupReport(dry_run=dry_run)
     storage = optuna_storage(url, heartbeat=False)
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    names = sorted(s.study_name for s in summaries)
+    if only is not None and only not in names:
+        raise UserError(f"no study named '{only}' (known: {', '.join(names[:10]) or 'none'})", key="--study")
     store = Store(url)
     try:
-        for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        for summary in summaries:
             name = summary.study_name
             if only is not None and name != only:
                 continue

@@ -32,7 +32,17 @@ from engine.datasets.scan import Scan, scan, split_sizes
 from engine.errors import DEVICE_EXIT, DISK_EXIT, DISK_FULL, ConfigError, DiskError, disk_problem
 from engine.insights.gpu import gpu_usage
 from engine.insights.results import IMPORTANCE_IN_REPORT, export_results
-from engine.storage import STORAGE_ENV, Store, load_study, mask_url, optuna_storage, study_id
+from engine.storage import (
+    STORAGE_ENV,
+    STUDY_ATTR,
+    Store,
+    check_ours,
+    load_study,
+    mask_url,
+    optuna_storage,
+    study_facts,
+    study_id,
+)
 from engine.storage.states import ACTIVE, EventKind, SweepState, eta_seconds, finished_count
 from engine.sweep import packing
 from engine.sweep.auto_batch import measure_batches
@@ -117,8 +127,9 @@ class Study:
 
 def create_or_resume(config: SweepConfig, url: str, name: str, workdir: Path) -> Study:
     """Create the study, or resume it when the same name exists with the same definition."""
-    store = Store(url)
     storage = optuna_storage(url)
+    check_ours(storage, name)  # before Store() adds our tables to the database
+    store = Store(url)
     existing = store.sweep(name)
     folder = workdir / name
     config_dict = config.to_dict()
@@ -136,7 +147,7 @@ def create_or_resume(config: SweepConfig, url: str, name: str, workdir: Path) ->
         return Study(existing.study_id, name, True, folder)
     study = optuna.create_study(study_name=name, storage=storage, directions=config.objective.directions(),
                                 load_if_exists=True)
-    study.set_user_attr("tui_hpo", {"metrics": config.objective.metrics()})
+    study.set_user_attr(STUDY_ATTR, {"metrics": config.objective.metrics()})
     sid = study_id(storage, name)
     store.create_sweep(sid, name, config_dict, config.budget.n_trials)
     start_from_recipe(study, config)
@@ -277,8 +288,8 @@ class Engine:
         self.store = Store(self.url)
         self.optuna_study = load_study(self.url, study.name)
         if found is not None:  # the split's sizes, for summary and the dashboard (which never read the data itself)
-            attrs = self.optuna_study.user_attrs.get("tui_hpo", {})
-            self.optuna_study.set_user_attr("tui_hpo", {**attrs, "data": split_sizes(found, self.config.data)})
+            self.optuna_study.set_user_attr(STUDY_ATTR, {**study_facts(self.optuna_study),
+                                                         "data": split_sizes(found, self.config.data)})
         folder = study.folder
         folder.mkdir(parents=True, exist_ok=True)
         self._log_to(folder / "engine.log")

@@ -17,7 +17,7 @@ import optuna
 
 from engine.config import SweepConfig
 from engine.insights.results import best_trials
-from engine.storage import STORAGE_ENV, Store, load_study
+from engine.storage import STORAGE_ENV, STUDY_ATTR, Store, load_study, study_facts
 from engine.storage.states import EventKind
 from engine.sweep import checkpoints
 
@@ -56,8 +56,7 @@ def evaluate_best(config: SweepConfig, url: str, study_name: str, study_id: int,
         except (OSError, ValueError, RuntimeError, subprocess.TimeoutExpired) as exc:
             log.warning("test set: %s", exc)
             result["note"] = f"the test set could not be evaluated: {str(exc)[:300]}"
-    attrs = study.user_attrs.get("tui_hpo", {})
-    study.set_user_attr("tui_hpo", {**attrs, "test": result})
+    study.set_user_attr(STUDY_ATTR, {**study_facts(study), "test": result})
     shown = (f"accuracy {result['accuracy']:.4f}, macro-F1 {result['f1']:.4f} on {result['images']} images"
              if "note" not in result else result["note"])
     Store(url).add_event(study_id, EventKind.SWEEP, f"test set (data.test), best trial {number}: {shown}",

@@ -12,7 +12,7 @@ import click
 
 from engine.storage import Workspace
 from tui_hpo.commands.study import study_folder, study_from
-from tui_hpo.options import study_options
+from tui_hpo.options import check_out_dir, study_options
 
 METHODS = ("mean", "weighted")
 
@@ -40,7 +40,8 @@ def _ranked(study: Any) -> list[Any]:
               help="With --folds: the trial (default: the best).")
 @click.option("--method", type=click.Choice(METHODS), default="mean", show_default=True,
               help="mean: equal weights; weighted: by each member's validation macro-F1.")
-@click.option("--out", "out_dir", metavar="DIR", help="The ensemble package folder (default: DIR/<study>/ensemble).")
+@click.option("--out", "out_dir", metavar="DIR", callback=check_out_dir,
+              help="The ensemble package folder (default: DIR/<study>/ensemble).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda:N or mps.")
 def ensemble(workspace: Workspace, study_name: str | None, as_json: bool, top: int, folds: bool,
              trial_number: int | None, method: str, out_dir: str | None, device: str) -> None:

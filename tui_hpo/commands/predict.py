@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from tui_hpo.options import check_out_file
+
 TTA = ("none", "flip", "five-crop", "flip+scale", "auto")
 SHOWN = 5  # skipped files named on the screen
 
@@ -158,7 +160,7 @@ def _report(result: Any, as_json: bool, fields: dict[str, Any], lines: list[str]
               help="Test-time augmentation; auto picks the best on --val (or the package's own validation split).")
 @click.option("--val", "val_path", metavar="PATH", help="With --tta auto: labelled images to choose on.")
 @click.option("--out", "out_path", default="predictions.csv", show_default=True, metavar="FILE",
-              help="The predictions CSV: id, predicted class, one probability column per class.")
+              callback=check_out_file, help="The predictions CSV: id, predicted class, a probability column per class.")
 def predict(model_path: str, batch: int, device: str, as_json: bool, data_path: str, tta: str, val_path: str | None,
             out_path: str) -> None:
     """Predict the class of every image under PATH with a model package."""

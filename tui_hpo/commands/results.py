@@ -6,9 +6,9 @@ import json
 
 import click
 
-from engine.storage import Workspace
+from engine.storage import Workspace, study_facts
 from tui_hpo.commands.study import study_folder, study_from
-from tui_hpo.options import study_options
+from tui_hpo.options import check_out_dir, check_out_file, study_options
 
 
 @click.command()
@@ -49,7 +49,7 @@ def top(n: int, workspace: Workspace, study_name: str | None, as_json: bool) -> 
 
     from tui_hpo.headless import top_table
 
-    metrics = study.user_attrs.get("tui_hpo", {}).get("metrics") or ["value"] * len(study.directions)
+    metrics = study_facts(study).get("metrics") or ["value"] * len(study.directions)
     Console().print(top_table(rows, metrics, f"Top {len(rows)} trials of '{study.study_name}'"))
 
 
@@ -75,7 +75,7 @@ def importance_command(evaluator: str, workspace: Workspace, study_name: str | N
 
 
 @click.command(name="export")
-@click.option("--out", metavar="DIR", help="Where to write (default: WORKDIR/<study>/).")
+@click.option("--out", metavar="DIR", callback=check_out_dir, help="Where to write (default: WORKDIR/<study>/).")
 @study_options
 def export_command(out: str | None, workspace: Workspace, study_name: str | None, as_json: bool) -> None:
     """Write report.json, trials.csv, best_params.yaml and a trainable best_config.yaml."""
@@ -111,7 +111,8 @@ def export_command(out: str | None, workspace: Workspace, study_name: str | None
               help="The share of completed trials whose ranges are kept.")
 @click.option("--fix-below", type=click.FloatRange(0.0, 1.0), metavar="IMPORTANCE",
               help="Fix parameters less important than this at the best trial's value (fine-tuning).")
-@click.option("--out", metavar="FILE", help="The focused sweep YAML (default: WORKDIR/<study>/recommended.yaml).")
+@click.option("--out", metavar="FILE", callback=check_out_file,
+              help="The focused sweep YAML (default: WORKDIR/<study>/recommended.yaml).")
 @study_options
 def recommend(top_fraction: float, fix_below: float | None, out: str | None, workspace: Workspace,
               study_name: str | None, as_json: bool) -> None:

@@ -129,6 +129,8 @@ def _parse_seeds(text: str | None) -> list[int] | None:
         raise UserError(f"'{text}' is not a comma-separated list of integer seeds", key="--seed-list") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise UserError(f"'{text}' needs at least one seed, each once", key="--seed-list")
+    if any(seed < 0 for seed in seeds):
+        raise UserError(f"'{text}': seeds are 0 or more", key="--seed-list")
     return seeds
 
 

@@ -12,7 +12,7 @@ import click
 
 from engine.storage import Workspace
 from tui_hpo.launch import RunArgs
-from tui_hpo.options import workspace_options
+from tui_hpo.options import check_out_file, workspace_options
 
 DEFAULT = "default"
 
@@ -162,7 +162,7 @@ def _show(report: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.option("--out", metavar="FILE", help="Write it here (default: standard output).")
+@click.option("--out", metavar="FILE", callback=check_out_file, help="Write it here (default: standard output).")
 def schema(out: str | None) -> None:
     """The JSON Schema of the native sweep format, for editors that check and complete YAML."""
     from engine.artifacts import write_atomic

@@ -12,7 +12,7 @@ import click
 
 from engine.storage import Workspace
 from tui_hpo.commands.study import study_folder, study_from
-from tui_hpo.options import study_options
+from tui_hpo.options import check_out_dir, study_options
 
 if TYPE_CHECKING:
     import optuna
@@ -27,7 +27,8 @@ N_CURVES = 5  # learning curves of this many best trials: more become a tangle
 
 
 @click.command()
-@click.option("--out", "out_dir", metavar="DIR", help="Where the files go  [default: WORKDIR/STUDY/analysis]")
+@click.option("--out", "out_dir", metavar="DIR", callback=check_out_dir,
+              help="Where the files go  [default: WORKDIR/STUDY/analysis]")
 @click.option("--no-files", is_flag=True, help="Draw in the terminal only.")
 @click.option("--no-terminal", is_flag=True, help="Write the files only.")
 @study_options
