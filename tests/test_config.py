@@ -389,6 +389,16 @@ def test_the_seed_scripts_environment_variables_fix_their_parameters() -> None:
     assert error.value.source == "environment" and error.value.key == "train.epochs"
 
 
+
+def test_the_seed_scripts_variables_work_with_a_config_that_has_no_search_space(tmp_path: Path) -> None:
+    """A file without `search_space:` left the variables' "not searched" marks (nulls) with
+    nothing to remove, and the config was refused for a value the user never wrote."""
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("train: {epochs: 1}\nbudget: {n_trials: 1}\n")
+    config = resolve({}, config_file=str(plain), environ={"SEED": "5", "LEARNING_RATE": "0.01"})
+    assert (config.train.seed, config.train.lr, config.search_space) == (5, 0.01, {})
+
+
 def test_validate_says_where_each_value_came_from_and_writes_nothing(tmp_path: Path) -> None:
     """`tui-hpo validate`: `run`'s checks and resolution without running; each setting named with
     the layer that set it last (file, environment, command line, profile, the data, default)."""

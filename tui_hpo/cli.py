@@ -25,6 +25,8 @@ from tui_hpo.options import check_out_file, workspace_options
 EXIT_BAD_INPUT = 2
 ACTIONS = ("summary", "top", "visualize", "recommend", "cleanup")  # the original tracker's
 PRESETS = preset_names()
+RESULT_FILES = ("report.json", "best_config.yaml", "best_params.yaml", "trials.csv", "engine.log",
+                "best_model.safetensors")  # a sweep's files, as its last line lists them
 
 
 class Group(click.Group):
@@ -243,13 +245,12 @@ def _run_headless(args: RunArgs, workspace: Workspace, study_name: str | None) -
     rows = top_rows(load_study(workspace.url, name), 10)
     if rows:
         console.print(top_table(rows, resolved.config.objective.metrics(), f"Top trials of '{name}'"))
-    if resolved.config.runs_command:
-        console.print(f"Results: {workspace.workdir / name}/ (report.json, best_config.yaml, best_params.yaml, "
-                      "trials.csv, engine.log, trials/<n>/output.log); next: tui-hpo summary, recommend, visualize")
-    else:
-        console.print(f"Results: {workspace.workdir / name}/ (report.json, best_config.yaml, best_params.yaml, "
-                      "trials.csv, engine.log, best_model.safetensors when kept); next: tui-hpo summary, recommend, "
-                      "visualize, predict")
+    folder = workspace.workdir / name
+    files = [f for f in RESULT_FILES if (folder / f).exists()]  # what this sweep wrote (no best file if none completed)
+    if (folder / "trials").is_dir():
+        files.append("trials/<n>/output.log")
+    then = "summary, recommend, visualize" + (", predict" if (folder / "best_model.safetensors").exists() else "")
+    console.print(f"Results: {folder}/ ({', '.join(files)}); next: tui-hpo {then}")
     return code
 
 

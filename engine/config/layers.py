@@ -119,8 +119,8 @@ def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any
     """
     merged = copy.deepcopy(dict(base))
     for key, value in top.items():
-        if key == "search_space" and isinstance(value, dict) and isinstance(merged.get(key), dict):
-            space = {**merged[key], **copy.deepcopy(value)}
+        if key == "search_space" and isinstance(value, dict) and isinstance(merged.get(key, {}), dict):
+            space = {**merged.get(key, {}), **copy.deepcopy(value)}  # null with nothing below: nothing to remove
             merged[key] = {name: spec for name, spec in space.items() if spec is not None}
         elif isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = deep_merge(merged[key], value)

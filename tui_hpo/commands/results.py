@@ -94,6 +94,8 @@ def export_command(out: str | None, workspace: Workspace, study_name: str | None
         notes.append("no completed trial yet: no best config")
     elif config is None:
         notes.append("a plain Optuna study: no sweep config, so no best_config.yaml")
+    elif len(study.directions) > 1:
+        notes.append("several objectives: best_params.yaml holds the Pareto front, so no single best_config.yaml")
     if as_json:
         click.echo(json.dumps({"study": study.study_name, "files": [str(p) for p in written], "notes": notes},
                               indent=2))
@@ -102,7 +104,7 @@ def export_command(out: str | None, workspace: Workspace, study_name: str | None
         click.echo(f"wrote {path}")
     for note in notes:
         click.echo(note)
-    if config is not None and notes == []:
+    if folder / "best_config.yaml" in written:
         click.echo(f"train it again: tui-hpo train --config {folder / 'best_config.yaml'}")
 
 
