@@ -95,9 +95,9 @@ def test_a_weights_map_gives_each_model_its_own_file(tmp_path: Path, caplog: pyt
     assert all(torch.equal(effnet.state_dict()[k], v) for k, v in same_classes.items()), "same classes: head kept"
     convnext = build_model(cfg.model_copy(update={"model": "test_convnext"}), num_classes=3)  # not in the map
     assert convnext.get_classifier().weight.shape[0] == 3
-    with pytest.raises(ValueError, match="does not fit model 'test_convnext'"):
+    with pytest.raises(ConfigError, match="does not fit model 'test_convnext'") as raised:
         build_model(cfg.model_copy(update={"model": "test_convnext", "weights": str(pth)}), num_classes=3)
-
+    assert raised.value.key == "train.weights"
     space = {"model": {"choices": ["test_resnet", "test_efficientnet"]}}
     with pytest.raises(ConfigError, match=r"train\.weights\.test_vit: 'test_vit' is not a model this sweep"):
         validate({"train": {"weights": {"test_vit": str(pth)}}, "search_space": space}, None)
@@ -105,6 +105,26 @@ def test_a_weights_map_gives_each_model_its_own_file(tmp_path: Path, caplog: pyt
                         "search_space": space}, None)
     with pytest.raises(ConfigError, match=r"train\.weights\.test_resnet: no such weights file"):
         check_models_once(missing, tmp_path / "models.json")
+
+
+@pytest.mark.parametrize(("name", "content", "needle"), [
+    ("notes.pt", b"these are my notes\n", "is not a PyTorch checkpoint"),
+    ("cut.safetensors", b"\x40\x00\x00\x00\x00\x00\x00\x00{\"a\":", "is not a safetensors file"),
+    ("text.safetensors", b"hello", "is not a safetensors file"),
+])
+def test_a_weights_file_that_is_not_weights_is_refused_before_the_study(name: str, content: bytes, needle: str,
+                                                                       tmp_path: Path) -> None:
+    """A text file or a truncated download as train.weights: every trial failed with a KeyError
+    or a safetensors error, and `train` ended in a traceback."""
+    (tmp_path / name).write_bytes(content)
+    config = tmp_path / "w.yaml"
+    config.write_text(f"train: {{model: test_resnet, weights: {tmp_path / name}, epochs: 1}}\n")
+    for command in (["run", "--no-tui", "--workdir", str(tmp_path / "runs")], ["train"]):
+        result = run_cli(*command, "--config", str(config))
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert f"train.weights: {tmp_path / name} {needle}" in lines[0], lines[0]
+    assert not (tmp_path / "runs" / "hpo.db").exists()
 
 
 def test_offline_and_not_cached_fails_before_the_study_exists(hub: Path, tmp_path: Path) -> None:

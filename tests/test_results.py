@@ -279,3 +279,26 @@ def test_samples_older_than_the_cutoff_are_pruned(workdir: Path) -> None:
         store.close()
     result = invoke("cleanup", "--workdir", str(workdir), "--days", "7", "--json")
     assert json.loads(result.stdout)["samples"] == 1
+
+
+def test_a_sweep_whose_engine_was_killed_shows_as_interrupted_not_running(tmp_path: Path) -> None:
+    """After kill -9 of the engine the stored state stays "running": summary said so forever."""
+    import sqlalchemy as sa
+
+    from engine.config import SweepConfig
+    from engine.insights.summary import summary
+    from engine.storage import Store, load_study
+    from engine.sweep.engine import create_or_resume
+
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    create_or_resume(SweepConfig.model_validate({}), url, "killed", tmp_path)
+    assert summary(load_study(url, "killed"), url)["state"] == "running", "just started: no worker yet, still running"
+    store = Store(url)
+    with store.tx() as conn:
+        conn.execute(sa.text("UPDATE hpo_sweep SET updated = updated - 1000"))
+    assert summary(load_study(url, "killed"), url)["state"] == "interrupted"
+    worker = store.register_worker(store.sweep("killed").study_id, "host", 1, "cpu")
+    assert summary(load_study(url, "killed"), url)["state"] == "running", "a live worker"
+    with store.tx() as conn:
+        conn.execute(sa.text("UPDATE hpo_worker SET last_seen = last_seen - 1000 WHERE id = :id"), {"id": worker})
+    assert summary(load_study(url, "killed"), url)["state"] == "interrupted"

@@ -20,7 +20,7 @@ from engine.errors import UserError
 from engine.insights.gpu import gpu_usage
 from engine.insights.validation import judge
 from engine.storage import Store, SweepRow, study_facts
-from engine.storage.states import SweepState
+from engine.storage.states import ACTIVE, WORKER_LIVE_S, SweepState
 
 States = optuna.trial.TrialState
 
@@ -51,6 +51,21 @@ def metric_names(config: dict[str, Any], n_objectives: int) -> list[str]:
 
 def _seconds(trial: optuna.trial.FrozenTrial) -> float:
     return trial.duration.total_seconds() if trial.duration else 0.0
+
+
+def shown_state(url: str, row: SweepRow | None) -> str:
+    """The sweep's state as stored, except a running or paused one that nothing has touched for
+    WORKER_LIVE_S (no worker seen, the sweep row not updated): its engine was killed, and the
+    stored word would say "running" forever. EXTERNAL for a study tui-hpo did not make."""
+    if row is None:
+        return SweepState.EXTERNAL.value
+    if row.state not in ACTIVE or row.updated > time.time() - WORKER_LIVE_S:
+        return str(row.state)
+    store = Store(url, readonly=True)
+    try:
+        return str(row.state) if store.alive(row.study_id) else SweepState.INTERRUPTED.value
+    finally:
+        store.close()
 
 
 def sweep_gpu_usage(url: str, row: SweepRow | None, trials: list[optuna.trial.FrozenTrial]) -> dict[str, Any] | None:
@@ -89,7 +104,7 @@ def summary(study: optuna.Study, url: str) -> dict[str, Any]:
     failures = Counter(str(t.user_attrs.get("fail_reason", "unknown")) for t in trials if t.state == States.FAIL)
     out: dict[str, Any] = {
         "study": study.study_name,
-        "state": row.state if row else SweepState.EXTERNAL.value,
+        "state": shown_state(url, row),
         "n_trials": row.n_trials if row else None,
         "counts": {state.name: counts.get(state.name, 0) for state in States},
         "metrics": metrics,

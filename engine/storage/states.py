@@ -21,9 +21,13 @@ class SweepState(_Word):
     STOPPED = "stopped"  # by the user, a time budget, or consecutive failures
     FINISHED = "finished"  # the budget is spent
     EXTERNAL = "external"  # not ours: a study plain Optuna made (never stored, only shown)
+    # Running or paused in the database with no worker seen lately: the engine was killed (kill -9,
+    # a lost machine). Never stored, only shown; `run --resume` goes on.
+    INTERRUPTED = "interrupted"
 
 
 ACTIVE = (SweepState.RUNNING, SweepState.PAUSED)  # a sweep that still has an engine and workers
+WORKER_LIVE_S = 120.0  # a worker seen this recently (it writes every few seconds) is alive
 
 
 class WorkerState(_Word):

@@ -30,7 +30,15 @@ from sqlalchemy.engine import Engine
 
 from engine.errors import UserError
 from engine.storage import optuna_sql
-from engine.storage.states import OUTCOMES, RECENT_DURATIONS, EventKind, SweepState, WorkerState, finished_count
+from engine.storage.states import (
+    OUTCOMES,
+    RECENT_DURATIONS,
+    WORKER_LIVE_S,
+    EventKind,
+    SweepState,
+    WorkerState,
+    finished_count,
+)
 from engine.storage.tables import (
     EPOCH_COLUMNS,
     MIGRATIONS,
@@ -482,6 +490,12 @@ class Store:
     def update_worker(self, worker_id: int, **values: Any) -> None:
         with self.tx() as conn:
             conn.execute(workers.update().where(workers.c.id == worker_id).values(last_seen=time.time(), **values))
+
+    def alive(self, study_id: int, now: float | None = None) -> bool:
+        """Whether any worker of the study has been seen in the last WORKER_LIVE_S seconds."""
+        since = (time.time() if now is None else now) - WORKER_LIVE_S
+        return any(w["state"] != WorkerState.EXITED and (w["last_seen"] or 0) > since
+                   for w in self.workers_of(study_id))
 
     def workers_of(self, study_id: int) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -18,10 +18,8 @@ import optuna
 from engine.config import SweepConfig, check_study_name
 from engine.errors import ConfigError, UserError
 from engine.storage import Store
-from engine.storage.states import WorkerState
 from engine.sweep import checkpoints
 
-LIVE_S = 120.0  # a worker seen this recently is alive: its study is left alone
 DAY_S = 86400.0
 
 
@@ -58,11 +56,6 @@ def _leftovers(folder: Path, study: str, workdir: Path) -> list[tuple[Path, str]
     return found
 
 
-def _is_live(store: Store, study_id: int, now: float) -> bool:
-    return any(w["state"] != WorkerState.EXITED and (w["last_seen"] or 0) > now - LIVE_S
-               for w in store.workers_of(study_id))
-
-
 def cleanup(url: str, workdir: Path, days: float, keep: int | None = None, only: str | None = None,
             dry_run: bool = False, now: float | None = None) -> CleanupReport:
     """Remove what the rules above say, or with `dry_run` only list it."""
@@ -89,7 +82,7 @@ def cleanup(url: str, workdir: Path, days: float, keep: int | None = None, only:
             except ConfigError:
                 report.skipped.append(f"{name!r}: not a folder name, so no folder of ours")
                 continue
-            if _is_live(store, row.study_id, now):
+            if store.alive(row.study_id, now):  # a worker seen lately: its study is left alone
                 report.skipped.append(f"{name}: running (workers alive)")
                 continue
             _clean_study(report, store, row.study_id, name, SweepConfig.model_validate(row.config),

@@ -64,6 +64,27 @@ def check_weight_files(config: SweepConfig) -> None:
     for key, file in files.items():
         if not Path(file).is_file():
             raise ConfigError(f"no such weights file: {file}", key=key)
+        if (why := not_weights(Path(file))) is not None:
+            raise ConfigError(f"{file} {why}", key=key)
+
+
+def not_weights(file: Path) -> str | None:
+    """Why `file` cannot be a weights file, from its first bytes and without torch (a text file,
+    a truncated download); None when it may be one. Whether it fits the model is the loader's."""
+    with open(file, "rb") as fh:
+        head = fh.read(8)
+        if file.suffix == ".safetensors":
+            length = int.from_bytes(head, "little") if len(head) == 8 else 0
+            if not 0 < length <= file.stat().st_size - 8:
+                return "is not a safetensors file (no header of a length that fits the file)"
+            try:
+                json.loads(fh.read(length))
+            except ValueError:
+                return "is not a safetensors file (its header is not JSON)"
+            return None
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save: a zip, or a pickle of old
+        return None
+    return "is not a PyTorch checkpoint (torch.save writes a zip archive) nor a .safetensors file"
 
 
 def _load(path: Path) -> set[str]:

@@ -61,7 +61,11 @@ def load_weights(model: nn.Module, path: str, name: str) -> None:
     built, freshly initialised, and the log says so; any other mismatch is an error."""
     from timm.models import load_state_dict
 
-    state = load_state_dict(path, weights_only=True)
+    try:
+        state = load_state_dict(path, weights_only=True)
+    except Exception as exc:  # a damaged file, or a checkpoint that holds objects besides tensors
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(f"cannot read {path} as weights: {why}", key="train.weights") from None
     own = model.state_dict()
     head = {id(p) for p in head_parameters(model)}
     head_keys = {k for k, p in model.named_parameters() if id(p) in head}
@@ -74,8 +78,8 @@ def load_weights(model: nn.Module, path: str, name: str) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k not in resized]
     if missing or unexpected:
-        raise ValueError(f"weights file {path} does not fit model '{name}': "
-                         f"{len(missing)} missing key(s) {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}")
+        raise ConfigError(f"weights file {path} does not fit model '{name}': {len(missing)} missing key(s) "
+                          f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}", key="train.weights")
 
 
 def pretrained_source(name: str) -> tuple[str, tuple[str, ...]] | None:
