@@ -256,3 +256,17 @@ def test_data_that_leaves_no_training_image_is_refused(tmp_path: Path) -> None:
     workdir = tmp_path / "runs"
     result = run_cli("run", "--data", str(tmp_path / "data"), "--workdir", str(workdir), "--no-tui")
     assert_clean_failure(result, workdir, "data.path: no training images left: all 2 of 2 go to validation")
+
+
+def test_a_worker_for_a_sweep_that_does_not_exist_is_one_line_and_creates_nothing(tmp_path: Path) -> None:
+    """It exited 1 with a message of its own format, and left a new database behind."""
+    missing = f"sqlite:///{tmp_path / 'w' / 'hpo.db'}"
+    (tmp_path / "w").mkdir()
+    line = one_line_error(invoke("worker", "--storage", missing, "--study", "x"))
+    assert f"--storage: no database at {tmp_path / 'w' / 'hpo.db'}" in line
+    assert not (tmp_path / "w" / "hpo.db").exists()
+    import optuna
+
+    optuna.create_study(study_name="other", storage=f"sqlite:///{tmp_path / 'hpo.db'}")
+    line = one_line_error(invoke("worker", "--workdir", str(tmp_path), "--study", "x"))
+    assert f"--study: no sweep named 'x' in {tmp_path / 'hpo.db'}: start it first" in line

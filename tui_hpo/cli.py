@@ -323,8 +323,15 @@ def worker(workspace: Workspace, study_name: str, device: str, threads: int) -> 
     """Join a running sweep from this machine: everything else comes from the storage.
 
     Give the sweep's --storage (or $TUI_HPO_STORAGE); without it, the workspace's own hpo.db."""
+    from engine.config import check_study_name
+    from engine.storage import check_ours, optuna_storage
     from engine.sweep.worker import WorkerArgs, run_worker
 
+    check_study_name(study_name, "--study")
+    workspace.require_database("start the sweep first (tui-hpo run), then join it")
+    if not check_ours(optuna_storage(workspace.url, heartbeat=False), study_name):
+        raise UserError(f"no sweep named '{study_name}' in {workspace.label}: start it first (tui-hpo run), then "
+                        "join it", key="--study")
     if device == "auto":
         from engine.training.devices import probe
 
