@@ -270,3 +270,14 @@ def test_a_worker_for_a_sweep_that_does_not_exist_is_one_line_and_creates_nothin
     optuna.create_study(study_name="other", storage=f"sqlite:///{tmp_path / 'hpo.db'}")
     line = one_line_error(invoke("worker", "--workdir", str(tmp_path), "--study", "x"))
     assert f"--study: no sweep named 'x' in {tmp_path / 'hpo.db'}: start it first" in line
+
+
+def test_attach_to_nothing_or_without_a_terminal_is_one_line(tmp_path: Path) -> None:
+    """attach opened the full-screen app on a study that did not exist, and into a pipe."""
+    import optuna
+
+    optuna.create_study(study_name="there", storage=f"sqlite:///{tmp_path / 'hpo.db'}")
+    assert "--study: no study named 'nosuch' (known: there)" in one_line_error(
+        invoke("attach", "--workdir", str(tmp_path), "--study", "nosuch"))
+    assert "--workdir: no database at" in one_line_error(invoke("attach", "--workdir", str(tmp_path / "none")))
+    assert "attach: the dashboard needs a terminal" in one_line_error(invoke("attach", "--workdir", str(tmp_path)))

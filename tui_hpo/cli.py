@@ -103,10 +103,15 @@ def _open_app(workspace: Workspace, **kwargs: Any) -> None:
 @click.option("--study", "study_name", help="The study to watch (default: the most recent).")
 def attach(workspace: Workspace, study_name: str | None) -> None:
     """Open the dashboard on a running or finished sweep."""
+    from tui_hpo.commands.study import study_from
+
     if study_name is not None:
         from engine.config import check_study_name
 
         check_study_name(study_name, "--study")
+    study_from(workspace, study_name)  # no database, or no such study: one line, not an empty dashboard
+    if not (sys.stdout.isatty() and sys.stdin.isatty()):
+        raise UserError("the dashboard needs a terminal (ssh -t, tmux); without one: tui-hpo summary", key="attach")
     _open_app(workspace, study=study_name, mode="dashboard")
 
 
