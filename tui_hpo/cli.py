@@ -200,6 +200,7 @@ def _saved_config(workspace: Workspace, study_name: str | None) -> str:
 
     if not study_name:
         raise UserError("--resume needs --study NAME", key="--study")
+    workspace.require_database("no sweep to resume")
     check_ours(optuna_storage(workspace.url, heartbeat=False), study_name)
     row = Store(workspace.url).sweep(study_name)
     if row is None:

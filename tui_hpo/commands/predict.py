@@ -220,9 +220,10 @@ def evaluate(model_path: str, batch: int, device: str, as_json: bool, data_path:
     policies = POLICIES if tta == "auto" else tuple(dict.fromkeys(("none", tta)))
     with _progress("evaluating", len(idx) * len(policies)) as advance:
         results = compare(model, package, data, idx, labels, dev, policies, batch, advance)
-    if data_path is None:  # the Analysis screen shows it (tta_path)
-        write_atomic(tta_path(model_path), json.dumps({
-            "images": len(idx), "results": {p: {"accuracy": a, "macro_f1": f} for p, (a, f) in results.items()}}))
+    if data_path is None:  # the Analysis screen shows it (tta_path); a model on read-only media is still evaluated
+        with contextlib.suppress(OSError):
+            write_atomic(tta_path(model_path), json.dumps({
+                "images": len(idx), "results": {p: {"accuracy": a, "macro_f1": f} for p, (a, f) in results.items()}}))
     if as_json:
         click.echo(json.dumps({"model": model_path, "images": len(idx), "device": dev,
                                "results": {p: {"accuracy": a, "macro_f1": f} for p, (a, f) in results.items()},
