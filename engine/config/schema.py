@@ -67,7 +67,7 @@ class DataConfig(Section):
     label_column: str | None = Field(None, min_length=1)
     val_fraction: float = Field(0.2, gt=0, lt=1)
     folds: int = Field(1, ge=1, le=20)
-    subset: int | None = Field(None, ge=4)  # use at most this many images (stratified): fast screening
+    subset: int | None = Field(None, ge=4)  # about this many images (each class its share, 2 at least): fast screening
     split_seed: int = Field(0, ge=0)
     cache_limit_mb: int = Field(2048, ge=0)
     # A validation set of the user's own (same layouts as `path`), used instead of a split; and a
