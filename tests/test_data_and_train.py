@@ -208,3 +208,21 @@ def test_images_resident_on_a_device_give_the_same_batches() -> None:
     for (xa, ya), (xb, yb) in zip(host, resident, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     assert data.resident(12, torch.device("cpu")) is data.resident(12, torch.device("cpu")), "copied once"
+
+
+def test_predict_reads_a_folder_with_a_labels_csv_as_training_does(tmp_path: Path) -> None:
+    """`predict --data DIR` on the CSV layout took every image in the folder, ids `images/0.png`
+    and no labels (so no accuracy), and read a broken CSV as if it were not there."""
+    from engine.datasets.inputs import find_inputs
+    from tests.conftest import write_png
+
+    for i in range(4):
+        write_png(tmp_path / "data" / "images" / f"{i}.png", 40 * i)
+    (tmp_path / "data" / "labels.csv").write_text("filename,category\n0.png,cat\n1.png,dog\n2.png,cat\n")
+    found = find_inputs(str(tmp_path / "data"))
+    assert (found.ids, found.labels) == (["0.png", "1.png", "2.png"], ["cat", "dog", "cat"])
+    assert [p.name for p in found.paths] == ["0.png", "1.png", "2.png"]
+    assert scan(DataConfig(path=str(tmp_path / "data"))).count == 3, "training reads the same three"
+    (tmp_path / "data" / "other.csv").write_text("id\n3.png\n")
+    with pytest.raises(DataError, match="several CSV files"):
+        find_inputs(str(tmp_path / "data"))

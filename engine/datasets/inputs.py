@@ -1,6 +1,7 @@
 """Images to predict: a folder searched recursively (an ImageFolder tree's class folder names
 become optional labels), or a CSV of ids in the layouts `scan` reads (a label column, when there
-is one, too). Unusable files are checked and skipped exactly as `scan` does, and listed.
+is one, too), given itself or as the one CSV at the top of the folder, as training reads it.
+Unusable files are checked and skipped exactly as `scan` does, and listed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from engine.datasets.scan import (
     _image_folder_for,
     _normal,
     _resolve_id,
+    labels_csv_in,
 )
 from engine.errors import DataError, UserError, one_line
 
@@ -55,6 +57,8 @@ def find_inputs(path: str, key: str = "--data") -> Inputs:
         if root.suffix.lower() != ".csv":
             raise DataError("must be a folder of images or a CSV of image ids", source=str(root), key=key)
         found = _from_csv(root, key)
+    elif (labels := labels_csv_in(root, key)) is not None:  # the CSV layout, as training reads the folder
+        found = _from_csv(labels, key)
     else:
         found = _from_folder(root.resolve())
     if not found.paths:

@@ -163,6 +163,16 @@ def _add_part(found: Scan, cfg: DataConfig, part: str, path: str) -> None:
     found.count = len(found.entries)
 
 
+def labels_csv_in(root: Path, key: str) -> Path | None:
+    """The one CSV at the top of folder `root`, which makes it the CSV layout (training and
+    predict read a folder the same way); None for an ImageFolder tree; several are refused."""
+    csvs = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
+    if len(csvs) > 1:
+        names = ", ".join(p.name for p in csvs)
+        raise DataError(f"several CSV files ({names}): name one with --labels", source=str(root), key=key)
+    return csvs[0] if csvs else None
+
+
 def _scan_one(cfg: DataConfig, min_classes: int = 2) -> Scan:
     if cfg.path is None:
         if cfg.labels is not None:
@@ -179,12 +189,7 @@ def _scan_one(cfg: DataConfig, min_classes: int = 2) -> Scan:
             raise DataError("must be a folder of images or a labels CSV", source=str(root), key="data.path")
         labels, root = root, root.parent
     if labels is None:
-        csvs = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
-        if len(csvs) > 1:
-            names = ", ".join(p.name for p in csvs)
-            raise DataError(f"several CSV files ({names}): name one with --labels", source=str(root),
-                            key="data.labels")
-        labels = csvs[0] if csvs else None
+        labels = labels_csv_in(root, "data.labels")
     result = _scan_csv(root, labels, cfg) if labels is not None else _scan_imagefolder(root)
     if not result.entries:
         why = f"; {result.skipped_summary()}" if result.skipped else ""
