@@ -12,6 +12,8 @@ from engine.insights.gpu import describe as describe_gpu
 from engine.insights.validation import balance, rough
 from engine.storage.states import finished_count
 
+PARETO_SHOWN = 5  # Pareto-front trials a summary lists; the rest are counted
+
 
 def _fmt(value: Any, suffix: str = "") -> str:
     if value is None:
@@ -76,9 +78,11 @@ def summary_table(report: dict[str, Any]) -> Table:
     metric = ", ".join(report["metrics"])
     if report.get("pareto_front"):
         table.add_row("Pareto front", f"{len(report['pareto_front'])} trial(s) trading {metric}")
-        for point in report["pareto_front"][:5]:
+        for point in report["pareto_front"][:PARETO_SHOWN]:
             values = ", ".join(f"{k}={v:.4g}" for k, v in point["values"].items())
             table.add_row(f"  trial {point['trial']}", f"{values}  {params(point['params'])}")
+        if len(report["pareto_front"]) > PARETO_SHOWN:
+            table.add_row("", f"and {len(report['pareto_front']) - PARETO_SHOWN} more (summary --json lists them all)")
     elif report["best"] is not None:
         best = report["best"]
         table.add_row(f"best {metric}", f"{best['value']:.4f} (trial {best['trial']})")
