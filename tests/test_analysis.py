@@ -56,6 +56,10 @@ def test_empty_and_multi_objective_studies(tmp_path: Path) -> None:
     report = json.loads(invoke("summary", "--workdir", str(tmp_path), "--json").stdout)  # the most recent
     assert report["study"] == "multi" and report["best"] is None and report["pareto_front"]
     assert "Pareto front" in invoke("summary", "--workdir", str(tmp_path)).stdout
+    wide = optuna.create_study(study_name="wide", storage=url, directions=["maximize", "minimize"])
+    wide.optimize(lambda t: (x := t.suggest_float("x", 0, 1), x), n_trials=8)  # every trial on the front
+    text = " ".join(invoke("summary", "--workdir", str(tmp_path), "--study", "wide").stdout.split())
+    assert "8 trial(s) trading" in text and "and 3 more (summary --json lists them all)" in text, text
 
 
 def test_missing_workspace_or_study_is_one_line_exit_2(tmp_path: Path) -> None:
