@@ -150,7 +150,10 @@ def _new_storage(url: str, heartbeat: bool, readonly: bool) -> Any:
     if readonly:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return optuna.storages.RDBStorage(readonly_url(url), skip_table_creation=True)
+            try:
+                return optuna.storages.RDBStorage(readonly_url(url), skip_table_creation=True)
+            except (sa.exc.ArgumentError, sa.exc.DatabaseError, ImportError) as exc:
+                raise cannot_open(url, exc) from None
     kwargs: dict[str, Any] = {"engine_kwargs": {"connect_args": {"timeout": BUSY_TIMEOUT_S}}} \
         if url.startswith("sqlite") else {"engine_kwargs": {"pool_pre_ping": True}}
     if heartbeat:
@@ -160,7 +163,7 @@ def _new_storage(url: str, heartbeat: bool, readonly: bool) -> Any:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
             return _creating_schema(lambda: kind(url, **kwargs))
-        except sa.exc.DatabaseError as exc:  # not a database, or a damaged one
+        except (sa.exc.ArgumentError, sa.exc.DatabaseError, ImportError) as exc:
             raise cannot_open(url, exc) from None
 
 
