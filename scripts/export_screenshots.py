@@ -62,7 +62,8 @@ async def shoot(workdir: Path) -> None:
         await pilot.press("6")
         for _ in range(60):  # the analysis loads in a thread, slower while the sweep trains beside it
             await pilot.pause(0.5)
-            if app.screen.query_one("#analysis-table").row_count:
+            tables = app.screen.query("#analysis-table")  # the screen itself may not be up yet
+            if tables and tables.first().row_count:
                 break
         await pilot.pause(1)
         app.save_screenshot("6-analysis.svg", path=str(OUT))
