@@ -300,11 +300,13 @@ def train(config_file: str, seed: int | None, data: str | None, as_json: bool, o
         flags.setdefault("train", {})["seed"] = seed
     if epochs is not None:  # exactly this many: the steps rules would move it again
         flags.setdefault("train", {}).update(epochs=epochs, min_steps=None, max_steps=None)
+    from engine.sweep.model_cache import check_weight_files
     from engine.sweep.resolve import resolve_run
     from engine.training.single import train_once
 
     resolved = resolve_run(None, config_file, flags)
     config = resolved.config
+    check_weight_files(config)  # a file that is not weights: one line before the data is read
     result = train_once(config, resolved.platform, Path(out).expanduser() if out else None, full)
     if as_json:
         click.echo(json.dumps(result, indent=2))
