@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from engine.config.space import train_key
 from engine.storage import STUDY_ATTR, make_engine, optuna_sql
 from engine.storage.optuna_sql import decode_param
-from engine.storage.states import RECENT_DURATIONS, SweepState, WorkerState, finished_count
+from engine.storage.states import RECENT_DURATIONS, WORKER_LIVE_S, SweepState, WorkerState, finished_count
 from engine.storage.tables import decode_epoch, decode_sample, events, samples, sweeps, workers
 from engine.storage.tables import epochs as epoch_rows
 from tui_hpo import clock
@@ -587,7 +587,7 @@ class Reader:
             rows = conn.execute(query.order_by(events.c.id.desc()).limit(limit)).all()
         return [Event(*r) for r in reversed(rows)]
 
-    def live_workers(self, study_id: int, max_age_s: float = 60.0) -> int:
+    def live_workers(self, study_id: int, max_age_s: float = WORKER_LIVE_S) -> int:
         with self.engine.connect() as conn:
             if not self._ours(conn, workers):
                 return 0

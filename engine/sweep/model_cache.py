@@ -73,7 +73,7 @@ def not_weights(file: Path) -> str | None:
     a truncated download); None when it may be one. Whether it fits the model is the loader's."""
     with open(file, "rb") as fh:
         head = fh.read(8)
-        if file.suffix == ".safetensors":
+        if file.suffix.lower() == ".safetensors":
             length = int.from_bytes(head, "little") if len(head) == 8 else 0
             if not 0 < length <= file.stat().st_size - 8:
                 return "is not a safetensors file (no header of a length that fits the file)"
